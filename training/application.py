@@ -1,0 +1,115 @@
+"""The base class the trainer drives: an application owns its networks, optimizers, data, losses and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from training.export_spec import ExportSpec
+
+
+@dataclass
+class TrainContext:
+    """What the trainer tells an application before training: where it runs and how to report notes."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    resuming: bool = False  # weights will come from the run's own checkpoint (skip init_from)
+    note: Callable[[str], None] = print  # a line for the log and the metrics file (rank 0 only writes it)
+
+
+class Application(nn.Module):
+    """Networks as submodules (their weights are the checkpoint's ``state``), plus the verbs the trainer calls.
+
+    Subclasses are registered with ``@register_model(name, ConfigDataclass)`` and implement ``build_optimizers``,
+    ``setup_training``, ``make_batch``, ``train_step``, ``evaluate``, ``sample_grid`` and ``export_spec``.
+    """
+
+    model_name: str = ""
+    config_cls: type = object
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.context = TrainContext()
+        self.train_info: dict[str, Any] = {}  # step/metrics/commit of the checkpoint this was loaded from
+        self.facts: dict[str, Any] = {}  # data and loss facts recorded in checkpoint metrics and the model card
+        self._optimizers: dict[str, torch.optim.Optimizer] | None = None
+
+    # -- optimisation -------------------------------------------------------------------------------------
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Create the optimizers by name (e.g. {"g": Adam, "d": Adam}); called once, lazily."""
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimizers by name; each param group's ``initial_lr`` is the base of the LR schedule."""
+        if self._optimizers is None:
+            self._optimizers = self.build_optimizers()
+            for opt in self._optimizers.values():
+                for group in opt.param_groups:
+                    group.setdefault("initial_lr", group["lr"])
+        return self._optimizers
+
+    def optimize(self, name: str, loss: torch.Tensor) -> None:
+        """One update of optimizer ``name``: backward, average gradients across ranks (data parallel), step."""
+        opt = self.optimizers()[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.context.world_size > 1:
+            _all_reduce_mean([p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None])
+        opt.step()
+
+    # -- the verbs the trainer drives ---------------------------------------------------------------------
+    def setup_training(self, context: TrainContext) -> None:
+        """Load data and training-only parts (loss networks, init weights); not needed for inference."""
+        self.context = context
+
+    def make_batch(self, step: int, rank: int, world_size: int) -> Any:
+        """The batch for ``step`` on ``rank``: a pure function of (seed, step, rank) so resume is exact."""
+        raise NotImplementedError
+
+    def train_step(self, batch: Any, step: int) -> dict[str, float]:
+        """One training step (alternating D/G updates for GANs); returns the losses as floats."""
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out quality figures (higher is better for the headline one)."""
+        raise NotImplementedError
+
+    def sample_grid(self) -> np.ndarray:
+        """A HxWx3 uint8 picture of current outputs on fixed inputs, for the samples/ folder."""
+        raise NotImplementedError
+
+    def export_spec(self) -> ExportSpec:
+        """Everything the exporter needs: inference module, named tensors, parity/eval/calibration hooks."""
+        raise NotImplementedError
+
+
+def _all_reduce_mean(tensors: list[torch.Tensor]) -> None:
+    """Average tensors across ranks in one flat all-reduce (what DistributedDataParallel does to gradients)."""
+    if not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for t in tensors:
+        n = t.numel()
+        t.copy_(flat[offset : offset + n].view_as(t))
+        offset += n
+
+
+def broadcast_state(module: nn.Module, buffers_only: bool = False) -> None:
+    """Copy rank 0's parameters and/or buffers (batch-norm statistics) to every rank."""
+    tensors = [b for b in module.buffers()]
+    if not buffers_only:
+        tensors = [p.data for p in module.parameters()] + tensors
+    tensors = [t for t in tensors if t.dtype.is_floating_point or t.dtype in (torch.int64, torch.int32)]
+    for t in tensors:
+        dist.broadcast(t, src=0)

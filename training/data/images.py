@@ -1,0 +1,213 @@
+"""Natural-image sources for super-resolution: the offline sample photos or a user folder, cropped and degraded.
+
+The built-in split is fixed so results are comparable and the held-out pixels never reach training:
+``BUILTIN_TRAIN`` and ``BUILTIN_HELD_OUT`` below (each entry is ``package:image`` with an optional column range).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ganserve.errors import GanserveError
+
+log = logging.getLogger("ganserve.training")
+
+# Training photos (scikit-image and scikit-learn samples that load offline). coffee is split by columns:
+# its right half trains, its left half is held out.
+BUILTIN_TRAIN: tuple[str, ...] = (
+    "skimage:astronaut",
+    "skimage:chelsea",
+    "skimage:rocket",
+    "skimage:hubble_deep_field",
+    "skimage:immunohistochemistry",
+    "skimage:retina",
+    "skimage:colorwheel",
+    "skimage:logo",
+    "sklearn:china",
+    "skimage:coffee[300:600]",
+)
+# Held-out photos: evaluation only, never cropped for training.
+BUILTIN_HELD_OUT: tuple[str, ...] = ("sklearn:flower", "skimage:coffee[0:300]")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def _to_rgb_uint8(img: np.ndarray) -> np.ndarray:
+    """HxWx{1,3,4} or HxW -> HxWx3 uint8; alpha is composited onto white."""
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        img = np.clip(img * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if img.shape[2] == 4:
+        alpha = img[:, :, 3:4].astype(np.float32) / 255.0
+        img = (img[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+    elif img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img[:, :, :3])
+
+
+@functools.lru_cache(maxsize=None)
+def load_builtin(entry: str) -> np.ndarray:
+    """One ``package:name[c0:c1]`` entry of the built-in lists as HxWx3 uint8 (cached, read-only)."""
+    package, _, rest = entry.partition(":")
+    name, _, cols = rest.partition("[")
+    if package == "skimage":
+        import skimage.data
+
+        img = getattr(skimage.data, name)()
+    elif package == "sklearn":
+        from sklearn.datasets import load_sample_images
+
+        bunch = load_sample_images()
+        names = [Path(f).stem for f in bunch.filenames]
+        img = bunch.images[names.index(name)]
+    else:
+        raise GanserveError(f"unknown built-in image source {entry!r}")
+    img = _to_rgb_uint8(img)
+    if cols:
+        c0, c1 = (int(v) for v in cols.rstrip("]").split(":"))
+        img = img[:, c0:c1]
+    img = np.ascontiguousarray(img)
+    img.flags.writeable = False
+    return img
+
+
+@dataclass
+class FolderScan:
+    """What a user folder held: usable images and how many files were skipped, and why."""
+
+    images: list[np.ndarray]
+    undecodable: int
+    too_small: int
+    files: int
+
+
+def scan_folder(folder: str | Path, min_size: int) -> FolderScan:
+    """Decode every image under ``folder`` (recursive); skip and count undecodable or too-small files."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GanserveError(f"data folder {folder}: no such directory")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise GanserveError(f"data folder {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    images: list[np.ndarray] = []
+    undecodable = too_small = 0
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
+                arr = _to_rgb_uint8(np.asarray(im))
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            undecodable += 1
+            continue
+        if min(arr.shape[:2]) < min_size:
+            too_small += 1
+            continue
+        images.append(arr)
+    if not images:
+        raise GanserveError(
+            f"data folder {folder}: none of {len(paths)} image files usable "
+            f"({undecodable} undecodable, {too_small} smaller than {min_size}px)"
+        )
+    return FolderScan(images, undecodable, too_small, len(paths))
+
+
+def downscale(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """LR input: antialiased bicubic downscaling of an NCHW [0,1] batch by ``scale`` (H, W divisible by it)."""
+    h, w = hr.shape[-2:]
+    lr = F.interpolate(hr, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
+    return lr.clamp_(0.0, 1.0)
+
+
+def upscale_bicubic(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The bicubic baseline: NCHW [0,1] upscaled by ``scale``, clamped."""
+    h, w = lr.shape[-2:]
+    return F.interpolate(lr, size=(h * scale, w * scale), mode="bicubic", align_corners=False).clamp_(0.0, 1.0)
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> 1x3xHxW float32 in [0, 1]."""
+    return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+
+def mod_crop(img: np.ndarray, multiple: int) -> np.ndarray:
+    """Crop the bottom/right so H and W are multiples of ``multiple``."""
+    h, w = img.shape[:2]
+    return img[: h - h % multiple, : w - w % multiple]
+
+
+class SRSource:
+    """Random HR crops (with flips/transposes) and their bicubic LR versions, from in-memory uint8 photos."""
+
+    def __init__(self, images: list[np.ndarray], scale: int, lr_patch: int, augment: bool = True) -> None:
+        self.images = images
+        self.scale = scale
+        self.hr_patch = lr_patch * scale
+        self.augment = augment
+        small = [i for i, im in enumerate(images) if min(im.shape[:2]) < self.hr_patch]
+        if small:
+            raise GanserveError(f"images {small} are smaller than the {self.hr_patch}px HR crop")
+
+    @classmethod
+    def from_config(cls, data_dir: str, scale: int, lr_patch: int) -> tuple["SRSource", dict]:
+        """The built-in training photos, or a user folder when ``data_dir`` is set; with facts for the log."""
+        if data_dir:
+            scan = scan_folder(data_dir, lr_patch * scale)
+            facts = {
+                "source": f"folder {data_dir}",
+                "images": len(scan.images),
+                "files": scan.files,
+                "skipped_undecodable": scan.undecodable,
+                "skipped_too_small": scan.too_small,
+            }
+            log.info(
+                "data: %d images from %s (%d undecodable and %d too small skipped)",
+                len(scan.images), data_dir, scan.undecodable, scan.too_small,
+            )
+            return cls(scan.images, scale, lr_patch), facts
+        images = [load_builtin(e) for e in BUILTIN_TRAIN]
+        facts = {"source": "builtin", "train": list(BUILTIN_TRAIN), "held_out": list(BUILTIN_HELD_OUT)}
+        return cls(images, scale, lr_patch), facts
+
+    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(LR, HR) float32 NCHW batches in [0, 1]; all randomness comes from ``generator``."""
+        p = self.hr_patch
+        crops = []
+        for _ in range(size):
+            img = self.images[int(torch.randint(len(self.images), (1,), generator=generator))]
+            h, w = img.shape[:2]
+            y = int(torch.randint(h - p + 1, (1,), generator=generator))
+            x = int(torch.randint(w - p + 1, (1,), generator=generator))
+            crop = img[y : y + p, x : x + p]
+            if self.augment:
+                flips = torch.randint(2, (3,), generator=generator).tolist()
+                if flips[0]:
+                    crop = crop[:, ::-1]
+                if flips[1]:
+                    crop = crop[::-1, :]
+                if flips[2]:
+                    crop = crop.transpose(1, 0, 2)
+            crops.append(np.ascontiguousarray(crop))
+        hr = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+        return downscale(hr, self.scale), hr
+
+
+def held_out_images(scale: int) -> list[np.ndarray]:
+    """The held-out photos as HxWx3 uint8, cropped to multiples of ``scale``."""
+    return [mod_crop(load_builtin(e), scale) for e in BUILTIN_HELD_OUT]
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The RNG for one step's batch on one rank: a pure function of (seed, step, rank), so resume is exact."""
+    mixed = np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(mixed) & 0x7FFF_FFFF_FFFF_FFFF)
