@@ -1,0 +1,204 @@
+"""Faster precisions of a checked fp32 graph: fp16 (onnx's own API) and static QDQ int8 (onnxruntime)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from tqdm import tqdm
+
+from ganserve.errors import GanserveError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+_FLOAT, _HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+_FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def _opset(model: onnx.ModelProto, domain: str = "") -> int:
+    return next((o.version for o in model.opset_import if o.domain in (domain, "ai.onnx" if domain == "" else domain)), 1)
+
+
+def _accepts_half(op_type: str, domain: str, opset: int, index: int) -> bool:
+    """Whether input `index` of this op may be float16 (Resize's scales, for one, must stay float32)."""
+    try:
+        schema = onnx.defs.get_schema(op_type, opset, domain)
+    except onnx.defs.SchemaError:
+        return True
+    if not schema.inputs:
+        return True
+    formal = schema.inputs[min(index, len(schema.inputs) - 1)]
+    allowed = next((c.allowed_type_strs for c in schema.type_constraints if c.type_param_str == formal.type_str), [formal.type_str])
+    return "tensor(float16)" in allowed
+
+
+def _float_tensors(model: onnx.ModelProto) -> set[str]:
+    """Names of every float32 tensor in the graph, from strict shape inference of the fp32 model."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    g = inferred.graph
+    names = {v.name for v in [*g.input, *g.output, *g.value_info] if v.type.tensor_type.elem_type == _FLOAT}
+    return names | {i.name for i in g.initializer if i.data_type == _FLOAT}
+
+
+def _half_tensor(t: TensorProto) -> TensorProto:
+    arr = numpy_helper.to_array(t)
+    if np.any(np.abs(arr[np.isfinite(arr)]) > _FP16_MAX):
+        raise GanserveError(f"fp16: constant {t.name!r} holds values beyond the float16 range")
+    return numpy_helper.from_array(arr.astype(np.float16), t.name)
+
+
+def to_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True) -> onnx.ModelProto:
+    """Weights and compute in float16; with keep_io_fp32 the graph still takes and returns float32 (Cast at the edges)."""
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in model.graph.node for a in n.attribute):
+        raise GanserveError("fp16: graphs with control flow (If/Loop/Scan) are not converted")
+    floats = _float_tensors(model)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    opset = _opset(out)
+    init_names = {i.name for i in g.initializer}
+    fp32_copies: dict[str, str] = {}
+    new_nodes: list[onnx.NodeProto] = []
+
+    # Inputs: cast float32 -> float16 at the edge, or make the input itself float16.
+    renames: dict[str, str] = {}
+    for inp in g.input:
+        if inp.name in floats and inp.name not in init_names:
+            if keep_io_fp32:
+                renames[inp.name] = inp.name + "__fp16"
+                new_nodes.append(helper.make_node("Cast", [inp.name], [renames[inp.name]], to=_HALF, name=inp.name + "__to_fp16"))
+            else:
+                inp.type.tensor_type.elem_type = _HALF
+
+    for node in g.node:
+        for i, name in enumerate(node.input):
+            name = renames.get(name, name)
+            node.input[i] = name
+            if name not in floats and name.removesuffix("__fp16") not in floats:
+                continue
+            if _accepts_half(node.op_type, node.domain, opset, i):
+                continue
+            if name in init_names:  # keep an exact float32 copy for slots that need float32
+                if name not in fp32_copies:
+                    fp32_copies[name] = name + "__fp32"
+                node.input[i] = fp32_copies[name]
+            else:
+                cast_out = f"{name}__fp32_for_{node.name or node.op_type}_{i}"
+                new_nodes.append(helper.make_node("Cast", [name], [cast_out], to=_FLOAT, name=cast_out))
+                node.input[i] = cast_out
+        for attr in node.attribute:
+            if attr.name in ("to", "dtype") and attr.type == onnx.AttributeProto.INT and attr.i == _FLOAT:
+                attr.i = _HALF
+            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == _FLOAT:
+                attr.t.CopyFrom(_half_tensor(attr.t))
+        new_nodes.append(node)
+
+    converted = []
+    for init in g.initializer:
+        if init.data_type != _FLOAT:
+            converted.append(init)
+            continue
+        if init.name in fp32_copies:
+            copy = TensorProto()
+            copy.CopyFrom(init)
+            copy.name = fp32_copies[init.name]
+            converted.append(copy)
+        converted.append(_half_tensor(init))
+
+    # Outputs: compute in float16, cast back at the edge (or return float16).
+    for outp in g.output:
+        if outp.name not in floats:
+            continue
+        if keep_io_fp32:
+            inner = outp.name + "__fp16"
+            for node in new_nodes:
+                node.output[:] = [inner if o == outp.name else o for o in node.output]
+                node.input[:] = [inner if x == outp.name else x for x in node.input]
+            new_nodes.append(helper.make_node("Cast", [inner], [outp.name], to=_FLOAT, name=outp.name + "__to_fp32"))
+        else:
+            outp.type.tensor_type.elem_type = _HALF
+
+    del g.node[:]
+    g.node.extend(_topological(new_nodes, {i.name for i in g.input} | {i.name for i in converted}))
+    del g.initializer[:]
+    g.initializer.extend(converted)
+    del g.value_info[:]
+    try:
+        out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=True)
+        onnx.checker.check_model(out)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise GanserveError(f"fp16 conversion produced an invalid graph: {str(exc).splitlines()[0]}") from exc
+    return out
+
+
+def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    """Order nodes so each runs after its inputs exist (the inserted Casts sit out of order until now)."""
+    ready, done, pending = set(available) | {""}, [], list(nodes)
+    while pending:
+        progressed = [n for n in pending if all(i in ready for i in n.input)]
+        if not progressed:
+            raise GanserveError(f"fp16: cannot order node {pending[0].name or pending[0].op_type} (dangling input)")
+        for n in progressed:
+            done.append(n)
+            ready.update(n.output)
+        pending = [n for n in pending if n not in progressed]
+    return done
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader protocol over the spec's calibration batches, with a progress bar."""
+
+    def __init__(self, batches: Iterable[dict[str, np.ndarray]], input_types: dict[str, type], progress: bool) -> None:
+        self._it = iter(batches)
+        self._types = input_types
+        self._bar = tqdm(desc="int8 calibration", unit="batch", disable=not progress, leave=False)
+        self.count = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._it, None)
+        if batch is None:
+            self._bar.close()
+            return None
+        self.count += 1
+        self._bar.update(1)
+        return {k: np.ascontiguousarray(v, dtype=self._types.get(k, np.float32)) for k, v in batch.items() if k in self._types}
+
+
+def to_int8(
+    model: onnx.ModelProto,
+    calibration: Callable[[], Iterable[dict[str, np.ndarray]]] | None,
+    progress: bool = False,
+) -> onnx.ModelProto:
+    """Static QDQ int8 (per-channel weights, uint8 activations) calibrated on the spec's calibration batches."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if calibration is None:
+        raise GanserveError("int8 needs calibration data, and this model's ExportSpec declares none")
+    init_names = {i.name for i in model.graph.initializer}
+    types = {i.name: np.float32 if i.type.tensor_type.elem_type == _FLOAT else np.int64
+             for i in model.graph.input if i.name not in init_names}
+    reader = _Calibration(calibration(), types, progress)
+    with tempfile.TemporaryDirectory(prefix="ganserve-int8-") as tmp:
+        src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
+        onnx.save(model, src)
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        except Exception:  # pre-processing only helps; quantize the checked graph itself when it fails
+            pre = src
+        try:
+            quantize_static(
+                str(pre), str(dst), reader,
+                quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+        except Exception as exc:  # quantize_static raises assorted types for unsupported graphs
+            raise GanserveError(f"int8 quantization failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        if reader.count == 0:
+            raise GanserveError("int8 calibration produced no batches")
+        quantized = onnx.load(dst)
+    return quantized
