@@ -1,0 +1,320 @@
+"""The generic trainer: drives any registered Application step by step, with checkpoints, resume, logs and DDP.
+
+Data parallelism: started under ``torchrun``, every rank builds the same model from the same seed, draws its own
+batch (seeded by (seed, step, rank)), and gradients are averaged across ranks before each optimizer step, which is
+what DistributedDataParallel does; batch-norm statistics are broadcast from rank 0 after each step. Rank 0 alone
+writes the checkpoint, metrics, samples and evaluation. The batch size is per rank.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from ganserve.errors import CheckpointError, GanserveError
+from training import registry
+from training.application import Application, TrainContext, broadcast_state
+from training.checkpoint import git_commit, load_checkpoint, save_checkpoint
+from training.config import coerce, config_dict, load_config_file
+from training.runlog import MetricsLog, setup_logging, write_json, write_png
+from training.schedule import lr_factor
+
+log = logging.getLogger("ganserve.training")
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+EVAL_NAME = "eval.json"
+SAMPLES_DIR = "samples"
+
+
+def init_distributed(device: str) -> tuple[int, int, bool]:
+    """(rank, world size, whether this call started the process group) from torchrun's environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, False
+    started = False
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        started = True
+    return dist.get_rank(), dist.get_world_size(), started
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise GanserveError("device=cuda but no CUDA device is available")
+        return torch.device("cuda", local_rank)
+    if name != "cpu":
+        raise GanserveError(f"device must be cpu, cuda or auto, got {name!r}")
+    return torch.device("cpu")
+
+
+class Trainer:
+    """One training run of one application into ``out_dir``; ``run()`` returns the checkpoint path."""
+
+    def __init__(
+        self,
+        model_name: str,
+        config_overrides: dict[str, Any] | None = None,
+        *,
+        steps: int | None = None,
+        budget_minutes: float | None = None,
+        out_dir: str | Path | None = None,
+        resume: bool = False,
+        config_file: str | Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        if steps is None and budget_minutes is None:
+            raise GanserveError("say how long to train: --steps N and/or --budget-minutes M")
+        if steps is not None and steps < 0:
+            raise GanserveError(f"--steps must be >= 0, got {steps}")
+        if budget_minutes is not None and budget_minutes <= 0:
+            raise GanserveError(f"--budget-minutes must be > 0, got {budget_minutes}")
+        app_cls, config_cls = registry.lookup(model_name)
+        self.model_name = model_name
+        self.steps = steps
+        self.budget_s = None if budget_minutes is None else budget_minutes * 60.0
+        self.budget_minutes = budget_minutes
+        self.out = Path(out_dir or Path("runs") / model_name)
+        self.ckpt_path = self.out / CHECKPOINT_NAME
+
+        payload = self._resume_payload(model_name) if resume else None
+        values: dict[str, Any] = dict(payload["config"]) if payload else {}
+        if config_file:
+            values.update(load_config_file(config_file))
+        values.update(config_overrides or {})
+        self.config = registry.make_config(model_name, coerce(config_cls, values))
+
+        self.rank, self.world, self._started_pg = init_distributed(self.config.device)
+        self.is_main = self.rank == 0
+        setup_logging(self.is_main)
+        self.progress = progress and self.is_main
+        self.device = _device(self.config.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.metrics_log = MetricsLog(self.out / METRICS_NAME) if self.is_main else None
+
+        torch.manual_seed(self.config.seed)
+        self.app: Application = registry.build(model_name, self.config).to(self.device)
+        self.app.train()
+        context = TrainContext(
+            rank=self.rank, world_size=self.world, device=self.device, note=self._note, resuming=payload is not None
+        )
+        self.app.setup_training(context)
+        self.step = 0
+        self.elapsed_before = 0.0
+        self.last_eval: dict[str, float] = {}
+        self.last_losses: dict[str, float] = {}
+        if payload is not None:
+            self._restore(payload)
+        if self.world > 1:
+            broadcast_state(self.app)
+        self.commit = git_commit()
+
+    # -- setup helpers ---------------------------------------------------------------------------------------
+    def _resume_payload(self, model_name: str) -> dict[str, Any]:
+        if not self.ckpt_path.exists():
+            raise CheckpointError(f"--resume: no checkpoint at {self.ckpt_path}")
+        payload = load_checkpoint(self.ckpt_path)
+        if payload["model"] != model_name:
+            raise CheckpointError(f"--resume: {self.ckpt_path} holds model {payload['model']!r}, not {model_name!r}")
+        return payload
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        try:
+            self.app.load_state_dict(payload["state"], strict=True)
+            for name, opt in self.app.optimizers().items():
+                if name in payload["optim"]:
+                    opt.load_state_dict(payload["optim"][name])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0][:200]
+            raise CheckpointError(f"--resume: {self.ckpt_path} does not fit this config ({first})") from exc
+        self.step = int(payload["step"])
+        metrics = payload.get("metrics", {})
+        self.elapsed_before = float(metrics.get("elapsed_seconds", 0.0))
+        self.last_eval = dict(metrics.get("eval", {}))
+        self._note(f"resumed from {self.ckpt_path} at step {self.step}")
+
+    def _note(self, message: str) -> None:
+        """A line for the log and the metrics file (rank 0)."""
+        if self.is_main:
+            log.info(message)
+            assert self.metrics_log is not None
+            self.metrics_log.write({"kind": "note", "step": self.step, "message": message})
+
+    # -- periodic outputs -----------------------------------------------------------------------------------
+    def _due(self, every: int) -> bool:
+        return every > 0 and self.step % every == 0
+
+    def _set_lr(self, elapsed: float) -> float:
+        c = self.config
+        if self.steps:
+            progress = self.step / self.steps
+        elif self.budget_s:
+            progress = elapsed / self.budget_s
+        else:
+            progress = 0.0
+        factor = lr_factor(c.lr_schedule, progress, self.step, c.warmup_steps, c.lr_min_factor)
+        first = None
+        for opt in self.app.optimizers().values():
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+                first = group["lr"] if first is None else first
+        return float(first or 0.0)
+
+    def _metrics(self, elapsed: float, interrupted: bool = False) -> dict[str, Any]:
+        return {
+            "losses": self.last_losses,
+            "eval": self.last_eval,
+            "elapsed_seconds": round(elapsed, 2),
+            "budget_minutes": self.budget_minutes,
+            "steps_target": self.steps,
+            "world_size": self.world,
+            "seed": self.config.seed,
+            "interrupted": interrupted,
+            **self.app.facts,
+        }
+
+    def save(self, elapsed: float, interrupted: bool = False) -> Path:
+        """Write the checkpoint (rank 0): config, weights, optimizer state, step, metrics, commit."""
+        payload = {
+            "model": self.model_name,
+            "config": config_dict(self.config),
+            "state": {k: v.detach().cpu() for k, v in self.app.state_dict().items()},
+            "optim": {name: opt.state_dict() for name, opt in self.app.optimizers().items()},
+            "step": self.step,
+            "metrics": self._metrics(elapsed, interrupted),
+            "commit": self.commit,
+        }
+        return save_checkpoint(self.ckpt_path, payload)
+
+    def _evaluate(self) -> None:
+        self.last_eval = self.app.evaluate()
+        assert self.metrics_log is not None
+        self.metrics_log.write({"kind": "eval", "step": self.step, **self.last_eval})
+        headline = ", ".join(f"{k}={v:.4g}" for k, v in self.last_eval.items() if k in ("psnr_y", "psnr_gain_y", "ssim_y"))
+        log.info("eval at step %d: %s", self.step, headline)
+
+    def _sample(self) -> None:
+        write_png(self.out / SAMPLES_DIR / f"step_{self.step:06d}.png", self.app.sample_grid())
+
+    def _should_stop(self, elapsed: float) -> bool:
+        stop = (self.steps is not None and self.step >= self.steps) or (
+            self.budget_s is not None and elapsed >= self.budget_s
+        )
+        if self.world > 1 and self.budget_s is not None:
+            flag = torch.tensor([1 if stop else 0])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # time differs per rank; stop together
+            stop = bool(flag.item())
+        return stop
+
+    # -- the loop --------------------------------------------------------------------------------------------
+    def run(self) -> Path:
+        """Train until the step count or time budget; Ctrl-C saves a checkpoint first. Returns its path."""
+        c = self.config
+        run_start = time.monotonic()
+
+        def elapsed() -> float:
+            return self.elapsed_before + time.monotonic() - run_start
+
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._note(
+                f"{self.model_name}: {sum(p.numel() for p in self.app.parameters()):,} parameters, "
+                f"world size {self.world}, step {self.step}, target steps={self.steps} budget_min={self.budget_minutes}"
+            )
+        bar = tqdm(total=self.steps, initial=self.step, disable=not self.progress, dynamic_ncols=True, unit="step")
+        window_t, window_steps = time.monotonic(), 0
+        evaluated_at = sampled_at = -1
+        try:
+            while not self._should_stop(time.monotonic() - run_start):
+                lr = self._set_lr(time.monotonic() - run_start)
+                losses = self.app.train_step(self.app.make_batch(self.step, self.rank, self.world), self.step)
+                if self.world > 1:
+                    broadcast_state(self.app, buffers_only=True)
+                self.step += 1
+                window_steps += 1
+                self.last_losses = losses
+                bar.update(1)
+                if not self.is_main:
+                    continue
+                if self._due(c.log_every):
+                    now = time.monotonic()
+                    rate = window_steps / max(now - window_t, 1e-9)
+                    window_t, window_steps = now, 0
+                    imgs = rate * c.batch_size * self.world
+                    bar.set_postfix({**{k: f"{v:.4g}" for k, v in losses.items()}, "img/s": f"{imgs:.1f}"}, refresh=False)
+                    assert self.metrics_log is not None
+                    self.metrics_log.write(
+                        {"kind": "train", "step": self.step, **losses, "lr": lr, "steps_per_s": rate,
+                         "imgs_per_s": imgs, "elapsed_s": elapsed()}
+                    )
+                if self._due(c.eval_every):
+                    self._evaluate()
+                    evaluated_at = self.step
+                if self._due(c.sample_every):
+                    self._sample()
+                    sampled_at = self.step
+                if self._due(c.ckpt_every):
+                    self.save(elapsed())
+        except KeyboardInterrupt:
+            bar.close()
+            if self.is_main:
+                path = self.save(elapsed(), interrupted=True)
+                log.info("interrupted at step %d; checkpoint saved to %s (continue with --resume)", self.step, path)
+            self._finish(barrier=False)
+            raise
+        bar.close()
+        if self.is_main:
+            if evaluated_at != self.step:
+                self._evaluate()
+            if sampled_at != self.step:
+                self._sample()
+            self.save(elapsed())  # always: the final metrics include the final evaluation
+            write_json(
+                self.out / EVAL_NAME,
+                {"model": self.model_name, "step": self.step, "elapsed_seconds": round(elapsed(), 2),
+                 **self.last_eval, **{k: v for k, v in self.app.facts.items() if isinstance(v, str)}},
+            )
+            log.info("done: step %d in %.1f s; checkpoint %s", self.step, elapsed(), self.ckpt_path)
+        self._finish()
+        return self.ckpt_path
+
+    def _finish(self, barrier: bool = True) -> None:
+        if self.world > 1 and barrier:
+            dist.barrier()
+        if self._started_pg and dist.is_initialized():
+            dist.destroy_process_group()
+            self._started_pg = False
+
+
+def train(
+    model_name: str,
+    config_overrides: dict[str, Any] | None = None,
+    *,
+    steps: int | None = None,
+    budget_minutes: float | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    config_file: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train ``model_name`` (registry name) and return the path of its checkpoint (``<out_dir>/checkpoint.pt``)."""
+    trainer = Trainer(
+        model_name,
+        config_overrides,
+        steps=steps,
+        budget_minutes=budget_minutes,
+        out_dir=out_dir,
+        resume=resume,
+        config_file=config_file,
+        progress=progress,
+    )
+    return trainer.run()
