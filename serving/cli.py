@@ -1,0 +1,148 @@
+"""`ganserve serve` (start the server) and `ganserve client` (call its image API) subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import grpc
+
+from ganserve.errors import GanserveError
+
+
+def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
+    """Add the `serve` or the `client` subcommand (ganserve.cli maps both names here)."""
+    if name == "serve":
+        _add_serve(subparsers)
+    elif name == "client":
+        _add_client(subparsers)
+    else:
+        raise ValueError(f"serving.cli has no command {name!r}")
+
+
+# -- serve ----------------------------------------------------------------------------------------------
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", help="serve a model repository over gRPC",
+                              description="Serve every model of a repository: KServe v2 (OIP) + ganserve.v1.Images "
+                                          "over gRPC, health and reflection, Prometheus metrics over HTTP.")
+    p.add_argument("--repo", required=True, type=Path, help="model repository folder")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8001, help="gRPC port (0 = any free port, printed)")
+    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus HTTP port (0 = any, -1 = off)")
+    p.add_argument("--providers", default="cuda,cpu", help="execution providers in order of preference")
+    p.add_argument("--intra-op-threads", type=int, default=0, help="ORT threads per session (0 = number of cores)")
+    p.add_argument("--max-message-mb", type=int, default=64, help="gRPC max message size, both directions")
+    p.add_argument("--allow-model-control", action="store_true", help="allow RepositoryModelLoad/Unload")
+    p.add_argument("--max-batch-size", type=int, default=None, help="override config.pbtxt max_batch_size")
+    p.add_argument("--max-queue-delay-us", type=int, default=None, help="override max_queue_delay_microseconds")
+    p.add_argument("--max-queue-size", type=int, default=None, help="pending requests per model before refusing")
+    p.add_argument("--no-batching", action="store_true", help="run every request alone")
+    p.add_argument("--tile-size", type=int, default=128, help="image API tile size in input pixels (0 = no tiling)")
+    p.add_argument("--tile-overlap", type=int, default=16, help="image API tile overlap in input pixels")
+    p.add_argument("--max-pixels", type=int, default=4096 * 4096, help="largest input image (width x height)")
+    p.add_argument("--grace-seconds", type=float, default=30.0, help="drain period on SIGTERM")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from serving.images import ImageSettings
+    from serving.models import BatchingOverrides
+    from serving.runtime import RuntimeSettings, select_providers
+    from serving.server import ServerConfig, serve
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.repo.is_dir():
+        raise GanserveError(f"{args.repo}: model repository not found")
+    for flag, value, low in (("--max-message-mb", args.max_message_mb, 1), ("--max-pixels", args.max_pixels, 1),
+                             ("--tile-size", args.tile_size, 0), ("--tile-overlap", args.tile_overlap, 0),
+                             ("--intra-op-threads", args.intra_op_threads, 0)):
+        if value < low:
+            raise GanserveError(f"{flag} must be >= {low}, got {value}")
+    providers = [s for s in args.providers.split(",") if s.strip()]
+    select_providers(providers)  # fail fast on an unknown provider name
+    config = ServerConfig(
+        repo=args.repo, host=args.host, port=args.port, metrics_port=args.metrics_port,
+        runtime=RuntimeSettings(providers=providers, intra_op_threads=args.intra_op_threads),
+        batching=BatchingOverrides(max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
+                                   max_queue_size=args.max_queue_size, disabled=args.no_batching),
+        images=ImageSettings(max_pixels=args.max_pixels, tile_size=args.tile_size, tile_overlap=args.tile_overlap),
+        max_message_mb=args.max_message_mb, allow_model_control=args.allow_model_control,
+        grace_seconds=args.grace_seconds,
+    )
+    try:
+        return serve(config)
+    except OSError as exc:
+        raise GanserveError(str(exc)) from exc
+
+
+# -- client ---------------------------------------------------------------------------------------------
+IMAGE_VERBS = {"sr": "super_resolve", "translate": "translate", "derain": "derain"}
+
+
+def _add_client(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("client", help="call a running server's image API")
+    p.add_argument("--server", default=os.environ.get("GANSERVE_SERVER", "127.0.0.1:8001"), help="host:port")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for verb in (*IMAGE_VERBS, "age"):
+        v = verbs.add_parser(verb, help=f"{verb}: IN image -> OUT image")
+        v.add_argument("input", type=Path)
+        v.add_argument("output", type=Path)
+        v.add_argument("--model", required=True)
+        v.add_argument("--format", default=None, help="PNG or JPEG (default: from OUT's extension)")
+        v.add_argument("--quality", type=int, default=0, help="JPEG quality 1..100")
+        v.add_argument("--tile-size", type=int, default=None)
+        v.add_argument("--tile-overlap", type=int, default=None)
+        if verb == "age":
+            v.add_argument("--target", required=True, help="age group label (see `client list`)")
+    c = verbs.add_parser("classify", help="classify: IN image -> top-k labels")
+    c.add_argument("input", type=Path)
+    c.add_argument("--model", required=True)
+    c.add_argument("--top-k", type=int, default=5)
+    verbs.add_parser("list", help="models the server has, with their state and task")
+    p.set_defaults(func=_run_client)
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    from serving.client import ImageOptions, ImagesClient
+
+    try:
+        with ImagesClient(args.server, timeout=args.timeout) as client:
+            if args.verb == "list":
+                for m in client.list_models().models:
+                    extra = f" ({m.reason})" if m.reason else ""
+                    print(f"{m.name}\tv{m.version or '-'}\t{m.state}\t{m.task}\t{m.provider}{extra}")
+                return 0
+            data = _read(args.input)
+            if args.verb == "classify":
+                reply = client.classify(args.model, data, top_k=args.top_k)
+                for s in reply.scores:
+                    print(f"{s.label}\t{s.probability:.4f}")
+                return 0
+            fmt = args.format or ("JPEG" if args.output.suffix.lower() in (".jpg", ".jpeg") else "PNG")
+            options = ImageOptions(output_format=fmt, jpeg_quality=args.quality, tile_size=args.tile_size,
+                                   tile_overlap=args.tile_overlap)
+            if args.verb == "age":
+                reply = client.age_face(args.model, data, args.target, options)
+            else:
+                reply = getattr(client, IMAGE_VERBS[args.verb])(args.model, data, options)
+    except grpc.RpcError as exc:
+        raise GanserveError(f"{exc.code().name}: {exc.details()}") from exc
+    except ValueError as exc:
+        raise GanserveError(str(exc)) from exc
+    tmp = args.output.with_name(args.output.name + ".tmp")
+    tmp.write_bytes(reply.image)
+    os.replace(tmp, args.output)
+    print(f"{args.output}: {reply.width}x{reply.height}, {reply.timing.total_ms:.1f} ms in the server "
+          f"({reply.tiles} run(s))")
+    return 0
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise GanserveError(f"{path}: {exc.strerror or exc}") from exc

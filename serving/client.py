@@ -1,0 +1,87 @@
+"""Python client of the ganserve.v1.Images API (what `ganserve client` uses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from serving.proto.ganserve.v1 import images_pb2 as pb
+from serving.proto.ganserve.v1 import images_pb2_grpc as pb_grpc
+
+DEFAULT_SERVER = "127.0.0.1:8001"
+
+
+@dataclass
+class ImageOptions:
+    """Per-request image options; None leaves the choice to the model card / server."""
+
+    output_format: str = "PNG"  # PNG | JPEG
+    jpeg_quality: int = 0
+    tile_size: int | None = None
+    tile_overlap: int | None = None
+
+    def to_proto(self) -> pb.ImageOptions:
+        fmt = self.output_format.upper()
+        if fmt not in ("PNG", "JPEG", "JPG"):
+            raise ValueError(f"output format must be PNG or JPEG, got {self.output_format!r}")
+        options = pb.ImageOptions(output_format=pb.JPEG if fmt in ("JPEG", "JPG") else pb.PNG,
+                                  jpeg_quality=self.jpeg_quality)
+        if self.tile_size is not None:
+            options.tile_size = self.tile_size
+        if self.tile_overlap is not None:
+            options.tile_overlap = self.tile_overlap
+        return options
+
+
+class ImagesClient:
+    """Blocking client; one channel per instance (use as a context manager)."""
+
+    def __init__(self, server: str = DEFAULT_SERVER, max_message_mb: int = 64, timeout: float | None = 120.0) -> None:
+        limit = max_message_mb * 1024 * 1024
+        self.channel = grpc.insecure_channel(server, options=[("grpc.max_receive_message_length", limit),
+                                                              ("grpc.max_send_message_length", limit)])
+        self.stub = pb_grpc.ImagesStub(self.channel)
+        self.timeout = timeout
+
+    def _image_call(self, rpc: str, model: str, image: bytes, options: ImageOptions | None, version: str) -> pb.ImageResponse:
+        request = pb.ImageRequest(model=model, image=image, options=(options or ImageOptions()).to_proto(),
+                                  model_version=version)
+        return getattr(self.stub, rpc)(request, timeout=self.timeout)
+
+    def super_resolve(self, model: str, image: bytes, options: ImageOptions | None = None, version: str = "") -> pb.ImageResponse:
+        return self._image_call("SuperResolve", model, image, options, version)
+
+    def translate(self, model: str, image: bytes, options: ImageOptions | None = None, version: str = "") -> pb.ImageResponse:
+        return self._image_call("Translate", model, image, options, version)
+
+    def derain(self, model: str, image: bytes, options: ImageOptions | None = None, version: str = "") -> pb.ImageResponse:
+        return self._image_call("Derain", model, image, options, version)
+
+    def age_face(self, model: str, image: bytes, target_age: str, options: ImageOptions | None = None,
+                 version: str = "") -> pb.ImageResponse:
+        request = pb.AgeFaceRequest(model=model, image=image, target_age=target_age,
+                                    options=(options or ImageOptions()).to_proto(), model_version=version)
+        return self.stub.AgeFace(request, timeout=self.timeout)
+
+    def classify(self, model: str, image: bytes, top_k: int = 5, version: str = "") -> pb.ClassifyResponse:
+        request = pb.ClassifyRequest(model=model, image=image, top_k=top_k, model_version=version)
+        return self.stub.Classify(request, timeout=self.timeout)
+
+    def generate(self, model: str, seed: int = 0, condition: str = "", options: ImageOptions | None = None,
+                 version: str = "") -> pb.ImageResponse:
+        request = pb.GenerateRequest(model=model, seed=seed, condition=condition,
+                                     options=(options or ImageOptions()).to_proto(), model_version=version)
+        return self.stub.Generate(request, timeout=self.timeout)
+
+    def list_models(self) -> pb.ListModelsResponse:
+        return self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "ImagesClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

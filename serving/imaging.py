@@ -1,0 +1,122 @@
+"""Image bytes <-> network tensors, driven by the model card's TensorSpec (no per-model code).
+
+Decoding checks the header's size against a pixel limit before any pixel is decoded, so a decompression bomb
+costs nothing; pre-processing maps 8-bit RGB (or grey) to the tensor's layout and value range, pads to the
+network's spatial multiple by reflection; post-processing crops back and maps the value range to 8 bits.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ganserve.contract import TensorSpec
+from serving import status
+
+FORMATS = ("PNG", "JPEG")
+DEFAULT_JPEG_QUALITY = 90
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode PNG/JPEG bytes into a loaded PIL image; INVALID_ARGUMENT / RESOURCE_EXHAUSTED on bad input."""
+    if not data:
+        raise status.invalid("empty image: send PNG or JPEG bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=list(FORMATS))
+    except UnidentifiedImageError as exc:
+        raise status.invalid("undecodable image: not a PNG or JPEG") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise status.too_large(f"image too large: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise status.invalid(f"undecodable image: {exc}") from exc
+    width, height = img.size
+    if width * height > max_pixels:
+        raise status.too_large(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise status.invalid(f"undecodable or truncated {img.format} image: {exc}") from exc
+    return img
+
+
+def channels_of(spec: TensorSpec) -> int:
+    """Channel count of an image tensor (3 when the spec leaves it dynamic)."""
+    axis = 0 if spec.layout.upper() == "NCHW" else -1
+    c = spec.shape[axis] if spec.shape else -1
+    return c if c > 0 else 3
+
+
+def fixed_size(spec: TensorSpec) -> tuple[int, int] | None:
+    """(H, W) when the tensor's spatial size is fixed (e.g. a classifier), else None."""
+    if len(spec.shape) != 3:
+        return None
+    h, w = (spec.shape[1], spec.shape[2]) if spec.layout.upper() == "NCHW" else (spec.shape[0], spec.shape[1])
+    return (h, w) if h > 0 and w > 0 else None
+
+
+def to_tensor(img: Image.Image, spec: TensorSpec) -> np.ndarray:
+    """8-bit image -> (1, C, H, W) float32 in the spec's value range (NCHW here; see `to_layout`)."""
+    channels = channels_of(spec)
+    if channels not in (1, 3):
+        raise status.invalid(f"input {spec.name!r} has {channels} channels; the image API feeds 1 or 3")
+    img = img.convert("RGB" if channels == 3 else "L")
+    size = fixed_size(spec)
+    if size is not None and img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    lo, hi = spec.value_range or (0.0, 1.0)
+    return (arr * (hi - lo) + lo)[None].astype(np.float32)
+
+
+def to_layout(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """(N, C, H, W) float32 -> the tensor's layout and dtype."""
+    if spec.layout.upper() == "NHWC":
+        x = x.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(x.astype(spec.numpy_dtype))
+
+
+def from_layout(y: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """A network output in its layout -> (N, C, H, W) float32."""
+    y = y.astype(np.float32)
+    return y.transpose(0, 3, 1, 2) if spec.layout.upper() == "NHWC" else y
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad (1, C, H, W) at the bottom/right to multiples of `multiple` (reflect; edge where too small)."""
+    h, w = x.shape[2], x.shape[3]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "edge"
+    return np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
+
+
+def to_image(y: np.ndarray, spec: TensorSpec) -> Image.Image:
+    """(1, C, H, W) float32 in the spec's value range -> an 8-bit RGB or grey image."""
+    lo, hi = spec.value_range or (0.0, 1.0)
+    arr = np.clip((y[0] - lo) / (hi - lo), 0.0, 1.0)
+    arr = np.rint(arr * 255.0).astype(np.uint8)
+    if arr.shape[0] == 1:
+        return Image.fromarray(arr[0])
+    if arr.shape[0] != 3:
+        raise status.invalid(f"output {spec.name!r} has {arr.shape[0]} channels; the image API returns 1 or 3")
+    return Image.fromarray(np.ascontiguousarray(arr.transpose(1, 2, 0)))
+
+
+def encode_image(img: Image.Image, fmt: str = "PNG", quality: int = 0) -> bytes:
+    """PNG or JPEG bytes of an image."""
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        q = quality or DEFAULT_JPEG_QUALITY
+        if not 1 <= q <= 100:
+            raise status.invalid(f"jpeg_quality must be 1..100, got {q}")
+        img.save(buf, format="JPEG", quality=q)
+    else:
+        img.save(buf, format="PNG")
+    return buf.getvalue()

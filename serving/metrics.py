@@ -1,0 +1,55 @@
+"""Prometheus metrics for one server (its own registry), fed by the servicers and the batchers."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+
+
+class ServerMetrics:
+    """Request counts by status code, latencies, queue depth and time, batch sizes — labelled per model."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("ganserve_requests", "Requests finished, by model, method and gRPC status code",
+                                ["model", "method", "code"], registry=r)
+        self.latency = Histogram("ganserve_request_seconds", "Request latency inside the server",
+                                 ["model", "method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("ganserve_queue_depth", "Requests waiting in the model's batcher", ["model"], registry=r)
+        self.queue_seconds = Histogram("ganserve_queue_seconds", "Time a request waited before its batch ran",
+                                       ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_rows = Histogram("ganserve_batch_rows", "Rows per network run (batch size)", ["model"],
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.compute_seconds = Histogram("ganserve_compute_seconds", "onnxruntime time per network run", ["model"],
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.model_ready = Gauge("ganserve_model_ready", "1 when the model serves, else 0", ["model"], registry=r)
+        self._http = None
+
+    def observe_request(self, model: str, method: str, code: str, seconds: float) -> None:
+        self.requests.labels(model, method, code).inc()
+        self.latency.labels(model, method).observe(seconds)
+
+    def observe_batch(self, model: str, rows: int, queue_seconds: list[float]) -> None:
+        self.batch_rows.labels(model).observe(rows)
+        for q in queue_seconds:
+            self.queue_seconds.labels(model).observe(q)
+
+    def track_queue(self, model: str, depth: Callable[[], int]) -> None:
+        """Make the queue-depth gauge read the batcher live at scrape time."""
+        self.queue_depth.labels(model).set_function(depth)
+
+    def start_http(self, host: str, port: int) -> int:
+        """Serve /metrics over HTTP; port 0 picks a free one. Returns the bound port."""
+        self._http, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(self._http.server_port)
+
+    def stop_http(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None

@@ -1,0 +1,167 @@
+"""inference.GRPCInferenceService: the KServe v2 / Open Inference Protocol servicer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator
+
+import grpc
+
+import serving
+from serving import status
+from serving.calls import CallGate
+from serving.models import READY, ModelManager
+from serving.proto.inference import grpc_service_pb2 as pb
+from serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from serving.tensors import config_datatype, decode_inputs, encode_outputs, requested_outputs
+
+EXTENSIONS = ["model_configuration", "model_repository", "statistics", "binary_tensor_data"]
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """Answers every OIP call from the ModelManager; inference goes through each model's batcher."""
+
+    def __init__(self, models: ModelManager, gate: CallGate, allow_model_control: bool = False) -> None:
+        self.models = models
+        self.gate = gate
+        self.allow_model_control = allow_model_control
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=not self.gate.closing)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+        try:
+            self.models.get(request.name, request.version)
+        except status.ServingError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=not self.gate.closing)
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="ganserve", version=serving.__version__, extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
+        async def work() -> pb.ModelMetadataResponse:
+            model, _ = self.models.get(request.name, request.version)
+            config = model.config
+            batch = [-1] if config.max_batch_size > 0 else []
+            response = pb.ModelMetadataResponse(name=model.name, platform=config.platform or "onnxruntime_onnx",
+                                                versions=[str(v) for v in sorted(model.versions)])
+            for spec in config.input:
+                response.inputs.add(name=spec.name, datatype=config_datatype(spec.data_type), shape=batch + list(spec.dims))
+            for spec in config.output:
+                response.outputs.add(name=spec.name, datatype=config_datatype(spec.data_type), shape=batch + list(spec.dims))
+            return response
+        return await self.gate.run(context, "ModelMetadata", request.name, work)
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
+        async def work() -> pb.ModelConfigResponse:
+            model, _ = self.models.get(request.name, request.version)
+            return pb.ModelConfigResponse(config=model.config)
+        return await self.gate.run(context, "ModelConfig", request.name, work)
+
+    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
+        model, version = self.models.get(request.model_name, request.model_version)
+        inputs = decode_inputs(request, model.config)
+        wanted = requested_outputs(request, model.config)
+        start = time.perf_counter_ns()
+        try:
+            outputs = await version.batcher.submit(inputs, deadline)
+        except Exception:
+            version.stats.record(False, time.perf_counter_ns() - start)
+            raise
+        version.stats.record(True, time.perf_counter_ns() - start)
+        response = pb.ModelInferResponse(model_name=model.name, model_version=str(version.version), id=request.id)
+        encode_outputs(response, outputs, wanted)
+        return response
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        deadline = self.gate.deadline(context)
+        return await self.gate.run(context, "ModelInfer", request.model_name, lambda: self._infer(request, deadline))
+
+    async def ModelStreamInfer(self, request_iterator: AsyncIterator[pb.ModelInferRequest],
+                               context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests run concurrently (so they can share batches); answers come back in request order."""
+        deadline = self.gate.deadline(context)
+        pending: asyncio.Queue[asyncio.Task | None] = asyncio.Queue()
+
+        async def one(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+            result, err = await self.gate.outcome("ModelStreamInfer", request.model_name,
+                                                  lambda: self._infer(request, deadline))
+            if err is not None:
+                return pb.ModelStreamInferResponse(error_message=f"{err.code.name}: {err.message}")
+            return pb.ModelStreamInferResponse(infer_response=result)
+
+        async def reader() -> None:
+            try:
+                async for request in request_iterator:
+                    await pending.put(asyncio.create_task(one(request)))
+            finally:
+                await pending.put(None)
+
+        read_task = asyncio.create_task(reader())
+        try:
+            while (task := await pending.get()) is not None:
+                yield await task
+        finally:
+            read_task.cancel()
+            while not pending.empty():
+                leftover = pending.get_nowait()
+                if leftover is not None:
+                    leftover.cancel()
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext) -> pb.ModelStatisticsResponse:
+        async def work() -> pb.ModelStatisticsResponse:
+            if request.name:
+                model, only = self.models.get(request.name, request.version)
+                targets = [(model.name, v) for v in model.versions.values() if not request.version or v is only]
+            else:
+                targets = [(m.name, v) for m in self.models.models.values() if m.state == READY for v in m.versions.values()]
+            response = pb.ModelStatisticsResponse()
+            for name, v in targets:
+                s = v.stats
+                entry = response.model_stats.add(name=name, version=str(v.version), last_inference=s.last_inference_ms,
+                                                 inference_count=s.inference_count, execution_count=s.execution_count)
+                inf = entry.inference_stats
+                inf.success.count, inf.success.ns = s.success_count, s.success_ns
+                inf.fail.count, inf.fail.ns = s.fail_count, s.fail_ns
+                inf.queue.count, inf.queue.ns = s.queue_count, s.queue_ns
+                inf.compute_infer.count, inf.compute_infer.ns = s.compute_count, s.compute_ns
+                for rows, (count, ns) in sorted(s.batch_counts.items()):
+                    b = entry.batch_stats.add(batch_size=rows)
+                    b.compute_infer.count, b.compute_infer.ns = count, ns
+            return response
+        return await self.gate.run(context, "ModelStatistics", request.name, work)
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext) -> pb.RepositoryIndexResponse:
+        response = pb.RepositoryIndexResponse()
+        for name in sorted(self.models.models):
+            model = self.models.models[name]
+            if request.ready and model.state != READY:
+                continue
+            version = str(max(model.versions)) if model.versions else ""
+            response.models.add(name=name, version=version, state=model.state, reason=model.reason)
+        return response
+
+    def _check_control(self) -> None:
+        if not self.allow_model_control:
+            raise status.precondition("model control is disabled; start the server with --allow-model-control")
+
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext) -> pb.RepositoryModelLoadResponse:
+        async def work() -> pb.RepositoryModelLoadResponse:
+            self._check_control()
+            model = await self.models.load(request.model_name)
+            if model.state != READY:
+                raise status.precondition(f"model {request.model_name!r} failed to load: {model.reason}")
+            return pb.RepositoryModelLoadResponse()
+        return await self.gate.run(context, "RepositoryModelLoad", request.model_name, work)
+
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext) -> pb.RepositoryModelUnloadResponse:
+        async def work() -> pb.RepositoryModelUnloadResponse:
+            self._check_control()
+            await self.models.unload(request.model_name)
+            return pb.RepositoryModelUnloadResponse()
+        return await self.gate.run(context, "RepositoryModelUnload", request.model_name, work)

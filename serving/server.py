@@ -1,0 +1,217 @@
+"""Server lifecycle: build the gRPC server, load models, report ready, drain on SIGTERM.
+
+Also the Python API to run a server in-process (`ServerThread`) or as a subprocess (`start_subprocess`) and learn
+the port it bound (port 0 = any free port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from serving.calls import CallGate
+from serving.images import ImageSettings, ImagesServicer
+from serving.metrics import ServerMetrics
+from serving.models import READY, BatchingOverrides, ModelManager
+from serving.oip import InferenceServicer
+from serving.proto import POOL
+from serving.proto.ganserve.v1 import images_pb2, images_pb2_grpc
+from serving.proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from serving.runtime import RuntimeSettings
+
+log = logging.getLogger("ganserve.serving")
+READY_LINE = "ganserve serving: ready grpc={host}:{port} metrics={metrics}"
+_READY_RE = re.compile(r"ganserve serving: ready grpc=(\S+):(\d+) metrics=(-?\d+)")
+
+
+@dataclass
+class ServerConfig:
+    """Everything `ganserve serve` can set; one field per flag."""
+
+    repo: Path
+    host: str = "127.0.0.1"
+    port: int = 8001
+    metrics_port: int = 8002  # 0 = any free port, -1 = no metrics endpoint
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    batching: BatchingOverrides = field(default_factory=BatchingOverrides)
+    images: ImageSettings = field(default_factory=ImageSettings)
+    max_message_mb: int = 64
+    allow_model_control: bool = False
+    grace_seconds: float = 30.0
+
+
+def _add_to_pool(*files) -> None:
+    """Put the health and reflection descriptors beside ours, so reflection can describe every service."""
+    for file in files:
+        try:
+            POOL.FindFileByName(file.name)
+        except KeyError:
+            POOL.AddSerializedFile(file.serialized_pb)
+
+
+class GanServer:
+    """One asyncio gRPC server with the OIP, Images, health and reflection services, plus /metrics."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = ServerMetrics()
+        self.gate = CallGate(self.metrics)
+        self.models = ModelManager(config.repo, config.runtime, config.batching, self.metrics)
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self.metrics_port = -1
+        self._server: grpc.aio.Server | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> int:
+        """Load every model, bind, start serving; returns the gRPC port."""
+        cfg = self.config
+        await self.models.load_all()
+        limit = cfg.max_message_mb * 1024 * 1024
+        self._server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ])
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self.models, self.gate, cfg.allow_model_control), self._server)
+        images_pb2_grpc.add_ImagesServicer_to_server(ImagesServicer(self.models, self.gate, cfg.images), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        _add_to_pool(health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR)
+        names = [
+            grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+            images_pb2.DESCRIPTOR.services_by_name["Images"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ]
+        reflection.enable_server_reflection(names, self._server, pool=POOL)
+        self.port = self._server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind {cfg.host}:{cfg.port}")
+        await self._server.start()
+        if cfg.metrics_port >= 0:
+            self.metrics_port = self.metrics.start_http(cfg.host, cfg.metrics_port)
+        await self._set_health()
+        ready = sum(m.state == READY for m in self.models.models.values())
+        log.info("serving %d/%d models on %s:%d", ready, len(self.models.models), cfg.host, self.port)
+        return self.port
+
+    async def _set_health(self) -> None:
+        serving_status = health_pb2.HealthCheckResponse
+        for name, model in self.models.models.items():
+            await self.health.set(name, serving_status.SERVING if model.state == READY else serving_status.NOT_SERVING)
+        await self.health.set("", serving_status.SERVING)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new work, finish accepted work within the grace period, then release everything."""
+        if self.gate.closing:
+            await self._stopped.wait()
+            return
+        self.gate.closing = True
+        grace = self.config.grace_seconds if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        log.info("shutting down: draining accepted requests (grace %.0f s)", grace)
+        if self._server is not None:
+            await self._server.stop(grace)
+        await self.models.close(drain=True)
+        self.metrics.stop_http()
+        self._stopped.set()
+        log.info("stopped")
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+
+async def _serve_until_signal(config: ServerConfig) -> int:
+    server = GanServer(config)
+    await server.start()
+    print(READY_LINE.format(host=config.host, port=server.port, metrics=server.metrics_port), flush=True)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+    await server.wait()
+    return 0
+
+
+def serve(config: ServerConfig) -> int:
+    """Run a server in this process until SIGTERM/SIGINT; exit code 0 after a clean drain."""
+    return asyncio.run(_serve_until_signal(config))
+
+
+class ServerThread:
+    """A server on its own event loop in a background thread (tests, notebooks): `start()` returns the port."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.server: GanServer | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ganserve-server", daemon=True)
+
+    def start(self, timeout: float = 120.0) -> int:
+        self._thread.start()
+        self.server = GanServer(self.config)
+        return asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(timeout)
+
+    @property
+    def port(self) -> int:
+        return self.server.port if self.server else 0
+
+    @property
+    def metrics_port(self) -> int:
+        return self.server.metrics_port if self.server else -1
+
+    def stop(self, grace: float = 5.0, timeout: float = 60.0) -> None:
+        if self.server is not None:
+            asyncio.run_coroutine_threadsafe(self.server.stop(grace), self._loop).result(timeout)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        self._loop.close()
+
+    def __enter__(self) -> "ServerThread":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_subprocess(repo: str | Path, extra_args: list[str] | None = None, timeout: float = 120.0,
+                     env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int, int]:
+    """Start `ganserve serve --port 0 --metrics-port 0` as a child; returns (process, grpc port, metrics port)."""
+    cmd = [sys.executable, "-m", "ganserve.cli", "serve", "--repo", str(repo), "--port", "0", "--metrics-port", "0",
+           *(extra_args or [])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        match = _READY_RE.search(line)
+        if match:
+            threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
+            return proc, int(match.group(2)), int(match.group(3))
+    proc.kill()
+    proc.wait()
+    raise RuntimeError("server did not become ready:\n" + "".join(seen[-30:]))
+
+
+def _drain(stream) -> None:
+    """Keep reading a child's output so it never blocks on a full pipe."""
+    for _ in stream:
+        pass

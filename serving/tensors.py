@@ -1,0 +1,116 @@
+"""Open Inference Protocol tensors <-> numpy, validated against the model config."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from serving import status
+from serving.proto.inference import grpc_service_pb2 as pb
+from serving.proto.inference import model_config_pb2 as mc
+
+# OIP datatype -> numpy dtype (little-endian, as the protocol's raw contents are).
+NUMPY = {
+    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"), "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+}
+# OIP datatype -> the InferTensorContents field that carries it when not sent raw.
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents",
+}
+
+
+def config_datatype(data_type: int) -> str:
+    """TYPE_FP32 (config enum) -> "FP32" (protocol datatype)."""
+    return mc.DataType.Name(data_type).removeprefix("TYPE_")
+
+
+def datatype_of(array: np.ndarray) -> str:
+    for name, dtype in NUMPY.items():
+        if array.dtype == dtype:
+            return name
+    raise status.invalid(f"unsupported output dtype {array.dtype}")
+
+
+def _check_shape(name: str, shape: list[int], dims: list[int], max_batch: int) -> None:
+    expected = ([-1] if max_batch > 0 else []) + list(dims)
+    if len(shape) != len(expected) or any(e != -1 and s != e for s, e in zip(shape, expected)):
+        raise status.invalid(f"input {name!r}: shape {shape} does not match {expected} (-1 = any)")
+    if any(s < 0 for s in shape):
+        raise status.invalid(f"input {name!r}: negative dimension in shape {shape}")
+    if max_batch > 0 and not 1 <= shape[0] <= max_batch:
+        raise status.invalid(f"input {name!r}: batch size {shape[0]} outside 1..{max_batch} (max_batch_size)")
+
+
+def decode_inputs(request: pb.ModelInferRequest, config: mc.ModelConfig) -> dict[str, np.ndarray]:
+    """Numpy arrays for every input of the request, checked against the config (INVALID_ARGUMENT otherwise)."""
+    specs = {i.name: i for i in config.input}
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise status.invalid(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; send one per input")
+    arrays: dict[str, np.ndarray] = {}
+    for index, tensor in enumerate(request.inputs):
+        spec = specs.get(tensor.name)
+        if spec is None:
+            raise status.invalid(f"unknown input {tensor.name!r} (model inputs: {', '.join(specs)})")
+        if tensor.name in arrays:
+            raise status.invalid(f"input {tensor.name!r} given twice")
+        want = config_datatype(spec.data_type)
+        if tensor.datatype != want:
+            raise status.invalid(f"input {tensor.name!r}: datatype {tensor.datatype!r}, the model expects {want!r}")
+        shape = list(tensor.shape)
+        _check_shape(tensor.name, shape, list(spec.dims), config.max_batch_size)
+        dtype = NUMPY[want]
+        count = int(np.prod(shape)) if shape else 1
+        if raw:
+            data = raw[index]
+            if len(data) != count * dtype.itemsize:
+                raise status.invalid(f"input {tensor.name!r}: {len(data)} bytes for shape {shape} {want} "
+                                     f"(expected {count * dtype.itemsize})")
+            array = np.frombuffer(data, dtype=dtype).reshape(shape)
+        else:
+            field = CONTENTS_FIELD.get(want)
+            if field is None:
+                raise status.invalid(f"input {tensor.name!r}: {want} must be sent in raw_input_contents")
+            values = getattr(tensor.contents, field)
+            if len(values) != count:
+                raise status.invalid(f"input {tensor.name!r}: {len(values)} values for shape {shape} (expected {count})")
+            array = np.asarray(values, dtype=dtype).reshape(shape)
+        arrays[tensor.name] = array.astype(dtype.newbyteorder("="), copy=False)
+    missing = [name for name, spec in specs.items() if name not in arrays and not spec.optional]
+    if missing:
+        raise status.invalid(f"missing input(s) {missing}")
+    return arrays
+
+
+def requested_outputs(request: pb.ModelInferRequest, config: mc.ModelConfig) -> list[tuple[str, bool]]:
+    """(output name, send raw) for each output to return; all of them, raw, when none is named."""
+    known = [o.name for o in config.output]
+    if not request.outputs:
+        return [(name, True) for name in known]
+    chosen = []
+    for out in request.outputs:
+        if out.name not in known:
+            raise status.invalid(f"unknown output {out.name!r} (model outputs: {', '.join(known)})")
+        param = out.parameters.get("binary_data")
+        chosen.append((out.name, True if param is None or param.WhichOneof("parameter_choice") != "bool_param"
+                       else param.bool_param))
+    return chosen
+
+
+def encode_outputs(response: pb.ModelInferResponse, outputs: dict[str, np.ndarray], wanted: list[tuple[str, bool]]) -> None:
+    """Fill the response's outputs: raw_output_contents for every one when any is raw, else typed contents."""
+    any_raw = any(raw for _, raw in wanted)
+    for name, raw in wanted:
+        array = outputs[name]
+        dtype_name = datatype_of(array)
+        tensor = response.outputs.add(name=name, datatype=dtype_name, shape=list(array.shape))
+        if any_raw:
+            response.raw_output_contents.append(np.ascontiguousarray(array, dtype=NUMPY[dtype_name]).tobytes())
+        else:
+            field = CONTENTS_FIELD.get(dtype_name)
+            if field is None:
+                raise status.invalid(f"output {name!r}: {dtype_name} can only be returned raw (binary_data)")
+            getattr(tensor.contents, field).extend(array.ravel().tolist())
