@@ -1,0 +1,132 @@
+"""Benchmark report: one JSON document, a Markdown table with ratios, and PNG charts vs concurrency."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def best(rows: list[dict], path: str, size: int, batch: int | None = None) -> dict | None:
+    """The row of `path` at `size` (and batch) with the highest throughput (images/s)."""
+    cands = [r for r in rows if r["path"] == path and r["size"] == size and (batch is None or r["batch"] == batch)]
+    return max(cands, key=lambda r: r["images_per_s"], default=None)
+
+
+def compute_ratios(rows: list[dict], sizes: list[int]) -> list[dict]:
+    """The headline ratios, each from two rows measured in this run (named so a reader can check them)."""
+    out = []
+
+    def ratio(name: str, num: dict | None, den: dict | None, key: str, size: int) -> None:
+        if num and den and den[key] > 0:
+            out.append({"ratio": name, "size": size, "value": num[key] / den[key], "key": key,
+                        "numerator": f"{num['path']} b{num['batch']} c{num['concurrency']}",
+                        "denominator": f"{den['path']} b{den['batch']} c{den['concurrency']}"})
+
+    for s in sizes:
+        ort = best(rows, "ort-inprocess", s)
+        torch_best = max((r for r in rows if r["path"].startswith("torch-") and r["size"] == s),
+                         key=lambda r: r["images_per_s"], default=None)
+        served = max((r for r in rows if r["path"] in ("oip-raw", "tritonclient-aio") and r["size"] == s),
+                     key=lambda r: r["images_per_s"], default=None)
+        ratio("served / in-process ORT throughput", served, ort, "images_per_s", s)
+        ratio("ORT / best torch eager throughput", ort, torch_best, "images_per_s", s)
+        ours = best(rows, "oip-raw", s, batch=1)
+        peer = best(rows, "peer-torchserve", s, batch=1)
+        ratio("ganserve / TorchServe throughput", ours, peer, "images_per_s", s)
+        if ours and peer:
+            # p99 at the concurrency where each side has its best throughput
+            ratio("ganserve / TorchServe p99", ours, peer, "p99_ms", s)
+        one_ort = next((r for r in rows if r["path"] == "ort-inprocess" and r["size"] == s and r["batch"] == 1), None)
+        one_srv = next((r for r in rows if r["path"] == "oip-raw" and r["size"] == s and r["batch"] == 1
+                        and r["concurrency"] == 1), None)
+        if one_ort and one_srv:
+            out.append({"ratio": "p50 added by the server (ms, c1 b1)", "size": s,
+                        "value": one_srv["p50_ms"] - one_ort["p50_ms"], "key": "p50_ms",
+                        "numerator": "oip-raw b1 c1", "denominator": "ort-inprocess b1"})
+    return out
+
+
+def markdown(doc: dict) -> str:
+    m = doc["machine"]
+    lines = [
+        f"# ganserve bench — {doc['model']}",
+        "",
+        f"- machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, ISA: {', '.join(m['isa']) or '-'}; "
+        f"numpy sgemm peak {m['matmul_peak_gflops']:.0f} GFLOP/s",
+        f"- command: `{doc['command']}`",
+        f"- started {doc['started']}; warm-up excluded; `n` = requests each row rests on",
+        "",
+        "| path | size | batch | conc. | n | p50 ms | p90 ms | p99 ms | mean ms | req/s | img/s | GFLOP/s | % peak | CPU % | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["results"]:
+        lines.append(
+            f"| {r['path']} | {r['size']} | {r['batch']} | {r['concurrency']} | {r['requests']} | {_fmt(r['p50_ms'])} | "
+            f"{_fmt(r['p90_ms'])} | {_fmt(r['p99_ms'])} | {_fmt(r['mean_ms'])} | {_fmt(r['throughput_rps'], 2)} | "
+            f"{_fmt(r['images_per_s'], 2)} | {_fmt(r.get('gflops_per_s'))} | {_fmt(r.get('pct_of_peak'))} | "
+            f"{_fmt(r.get('cpu_percent'), 0)} | {_fmt(r.get('peak_rss_mb'), 0)} |"
+        )
+    if doc.get("ratios"):
+        lines += ["", "| ratio | size | value | from |", "|---|---|---|---|"]
+        for q in doc["ratios"]:
+            lines.append(f"| {q['ratio']} | {q['size']} | {q['value']:.2f} | {q['numerator']} ÷ {q['denominator']} |")
+    if doc.get("skipped"):
+        lines += ["", "Not measured:"] + [f"- {s}" for s in doc["skipped"]]
+    if doc.get("notes"):
+        lines += [""] + [f"- {n}" for n in doc["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def charts(doc: dict, out_dir: Path) -> list[Path]:
+    """Latency (p50, p99) and throughput vs concurrency for every served path, one pair of charts per size."""
+    written = []
+    rows = doc["results"]
+    for size in sorted({r["size"] for r in rows}):
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+        for path in sorted({r["path"] for r in rows if r["size"] == size}):
+            for batch in sorted({r["batch"] for r in rows if r["path"] == path and r["size"] == size}):
+                pts = sorted((r for r in rows if r["path"] == path and r["size"] == size and r["batch"] == batch),
+                             key=lambda r: r["concurrency"])
+                xs = [r["concurrency"] for r in pts]
+                label = f"{path} b{batch}"
+                style = "-o" if len(xs) > 1 else "s"
+                ax1.plot(xs, [r["p50_ms"] for r in pts], style, label=label + " p50")
+                ax2.plot(xs, [r["images_per_s"] for r in pts], style, label=label)
+        for ax, title, ylabel in ((ax1, "latency p50", "ms"), (ax2, "throughput", "images/s")):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrency")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{doc['model']} {size}×{size}: {title}")
+            ax.grid(alpha=0.3)
+        ax2.legend(fontsize=7, loc="best")
+        fig.suptitle(doc["machine"]["cpu_model"], fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"concurrency_{size}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_report(doc: dict, out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(doc, indent=2))
+    (out_dir / "results.md").write_text(markdown(doc))
+    files = {"json": out_dir / "results.json", "markdown": out_dir / "results.md"}
+    for i, p in enumerate(charts(doc, out_dir)):
+        files[f"chart{i}"] = p
+    return files
