@@ -2,6 +2,8 @@
 
 ``test-tiny-upsampler``: conv + batch norm + PReLU + dropout + conv + pixel shuffle, x2, fully convolutional.
 ``test-tiny-classifier``: 8x8 grey digits -> 10 class probabilities, fixed spatial size.
+``test-broken-size-branch``: a module whose Python branch on the input width is frozen by tracing, so its ONNX
+graph is wrong at any other size (the classic "export fixed at one size" bug) and must fail parity.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from training.registry import register_model
 
 UPSAMPLER = "test-tiny-upsampler"
 CLASSIFIER = "test-tiny-classifier"
+BROKEN = "test-broken-size-branch"  # registered, but excluded from round trips: its export must fail
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -156,6 +159,37 @@ class TinyClassifier(Application):
             evaluate=self._evaluate,
             quality_key="accuracy",
             calibration=lambda: ({"image": x[i : i + 16]} for i in range(0, 64, 16)),
+        )
+
+
+class _SizeBranch(nn.Module):
+    """Doubles 16-pixel-wide inputs and triples others: tracing at width 16 keeps only the first branch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2.0 if x.shape[-1] == 16 else x * 3.0
+
+
+@dataclass
+class BrokenConfig:
+    pass
+
+
+@register_model(BROKEN, BrokenConfig)
+class BrokenSizeBranch(Application):
+    """An application whose export runs but computes the wrong thing at untraced sizes."""
+
+    def __init__(self, config: BrokenConfig) -> None:
+        super().__init__(config)
+        self.net = _SizeBranch()
+
+    def export_spec(self) -> ExportSpec:
+        return ExportSpec(
+            module=self.net,
+            example_inputs=(torch.rand(1, 3, 16, 16),),
+            inputs=[TensorSpec("x", [3, -1, -1], value_range=[0.0, 1.0])],
+            outputs=[TensorSpec("y", [3, -1, -1])],
+            task="translation",
+            architecture="size-branch",
         )
 
 

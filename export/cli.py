@@ -1,0 +1,55 @@
+"""`ganserve export CHECKPOINT --repo DIR ...`: the command-line face of export.exporter.export_checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+from ganserve.contract import ModelCard
+from export.onnx_export import DEFAULT_OPSET
+from export.precision import PRECISIONS
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
+    """Add the `export` subcommand."""
+    p = subparsers.add_parser(
+        name,
+        help="export a checkpoint to a verified ONNX model repository",
+        description="Rebuild the model in CHECKPOINT, export it to ONNX, prove parity with PyTorch, and write "
+        "<repo>/<name>/{config.pbtxt, model_card.json, <version>/model.onnx, <version>/reference.npz} atomically.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by `ganserve train`")
+    p.add_argument("--repo", required=True, metavar="DIR", help="model repository folder (created if missing)")
+    p.add_argument("--name", help="model name in the repository (default: the checkpoint's model name)")
+    p.add_argument("--version", type=_positive, help="version number (default: the next free one)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="weights/compute precision (default fp32)")
+    p.add_argument("--opset", type=_positive, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.add_argument("--half-io", action="store_true", help="fp16 only: take and return float16 (default: float32 I/O)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, then print the version folder and the figures that matter."""
+    from export.exporter import export_checkpoint
+
+    out = export_checkpoint(
+        args.checkpoint, args.repo,
+        name=args.name, version=args.version, precision=args.precision, opset=args.opset,
+        overwrite=args.overwrite, keep_io_fp32=not args.half_io, progress=not args.quiet,
+    )
+    card = ModelCard.load(out.parent / "model_card.json")
+    key = card.metrics.get("quality_key")
+    quality = f", {key} {card.metrics[key]:.4g}" if key in card.metrics else ""
+    print(f"{out}  ({card.precision}, max abs error vs torch {card.parity['max_abs_error']:.3g}{quality})")
+    return 0
