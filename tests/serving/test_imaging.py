@@ -1,0 +1,77 @@
+"""Decoding limits and the card-driven tensor mapping."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from ganserve.contract import TensorSpec
+from serving.imaging import decode_image, encode_image, pad_to_multiple, to_image, to_tensor
+from serving.status import ServingError
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG header claiming a huge size, with a few bytes of data (a decompression bomb's shape)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _code(data: bytes, max_pixels: int = 10_000) -> grpc.StatusCode:
+    with pytest.raises(ServingError) as info:
+        decode_image(data, max_pixels)
+    return info.value.code
+
+
+def test_bad_images_get_clear_codes() -> None:
+    good = png_bytes(np.zeros((8, 8, 3), np.uint8))
+    assert _code(b"") == grpc.StatusCode.INVALID_ARGUMENT
+    assert _code(b"GIF89a not a png") == grpc.StatusCode.INVALID_ARGUMENT
+    assert _code(good[: len(good) // 2]) == grpc.StatusCode.INVALID_ARGUMENT
+    assert _code(bomb_png(100_000, 100_000)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _code(good, max_pixels=63) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert decode_image(good, 64).size == (8, 8)
+
+
+def test_value_range_round_trip_is_exact() -> None:
+    rgb = np.arange(5 * 6 * 3, dtype=np.uint8).reshape(5, 6, 3) * 3
+    spec = TensorSpec("x", [3, -1, -1], value_range=[-1, 1])
+    x = to_tensor(Image.fromarray(rgb), spec)
+    assert x.shape == (1, 3, 5, 6) and x.dtype == np.float32
+    assert x.min() == pytest.approx(-1.0) and x[0, 2, 0, 0] == pytest.approx(6 / 255 * 2 - 1)
+    assert np.array_equal(np.asarray(to_image(x, spec)), rgb)
+
+
+def test_grey_fixed_size_input_is_resized() -> None:
+    spec = TensorSpec("pixels", [1, 4, 4], value_range=[0, 1])
+    x = to_tensor(Image.fromarray(np.full((10, 7, 3), 255, np.uint8)), spec)
+    assert x.shape == (1, 1, 4, 4) and np.allclose(x, 1.0)
+
+
+def test_reflect_padding_to_multiple() -> None:
+    x = np.arange(5 * 6, dtype=np.float32).reshape(1, 1, 5, 6)
+    padded = pad_to_multiple(x, 4)
+    assert padded.shape == (1, 1, 8, 8)
+    assert np.array_equal(padded[0, 0, 5], x[0, 0, 3, list(range(6)) + [4, 3]])
+    assert pad_to_multiple(x, 1) is x
+
+
+def test_jpeg_encoding_quality() -> None:
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    small, large = encode_image(img, "JPEG", 10), encode_image(img, "JPEG", 95)
+    assert small[:2] == b"\xff\xd8" and len(small) < len(large)
+    with pytest.raises(ServingError):
+        encode_image(img, "JPEG", 101)
