@@ -1,0 +1,325 @@
+"""`ganserve bench`: one model, one machine, one run — torch eager, in-process ORT, the served paths, a peer server.
+
+Every figure comes from the load drivers in benchmarks.loadgen; ratios are computed from rows of the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import grpc
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from benchmarks import report
+from benchmarks.flops import count_flops
+from benchmarks.loadgen import ProcessMonitor, Stats, closed_loop, summarise, timed_loop
+from benchmarks.machine import cpu_info, matmul_peak_gflops
+from ganserve.contract import CARD_FILE, MODEL_FILE, ModelCard, model_versions
+from ganserve.errors import GanserveError
+
+log = logging.getLogger("ganserve.bench")
+
+SERVED_PATHS = ("oip-raw", "image-api", "tritonclient-aio", "peer-torchserve")
+
+
+@dataclass
+class BenchConfig:
+    repo: Path
+    model: str
+    sizes: list[int] = field(default_factory=lambda: [64, 128, 256])
+    batches: list[int] = field(default_factory=lambda: [1, 4])
+    concurrency: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    duration: float | None = 3.0  # seconds per configuration (after warm-up)
+    requests: int | None = None  # or a fixed number of requests per configuration
+    out: Path | None = None
+    checkpoint: Path | None = None  # for torch eager and the peer; default: the card's source checkpoint
+    paths: list[str] = field(default_factory=lambda: ["torch", "ort", *SERVED_PATHS])
+    server_args: list[str] = field(default_factory=list)
+    command: str = ""
+
+
+def _image_input(card: ModelCard, size: int, batch: int) -> np.ndarray:
+    """A deterministic natural-looking input (smooth noise) in the model's value range, NCHW float32."""
+    spec = card.input_by_role("image") or card.inputs[0]
+    lo, hi = spec.value_range or [0.0, 1.0]
+    rng = np.random.default_rng(size * 31 + batch)
+    coarse = rng.random((batch, spec.shape[0], max(2, size // 8), max(2, size // 8)), dtype=np.float32)
+    x = np.stack([np.stack([np.asarray(Image.fromarray(c).resize((size, size), Image.BICUBIC)) for c in b]) for b in coarse])
+    return (lo + (hi - lo) * np.clip(x, 0, 1)).astype(np.float32)
+
+
+def _png_of(x: np.ndarray, card: ModelCard) -> bytes:
+    spec = card.input_by_role("image") or card.inputs[0]
+    lo, hi = spec.value_range or [0.0, 1.0]
+    img = ((x[0].transpose(1, 2, 0) - lo) / (hi - lo) * 255).round().clip(0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class Bench:
+    def __init__(self, cfg: BenchConfig):
+        self.cfg = cfg
+        self.rows: list[Stats] = []
+        self.skipped: list[str] = []
+        self.notes: list[str] = []
+        model_dir = cfg.repo / cfg.model
+        versions = model_versions(model_dir)
+        if not versions:
+            raise GanserveError(f"{model_dir}: no exported version of model {cfg.model!r} in {cfg.repo}")
+        self.onnx_path = model_dir / str(versions[-1]) / MODEL_FILE
+        self.card = ModelCard.load(model_dir / CARD_FILE)
+        self.input_name = (self.card.input_by_role("image") or self.card.inputs[0]).name
+        if len(self.card.inputs) != 1:
+            raise GanserveError(f"{cfg.model}: bench drives single-input image models; this one has {len(self.card.inputs)} inputs")
+        self.flops = {s: count_flops(self.onnx_path, {self.input_name: [1, self.card.inputs[0].shape[0], s, s]}) for s in cfg.sizes}
+        total = len(cfg.sizes) * (
+            ("torch" in cfg.paths) * 3 * len(cfg.batches) + ("ort" in cfg.paths) * len(cfg.batches)
+            + ("oip-raw" in cfg.paths) * len(cfg.batches) * len(cfg.concurrency)
+            + sum(p in cfg.paths for p in ("image-api", "tritonclient-aio")) * len(cfg.concurrency)
+            + ("peer-torchserve" in cfg.paths) * len(cfg.concurrency))
+        self.bar = tqdm(total=total, desc="bench", unit="cfg", dynamic_ncols=True)
+
+    # -- bookkeeping --------------------------------------------------------------------------------------
+    def _add(self, stats: Stats) -> None:
+        gflop = self.flops[stats.size] / 1e9
+        stats.extra["gflops_per_s"] = gflop * stats.images_per_s
+        self.rows.append(stats)
+        self.bar.set_postfix_str(f"{stats.path} s{stats.size} b{stats.batch} c{stats.concurrency}: p50 {stats.p50_ms:.1f} ms")
+        self.bar.update(1)
+
+    def _amount(self) -> dict[str, Any]:
+        return {"requests": self.cfg.requests, "duration": self.cfg.duration}
+
+    # -- in-process baselines ----------------------------------------------------------------------------------
+    def run_torch(self) -> None:
+        ckpt = self.cfg.checkpoint or Path(self.card.source.get("checkpoint_path", "") or "/nonexistent")
+        try:
+            import torch
+
+            from training.checkpoint import build_from_checkpoint
+        except ImportError:
+            self.skipped.append("torch eager: torch is not installed (pip install 'ganserve[train]')")
+            return
+        if not ckpt.is_file():
+            self.skipped.append(f"torch eager: no checkpoint (give --checkpoint; card names {ckpt})")
+            return
+        module = build_from_checkpoint(ckpt).export_spec().module.eval()
+        bf16 = bool(cpu_info()["bf16_hardware"])
+        variants = [("torch-fp32", False, False), ("torch-fp32-cl", True, False)]
+        if bf16:
+            variants.append(("torch-bf16-cl", True, True))
+        else:
+            self.skipped.append("torch bf16 autocast: this CPU has no bf16 hardware (AVX512_BF16/AMX), so it is not "
+                                "a setting a user would pick here")
+        torch.set_num_threads(os.cpu_count() or 1)
+        for size in self.cfg.sizes:
+            for batch in self.cfg.batches:
+                x_np = _image_input(self.card, size, batch)
+                for name, cl, use_bf16 in variants:
+                    m = module.to(memory_format=torch.channels_last) if cl else module.to(memory_format=torch.contiguous_format)
+                    x = torch.from_numpy(x_np)
+                    if cl:
+                        x = x.contiguous(memory_format=torch.channels_last)
+
+                    def fn(m=m, x=x, use_bf16=use_bf16):
+                        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                            return m(x)
+
+                    lat, wall = timed_loop(fn, **self._amount(), warmup=1)
+                    self._add(summarise(name, size, batch, 1, lat, 0, wall))
+                if not bf16:
+                    self.bar.update(1)
+        self.torch_module = module
+
+    def run_ort(self) -> None:
+        from serving.runtime import OrtRunner, RuntimeSettings
+
+        runner = OrtRunner(self.onnx_path, RuntimeSettings())
+        self.notes.append(f"in-process ORT: {runner.provider}, intra-op threads {RuntimeSettings().threads()} "
+                          "(the server's own session settings)")
+        for size in self.cfg.sizes:
+            for batch in self.cfg.batches:
+                feeds = {self.input_name: _image_input(self.card, size, batch)}
+                lat, wall = timed_loop(lambda: runner.run(feeds), **self._amount(), warmup=1)
+                self._add(summarise("ort-inprocess", size, batch, 1, lat, 0, wall))
+
+    # -- served paths --------------------------------------------------------------------------------------------
+    async def _sweep(self, path: str, size: int, batch: int, make_send: Callable[[int], Awaitable[Callable]],
+                     monitor: ProcessMonitor, cleanup: Callable[[], None] | None = None) -> None:
+        for conc in self.cfg.concurrency:
+            send = await make_send(conc)
+            try:
+                await closed_loop(send, conc, requests=conc, warmup=0)  # warm-up at this concurrency
+                monitor.start()
+                lat, errors, wall = await closed_loop(send, conc, **self._amount(), warmup=0)
+                cpu, rss = monitor.stop()
+                self._add(summarise(path, size, batch, conc, lat, errors, wall, cpu, rss))
+            finally:
+                if cleanup:
+                    cleanup()
+
+    async def run_served(self) -> None:
+        from serving.proto.ganserve.v1 import images_pb2, images_pb2_grpc
+        from serving.proto.inference import grpc_service_pb2 as pb
+        from serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
+        from serving.server import start_subprocess
+
+        proc, port, _ = start_subprocess(self.cfg.repo, self.cfg.server_args)
+        monitor = ProcessMonitor([proc.pid])
+        target = f"127.0.0.1:{port}"
+        limit = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
+        try:
+            async with grpc.aio.insecure_channel(target, options=limit) as channel:
+                oip = pb_grpc.GRPCInferenceServiceStub(channel)
+                images = images_pb2_grpc.ImagesStub(channel)
+                out_name = self.card.outputs[0].name
+                for size in self.cfg.sizes:
+                    if "oip-raw" in self.cfg.paths:
+                        for batch in self.cfg.batches:
+                            x = _image_input(self.card, size, batch)
+                            req = pb.ModelInferRequest(model_name=self.cfg.model, raw_input_contents=[x.tobytes()])
+                            req.inputs.add(name=self.input_name, datatype="FP32", shape=list(x.shape))
+                            req.outputs.add(name=out_name)
+
+                            async def mk(conc, req=req):
+                                async def send():
+                                    await oip.ModelInfer(req, timeout=600)
+                                return send
+                            await self._sweep("oip-raw", size, batch, mk, monitor)
+                    if "image-api" in self.cfg.paths:
+                        png = _png_of(_image_input(self.card, size, 1), self.card)
+                        ireq = images_pb2.ImageRequest(model=self.cfg.model, image=png)
+                        rpc = {"super_resolution": images.SuperResolve, "translation": images.Translate,
+                               "derain": images.Derain}.get(self.card.task)
+                        if rpc is None:
+                            self.skipped.append(f"image-api: task {self.card.task} has no plain image RPC in bench")
+                        else:
+                            async def mk_img(conc, ireq=ireq, rpc=rpc):
+                                async def send():
+                                    await rpc(ireq, timeout=600)
+                                return send
+                            await self._sweep("image-api", size, 1, mk_img, monitor)
+                    if "tritonclient-aio" in self.cfg.paths:
+                        await self._triton(target, size, monitor)
+        finally:
+            self.server_peak_rss_mb = monitor.peak_rss_mb()
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except Exception:
+                proc.kill()
+
+    async def _triton(self, target: str, size: int, monitor: ProcessMonitor) -> None:
+        try:
+            import tritonclient.grpc.aio as tc
+            from tritonclient.grpc import InferInput, InferRequestedOutput
+        except ImportError:
+            self.skipped.append("tritonclient-aio: tritonclient[grpc] is not installed (pip install 'ganserve[dev]')")
+            return
+        client = tc.InferenceServerClient(target)
+        x = _image_input(self.card, size, 1)
+        inp = InferInput(self.input_name, list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=True)
+        outs = [InferRequestedOutput(self.card.outputs[0].name, binary_data=True)]
+
+        async def mk(conc):
+            async def send():
+                r = await client.infer(self.cfg.model, [inp], outputs=outs, client_timeout=600)
+                r.as_numpy(self.card.outputs[0].name)
+            return send
+        try:
+            await self._sweep("tritonclient-aio", size, 1, mk, monitor)
+        finally:
+            await client.close()
+
+    # -- the peer server --------------------------------------------------------------------------------------------
+    async def run_peer(self) -> None:
+        from benchmarks import peer_torchserve
+
+        if getattr(self, "torch_module", None) is None:
+            self.skipped.append("peer-torchserve: needs torch and the checkpoint (see torch eager)")
+            return
+        if not peer_torchserve.has_java():
+            self.skipped.append("peer-torchserve: no java on PATH (TorchServe's frontend needs Java 17)")
+            return
+        import torch
+
+        work = Path(tempfile.mkdtemp(prefix="ganserve-peer-"))
+        ts_path = work / "model.ts"
+        example = torch.from_numpy(_image_input(self.card, 32, 1))
+        with torch.inference_mode():
+            torch.jit.trace(self.torch_module.to(memory_format=torch.contiguous_format), example).save(str(ts_path))
+        bf16 = bool(cpu_info()["bf16_hardware"])
+        peer = peer_torchserve.TorchServePeer(ts_path, work / "ts", bf16=bf16, log=lambda m: tqdm.write(m))
+        self.notes.append(f"peer: TorchServe, 1 worker, TorchScript, channels_last, {'bf16 autocast' if bf16 else 'fp32'}"
+                          " (its strongest setting on this CPU); .npy bodies over HTTP/1.1 keep-alive")
+        try:
+            await asyncio.to_thread(peer.start)
+            monitor = ProcessMonitor([peer.pid])
+            for size in self.cfg.sizes:
+                x = _image_input(self.card, size, 1)
+                pools = []
+
+                async def mk(conc, x=x):
+                    send = peer.sender(x, conc)
+                    pools.append(peer.pool)
+                    return send
+                await self._sweep("peer-torchserve", size, 1, mk, monitor,
+                                  cleanup=lambda: pools and pools[-1].shutdown(wait=False))
+        finally:
+            peer.stop()
+
+    # -- the whole run ------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        machine = {**cpu_info(), "matmul_peak_gflops": matmul_peak_gflops()}
+        if "torch" in self.cfg.paths:
+            self.run_torch()
+        if "ort" in self.cfg.paths:
+            self.run_ort()
+        if any(p in self.cfg.paths for p in ("oip-raw", "image-api", "tritonclient-aio")):
+            asyncio.run(self.run_served())
+        if "peer-torchserve" in self.cfg.paths:
+            asyncio.run(self.run_peer())
+        self.bar.close()
+        rows = []
+        for s in self.rows:
+            d = s.to_dict()
+            d["gflops_per_s"] = d["extra"].pop("gflops_per_s")
+            d["pct_of_peak"] = 100.0 * d["gflops_per_s"] / machine["matmul_peak_gflops"]
+            rows.append(d)
+        doc = {
+            "model": self.cfg.model, "onnx": str(self.onnx_path), "precision": self.card.precision,
+            "command": self.cfg.command, "started": started, "machine": machine,
+            "gflop_per_image": {str(k): v / 1e9 for k, v in self.flops.items()},
+            "settings": {"sizes": self.cfg.sizes, "batches": self.cfg.batches, "concurrency": self.cfg.concurrency,
+                         "duration_s": self.cfg.duration, "requests": self.cfg.requests},
+            "server_peak_rss_mb": getattr(self, "server_peak_rss_mb", None),
+            "results": rows, "skipped": self.skipped, "notes": self.notes,
+            "perf_analyzer": None,  # room for NVIDIA perf_analyzer's CSV where a user has it (README shows how)
+        }
+        doc["ratios"] = report.compute_ratios(rows, self.cfg.sizes)
+        return doc
+
+
+def run_bench(cfg: BenchConfig) -> tuple[dict, dict[str, Path]]:
+    if cfg.duration is None and cfg.requests is None:
+        cfg.duration = 3.0
+    doc = Bench(cfg).run()
+    out = cfg.out or Path("benchmarks/results") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    return doc, report.write_report(doc, Path(out))

@@ -1,0 +1,67 @@
+"""`ganserve bench`: flags map one-to-one onto benchmarks.bench.BenchConfig."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from ganserve.errors import GanserveError
+
+PATHS = ("torch", "ort", "oip-raw", "image-api", "tritonclient-aio", "peer-torchserve")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _paths(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in PATHS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown path(s) {bad}; choose from {', '.join(PATHS)}")
+    return values
+
+
+def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
+    p = subparsers.add_parser(name, help="measure latency and throughput side by side",
+                              description="Torch eager vs in-process onnxruntime vs the served paths (OIP raw "
+                                          "tensors, image API, tritonclient) vs a peer server, in one run.")
+    p.add_argument("--repo", type=Path, required=True, help="model repository written by `ganserve export`")
+    p.add_argument("--model", required=True, help="model name in the repository")
+    p.add_argument("--sizes", type=_ints, default=[64, 128, 256], help="square input sizes (default 64,128,256)")
+    p.add_argument("--batch", type=_ints, default=[1, 4], help="batch sizes for in-process and OIP paths (default 1,4)")
+    p.add_argument("--concurrency", type=_ints, default=[1, 2, 4, 8, 16], help="in-flight requests (default 1,2,4,8,16)")
+    amount = p.add_mutually_exclusive_group()
+    amount.add_argument("--duration", type=float, default=None, help="seconds per configuration (default 3)")
+    amount.add_argument("--requests", type=int, default=None, help="requests per configuration instead of a duration")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/results/<stamp>)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="training checkpoint for torch eager and the peer")
+    p.add_argument("--paths", type=_paths, default=list(PATHS), help=f"subset of {','.join(PATHS)}")
+    p.add_argument("--server-arg", action="append", default=[], help="extra flag for `ganserve serve` (repeatable)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchmarks.bench import BenchConfig, run_bench
+
+    if not args.repo.is_dir():
+        raise GanserveError(f"{args.repo}: model repository not found")
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        raise GanserveError(f"{args.checkpoint}: checkpoint not found")
+    cfg = BenchConfig(repo=args.repo, model=args.model, sizes=args.sizes, batches=args.batch,
+                      concurrency=args.concurrency, duration=args.duration, requests=args.requests, out=args.out,
+                      checkpoint=args.checkpoint, paths=args.paths, server_args=args.server_arg,
+                      command="ganserve " + shlex.join(sys.argv[1:]))
+    doc, files = run_bench(cfg)
+    print(files["markdown"].read_text())
+    for kind, path in files.items():
+        print(f"{kind}: {path}")
+    return 0
