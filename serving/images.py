@@ -15,7 +15,7 @@ from serving import status
 from serving.calls import CallGate
 from serving.conditioning import condition_index, condition_tensor, latent_tensor
 from serving.imaging import decode_image, encode_image, from_layout, pad_to_multiple, to_image, to_layout, to_tensor
-from serving.models import READY, ModelManager, ServedModel, ServedVersion
+from serving.models import ModelManager, ServedModel, ServedVersion
 from serving.proto.ganserve.v1 import images_pb2 as pb
 from serving.proto.ganserve.v1 import images_pb2_grpc as pb_grpc
 from serving.tiling import run_tiled

@@ -9,7 +9,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ganserve.contract import CARD_FILE, CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, TensorSpec, triton_config
-from serving.server import ServerConfig, ServerThread
+from serving.server import ServerConfig
 
 AGE_LABELS = ["young", "adult", "old"]
 AGE_SHIFT = np.array([-0.5, 0.0, 0.5], np.float32)
