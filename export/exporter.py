@@ -101,7 +101,7 @@ def export_spec(
         metrics["by_precision"] = {"fp32": fp32_metrics, precision: chosen_metrics}
         if precision != "fp32" and key in fp32_metrics and key in chosen_metrics:
             metrics["quality_delta_vs_fp32"] = chosen_metrics[key] - fp32_metrics[key]
-        _say(progress, f"held-out quality ({precision}): {chosen_metrics}")
+        _say(progress, f"held-out quality ({precision}): " + ", ".join(f"{k} {v:.4g}" for k, v in chosen_metrics.items()))
     parity = {
         "precision": precision,
         "reference": "torch fp32, eval mode",
