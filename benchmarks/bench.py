@@ -234,8 +234,8 @@ class Bench:
         client = tc.InferenceServerClient(target)
         x = _image_input(self.card, size, 1)
         inp = InferInput(self.input_name, list(x.shape), "FP32")
-        inp.set_data_from_numpy(x, binary_data=True)
-        outs = [InferRequestedOutput(self.card.outputs[0].name, binary_data=True)]
+        inp.set_data_from_numpy(x)
+        outs = [InferRequestedOutput(self.card.outputs[0].name)]
 
         async def mk(conc):
             async def send():
