@@ -24,7 +24,7 @@ bench: setup
 	$(BIN)/ganserve bench --repo model-repository --model srresnet
 
 protos: setup
-	$(BIN)/python -m ganserve.protos_build
+	$(BIN)/python -m serving.proto.build
 
 clean:
 	rm -rf $(VENV) demo-output
