@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ganserve.contract import ModelCard
-from export.onnx_export import DEFAULT_OPSET
-from export.precision import PRECISIONS
+from pathlib import Path
+
+from ganserve.contract import CARD_FILE, ModelCard
+from ganserve.errors import CheckpointError
+from export.defaults import DEFAULT_OPSET, PRECISIONS
 
 
 def _positive(text: str) -> int:
@@ -41,6 +43,8 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, then print the version folder and the figures that matter."""
+    if not Path(args.checkpoint).is_file():  # answered before torch is imported
+        raise CheckpointError(f"{args.checkpoint}: no such checkpoint file")
     from export.exporter import export_checkpoint
 
     out = export_checkpoint(
@@ -48,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         name=args.name, version=args.version, precision=args.precision, opset=args.opset,
         overwrite=args.overwrite, keep_io_fp32=not args.half_io, progress=not args.quiet,
     )
-    card = ModelCard.load(out.parent / "model_card.json")
+    card = ModelCard.load(out.parent / CARD_FILE)
     key = card.metrics.get("quality_key")
     quality = f", {key} {card.metrics[key]:.4g}" if key in card.metrics else ""
     print(f"{out}  ({card.precision}, max abs error vs torch {card.parity['max_abs_error']:.3g}{quality})")

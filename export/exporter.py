@@ -16,9 +16,10 @@ from ganserve.contract import (
 )
 from ganserve.errors import CheckpointError, GanserveError
 from export.card import build_card, file_sha256, source_facts, training_facts
-from export.onnx_export import DEFAULT_OPSET, to_onnx
-from export.parity import FP32_TOLERANCE, ParityCase, measure_parity, parity_cases
-from export.precision import PRECISIONS, to_fp16, to_int8
+from export.defaults import DEFAULT_OPSET, FP32_TOLERANCE, PRECISIONS
+from export.onnx_export import to_onnx
+from export.parity import ParityCase, measure_parity, parity_cases
+from export.precision import to_fp16, to_int8
 from export.predictors import ort_predictor, ort_session, torch_predictor
 from export.repository import check_target, write_model
 from training.export_spec import ExportSpec, Predictor

@@ -10,10 +10,9 @@ import torch
 
 from ganserve.contract import TensorSpec
 from ganserve.errors import GanserveError
+from export.defaults import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from training.export_spec import ExportSpec
 
-DEFAULT_OPSET = 17
-MIN_OPSET, MAX_OPSET = 13, 21  # the legacy exporter's supported range that onnxruntime 1.x loads
 _AXIS_NAMES = {"N": "batch", "H": "height", "W": "width", "D": "depth", "T": "time"}
 # Ops whose training-mode form must never reach a served graph.
 _TRAINING_OPS = {"Dropout", "BatchNormalization"}

@@ -13,7 +13,6 @@ from ganserve.contract import TensorSpec
 from ganserve.errors import GanserveError
 from training.export_spec import ExportSpec, Predictor
 
-FP32_TOLERANCE = 1e-4
 BATCH_SIZES = (1, 3)
 
 

@@ -13,7 +13,6 @@ from tqdm import tqdm
 
 from ganserve.errors import GanserveError
 
-PRECISIONS = ("fp32", "fp16", "int8")
 _FLOAT, _HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 _FP16_MAX = float(np.finfo(np.float16).max)
 
