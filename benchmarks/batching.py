@@ -12,7 +12,7 @@ conv with tanh; fixed random weights. The defaults (32 channels, 4 blocks, ~2.3 
 under two minutes; ``--channels 64 --blocks 16`` is SRResNet-sized (~18 GFLOP) but its untiled 1024x1024 run takes
 minutes and over 10 GB, so pair it with ``--skip-memory``.
 
-    .venv/bin/python -m benchmarks.batching [--model path/to/model.onnx] [--seconds 4] [--rounds 2]
+    .venv/bin/python -m benchmarks.batching [--model path/to/model.onnx] [--seconds 3] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,35 @@ class _Batches:
         self.rows += batch_rows
 
 
+@dataclass
+class _Cell:
+    """One table cell's totals over the rounds."""
+
+    requests: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    batches: _Batches = field(default_factory=_Batches)
+
+    def add(self, requests: int, seconds: float, latencies: list[float], batches: _Batches) -> None:
+        self.requests += requests
+        self.seconds += seconds
+        self.latencies.extend(latencies)
+        self.batches.runs += batches.runs
+        self.batches.rows += batches.rows
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latencies) * 1e3
+
+    @property
+    def mean_rows(self) -> float:
+        return self.batches.rows / max(1, self.batches.runs)
+
+
 def _session(path: str, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     if threads:
@@ -141,15 +171,23 @@ def throughput(args: argparse.Namespace, path: str) -> None:
     name, channels, _, _ = _model_facts(session, args.size)
     run = _runner(session)
     x = np.random.default_rng(0).uniform(-1, 1, (1, channels, args.size, args.size)).astype(np.float32)
-    for rows in (1, args.max_batch_size):  # warm-up at both batch shapes (allocations, kernel choices)
-        run({name: np.repeat(x, rows, axis=0)})
-    print(f"\nThroughput, {args.size}x{args.size} inputs, {args.seconds:g} s x {args.rounds} rounds per cell "
+    per_image = {}
+    for rows in (1, args.max_batch_size):  # warm-up, then the bare ORT cost per image at both batch sizes
+        feeds = {name: np.repeat(x, rows, axis=0)}
+        run(feeds)
+        began, repeats = time.perf_counter(), max(1, 8 // rows)
+        for _ in range(repeats):
+            run(feeds)
+        per_image[rows] = (time.perf_counter() - began) / (repeats * rows) * 1e3
+    print(f"\nBare ORT run, ms per image: batch 1 {per_image[1]:.0f}, batch {args.max_batch_size} "
+          f"{per_image[args.max_batch_size]:.0f}")
+    print(f"Throughput, {args.size}x{args.size} inputs, {args.seconds:g} s x {args.rounds} rounds per cell "
           f"(batching: max_batch_size {args.max_batch_size}, max_queue_delay_us {args.max_queue_delay_us}; "
           f"ORT intra-op threads {args.threads or 'default'}, workers {args.workers})")
     print("| concurrency | no batching req/s | batching req/s | ratio | mean batch rows | p50 ms off | p50 ms on |")
     print("|---|---|---|---|---|---|---|")
     for concurrency in args.concurrency:
-        totals = {False: [0, 0.0, [], _Batches()], True: [0, 0.0, [], _Batches()]}
+        cells = {False: _Cell(), True: _Cell()}
         for _ in range(args.rounds):
             for enabled in (False, True):
                 config = BatchingConfig(
@@ -159,19 +197,10 @@ def throughput(args: argparse.Namespace, path: str) -> None:
                     enabled=enabled,
                     workers=args.workers,
                 )
-                done, elapsed, lat, batches = asyncio.run(
-                    _closed_loop(run, name, x, config, concurrency, args.seconds)
-                )
-                cell = totals[enabled]
-                cell[0] += done
-                cell[1] += elapsed
-                cell[2].extend(lat)
-                cell[3].runs += batches.runs
-                cell[3].rows += batches.rows
-        off, on = (totals[k][0] / totals[k][1] for k in (False, True))
-        p50 = [statistics.median(totals[k][2]) * 1e3 for k in (False, True)]
-        mean_rows = totals[True][3].rows / max(1, totals[True][3].runs)
-        print(f"| {concurrency} | {off:.2f} | {on:.2f} | {on / off:.2f} | {mean_rows:.1f} | {p50[0]:.0f} | {p50[1]:.0f} |")
+                cells[enabled].add(*asyncio.run(_closed_loop(run, name, x, config, concurrency, args.seconds)))
+        off, on = cells[False], cells[True]
+        print(f"| {concurrency} | {off.rate:.2f} | {on.rate:.2f} | {on.rate / off.rate:.2f} | {on.mean_rows:.1f} "
+              f"| {off.p50_ms:.0f} | {on.p50_ms:.0f} |")
 
 
 def _vm_rss_mib() -> float:
@@ -240,7 +269,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--blocks", type=int, default=4, help="built-in model residual blocks")
     p.add_argument("--size", type=int, default=64, help="input side for the throughput part")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    p.add_argument("--seconds", type=float, default=4.0, help="per cell per round")
+    p.add_argument("--seconds", type=float, default=3.0, help="per cell per round")
     p.add_argument("--rounds", type=int, default=2, help="alternating off/on rounds per concurrency")
     p.add_argument("--max-batch-size", type=int, default=8)
     p.add_argument("--max-queue-delay-us", type=int, default=2000)

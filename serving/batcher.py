@@ -208,12 +208,12 @@ class Batcher:
         if not group:
             del self._groups[request.key]
 
-    def _drop_expired(self, now: float) -> None:
-        """Answer queued requests whose deadline has passed, so they never run."""
+    def _drop_stale(self, now: float) -> None:
+        """Drop queued requests whose deadline has passed (answering them) or whose caller is gone; never run them."""
         for key in list(self._groups):
             group = self._groups[key]
-            expired = [r for r in group if r.deadline is not None and r.deadline <= now]
-            for request in expired:
+            stale = [r for r in group if r.future.done() or (r.deadline is not None and r.deadline <= now)]
+            for request in stale:
                 group.remove(request)
                 self._pending -= 1
                 if not request.future.done():
@@ -244,7 +244,7 @@ class Batcher:
 
     def _take_batch(self, now: float) -> list[_Request] | float | None:
         """The next batch to run, or the monotonic time to re-check at, or None when nothing is queued."""
-        self._drop_expired(now)
+        self._drop_stale(now)
         delay = self.config.max_queue_delay_us / 1e6
         best: tuple[float, ShapeKey, int] | None = None
         wake_at: float | None = None
