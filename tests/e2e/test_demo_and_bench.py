@@ -1,0 +1,77 @@
+"""The main job's steps at tiny size, then `ganserve bench` on the repository it made (real server, real clients)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from ganserve.cli import main
+from ganserve.demo import DemoConfig, run_demo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoConfig, dict]:
+    root = tmp_path_factory.mktemp("demo")
+    cfg = DemoConfig(out=root / "out", repo=root / "repo", runs=root / "runs", tiny=True)
+    return cfg, run_demo(cfg)
+
+
+def test_demo_writes_images_quality_and_latency(demo: tuple[DemoConfig, dict]) -> None:
+    cfg, summary = demo
+    rows = summary["held_out_requests"]
+    assert len(rows) == 2  # both held-out photos went through the server
+    for r in rows:
+        assert r["sr_size"] == [4 * r["lr_size"][0], 4 * r["lr_size"][1]]  # x4 model, cropped back exactly
+        assert math.isfinite(r["psnr_y"]) and r["psnr_y"] > 0 and 20 < r["bicubic_psnr_y"] < 50
+        sheet = Image.open(cfg.out / f"sr_held_out_{r['image']}.png")
+        assert sheet.width == 4 * r["sr_size"][1]  # input | bicubic | model | ground truth
+    assert (cfg.out / "summary.md").read_text().count("| oip-raw |") == 2
+    latency = json.loads((cfg.out / "latency" / "results.json").read_text())
+    assert {r["path"] for r in latency["results"]} >= {"torch-fp32", "ort-inprocess", "oip-raw", "image-api"}
+
+
+def test_demo_second_run_reuses(demo: tuple[DemoConfig, dict], capsys: pytest.CaptureFixture) -> None:
+    cfg, first = demo
+    second = run_demo(cfg)
+    out = capsys.readouterr().out
+    assert "reused" in second["origin"] and "already holds srresnet" in out
+    assert second["checkpoint"] == first["checkpoint"]
+
+
+def test_bench_report_is_well_formed(demo: tuple[DemoConfig, dict], tmp_path: Path) -> None:
+    cfg, summary = demo
+    out = tmp_path / "bench"
+    rc = main(["bench", "--repo", str(cfg.repo), "--model", "srresnet", "--sizes", "16", "--batch", "1,2",
+               "--concurrency", "1,2", "--requests", "3", "--checkpoint", summary["checkpoint"], "--out", str(out),
+               "--paths", "torch,ort,oip-raw,image-api,tritonclient-aio"])
+    assert rc == 0
+    doc = json.loads((out / "results.json").read_text())
+    paths = {r["path"] for r in doc["results"]}
+    assert paths >= {"torch-fp32", "torch-fp32-cl", "ort-inprocess", "oip-raw", "image-api", "tritonclient-aio"}
+    for r in doc["results"]:
+        assert r["requests"] >= 3 and r["errors"] == 0
+        for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_rps", "images_per_s", "gflops_per_s"):
+            assert r[key] > 0, (r["path"], key)
+        assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        if r["path"] in ("oip-raw", "image-api", "tritonclient-aio"):
+            assert r["peak_rss_mb"] > 0 and r["cpu_percent"] is not None
+    assert doc["machine"]["matmul_peak_gflops"] > 0 and doc["gflop_per_image"]["16"] > 0
+    rows = {(r["path"], r["batch"], r["concurrency"]): r for r in doc["results"]}
+    ratios = {q["ratio"]: q for q in doc["ratios"]}
+    added = ratios["p50 added by the server (ms, c1 b1)"]["value"]
+    assert added == pytest.approx(rows[("oip-raw", 1, 1)]["p50_ms"] - rows[("ort-inprocess", 1, 1)]["p50_ms"])
+    ort_best = max(r["images_per_s"] for r in doc["results"] if r["path"] == "ort-inprocess")
+    torch_best = max(r["images_per_s"] for r in doc["results"] if r["path"].startswith("torch-"))
+    assert ratios["ORT / best torch eager throughput"]["value"] == pytest.approx(ort_best / torch_best)
+    md = (out / "results.md").read_text()
+    assert "| ratio |" in md and doc["machine"]["cpu_model"] in md
+    assert (out / "concurrency_16.png").stat().st_size > 1000
+
+
+def test_bench_refuses_missing_repo(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "--repo", str(tmp_path / "nope"), "--model", "x"]) == 2
+    assert "not found" in capsys.readouterr().err
