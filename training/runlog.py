@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,10 @@ log = logging.getLogger("ganserve.training")
 
 
 class _TqdmHandler(logging.Handler):
-    """Log lines that do not break the progress bar."""
+    """Log lines on stderr that do not break the progress bar."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        tqdm.write(self.format(record))
+        tqdm.write(self.format(record), file=sys.stderr)
 
 
 def setup_logging(enabled: bool) -> None:

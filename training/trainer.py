@@ -107,8 +107,8 @@ class Trainer:
         context = TrainContext(
             rank=self.rank, world_size=self.world, device=self.device, note=self._note, resuming=payload is not None
         )
-        self.app.setup_training(context)
         self.step = 0
+        self.app.setup_training(context)
         self.elapsed_before = 0.0
         self.last_eval: dict[str, float] = {}
         self.last_losses: dict[str, float] = {}

@@ -294,16 +294,10 @@ class SRGANApp(SRResNetApp):
         }
 
     def setup_training(self, context: TrainContext) -> None:
-        super().setup_training(context)
         c = self.config
-        if c.init_from and not context.resuming:
-            self._init_generator(c.init_from)
-            context.note(f"generator initialised from {c.init_from}")
-        elif not c.init_from:
-            context.note("init_from not set: the generator starts from random weights (pre-train with srresnet first)")
+        # bad files fail first, before the data loads
         if c.vgg_weights:
-            features = load_vgg19_features(c.vgg_weights, c.vgg_layer).to(context.device)
-            self.content = ContentLoss(features)
+            self.content = ContentLoss(load_vgg19_features(c.vgg_weights, c.vgg_layer).to(context.device))
             self.facts["content_loss"] = f"vgg19 relu{c.vgg_layer} feature MSE (weights {c.vgg_weights})"
         else:
             self.content = ContentLoss(None)
@@ -311,7 +305,14 @@ class SRGANApp(SRResNetApp):
                 "image_gradients: no VGG19 weights given (--vgg-weights), content loss is the MSE of image "
                 "gradients, not a perceptual loss"
             )
+        if c.init_from and not context.resuming:
+            self._init_generator(c.init_from)
+        super().setup_training(context)
         context.note(f"content loss: {self.facts['content_loss']}")
+        if c.init_from and not context.resuming:
+            context.note(f"generator initialised from {c.init_from}")
+        elif not c.init_from:
+            context.note("init_from not set: the generator starts from random weights (pre-train with srresnet first)")
 
     def _init_generator(self, path: str) -> None:
         from training.checkpoint import load_checkpoint

@@ -1,0 +1,92 @@
+"""Registry and config layering: defaults, YAML/JSON file, --set overrides, typed coercion, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ganserve.errors import GanserveError
+from training import registry
+from training.config import parse_set, resolve_config
+from training.models.srgan import SRGANConfig, SRResNetConfig
+from training.schedule import lr_factor
+
+
+def test_registry_lists_and_builds_both_sr_models() -> None:
+    assert {"srresnet", "srgan"} <= set(registry.available())
+    app_cls, cfg_cls = registry.lookup("srgan")
+    assert cfg_cls is SRGANConfig and app_cls.model_name == "srgan"
+    app = registry.build("srresnet", {"blocks": 2, "channels": 8})
+    assert len(app.generator.body) == 2
+    assert app.generator.head[0].out_channels == 8
+
+
+def test_unknown_model_and_key_are_clear_errors() -> None:
+    with pytest.raises(GanserveError, match="unknown model 'nope'.*srresnet"):
+        registry.lookup("nope")
+    with pytest.raises(GanserveError, match="unknown config key.*colour.*known:.*blocks"):
+        registry.make_config("srresnet", {"colour": 1})
+
+
+def test_defaults_are_the_paper_network() -> None:
+    c = registry.make_config("srresnet")
+    assert (c.scale, c.blocks, c.channels, c.batch_norm, c.pixel_loss, c.lr_patch) == (4, 16, 64, True, "mse", 24)
+    g = registry.make_config("srgan")
+    assert g.adv_weight == pytest.approx(1e-3) and g.adversarial == "nonsaturating" and g.vgg_layer == "5_4"
+
+
+def test_file_then_overrides_with_types(tmp_path) -> None:
+    yml = tmp_path / "run.yaml"
+    yml.write_text("lr: 5.0e-4\nbatch_norm: false\nblocks: 8\npixel_loss: l1\n")
+    c = resolve_config("srresnet", yml, parse_set(["blocks=4", "lr=2e-4", "lr_schedule=cosine"]))
+    assert isinstance(c, SRResNetConfig)
+    assert (c.blocks, c.batch_norm, c.pixel_loss, c.lr_schedule) == (4, False, "l1", "cosine")
+    assert c.lr == pytest.approx(2e-4) and isinstance(c.lr, float)
+    js = tmp_path / "run.json"
+    js.write_text(json.dumps({"channels": 32, "batch_norm": "yes"}))
+    c = resolve_config("srresnet", js, {})
+    assert (c.channels, c.batch_norm) == (32, True)
+
+
+@pytest.mark.parametrize(
+    "items, message",
+    [(["blocks"], "expected key=value"), (["blocks=many"], "blocks='many': expected int"),
+     (["batch_norm=maybe"], "expected true/false"), (["lr=fast"], "expected float")],
+)
+def test_bad_overrides(items, message) -> None:
+    with pytest.raises(GanserveError, match=message):
+        resolve_config("srresnet", None, parse_set(items))
+
+
+def test_bad_config_files(tmp_path) -> None:
+    with pytest.raises(GanserveError, match="no such file"):
+        resolve_config("srresnet", tmp_path / "missing.yaml")
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(GanserveError, match="must hold a mapping"):
+        resolve_config("srresnet", bad)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(GanserveError, match="unreadable"):
+        resolve_config("srresnet", broken)
+
+
+def test_bad_values_are_refused_at_build() -> None:
+    with pytest.raises(GanserveError, match="pixel_loss"):
+        registry.build("srresnet", {"pixel_loss": "l3"})
+    with pytest.raises(GanserveError, match="scale must be"):
+        registry.build("srresnet", {"scale": 3})
+    with pytest.raises(GanserveError, match="unknown adversarial objective 'wasser'"):
+        registry.build("srgan", {"adversarial": "wasser", "channels": 8, "blocks": 1, "d_channels": 4})
+
+
+def test_lr_schedules() -> None:
+    assert lr_factor("constant", 0.7, 100) == 1.0
+    assert lr_factor("step", 0.49, 10) == 1.0 and lr_factor("step", 0.5, 10) == pytest.approx(0.1)
+    assert lr_factor("cosine", 0.0, 0) == pytest.approx(1.0)
+    assert lr_factor("cosine", 0.5, 50, min_factor=0.1) == pytest.approx(0.55)
+    assert lr_factor("cosine", 1.0, 99, min_factor=0.1) == pytest.approx(0.1)
+    assert lr_factor("constant", 0.0, 4, warmup_steps=10) == pytest.approx(0.5)
+    with pytest.raises(GanserveError, match="lr_schedule"):
+        lr_factor("linear", 0.1, 1)
