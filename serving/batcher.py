@@ -130,7 +130,7 @@ class Batcher:
         self.name = name
         self._observer = observer
         self._own_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(config.workers, thread_name_prefix=f"batcher-{name}")
+        self._executor = executor if executor is not None else ThreadPoolExecutor(config.workers, f"batcher-{name}")
         self._groups: dict[ShapeKey, deque[_Request]] = {}
         self._pending = 0
         self._closed = False
