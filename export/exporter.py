@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,12 @@ def _evaluate(spec: ExportSpec, predictor: Predictor) -> dict[str, float]:
     """The model's own held-out quality through this predictor ({} when the spec declares no evaluation)."""
     if spec.evaluate is None:
         return {}
-    return {k: float(v) for k, v in spec.evaluate(predictor).items()}
+    try:
+        return {k: float(v) for k, v in spec.evaluate(predictor).items()}
+    except GanserveError:
+        raise
+    except Exception as exc:  # model code: any failure means the export cannot vouch for its quality
+        raise GanserveError(f"held-out evaluation failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
 
 
 def _reference(cases: list[ParityCase], reference: Predictor) -> bytes:
@@ -54,7 +60,7 @@ def _card_tensors(tensors: list[TensorSpec], half_io: bool) -> list[TensorSpec]:
     return [dataclasses.replace(t, dtype="FP16" if half_io and t.dtype == "FP32" else t.dtype) for t in tensors]
 
 
-def export_spec(
+def export_from_spec(
     spec: ExportSpec,
     repo: str | Path,
     name: str,
@@ -93,6 +99,9 @@ def export_spec(
         chosen_parity = measure_parity(reference, run, cases, None, precision, progress)
         _say(progress, f"{precision} parity: max abs error {chosen_parity['max_abs_error']:.3g}")
         chosen_metrics = _evaluate(spec, run)
+        key = spec.quality_key
+        if key in chosen_metrics and math.isfinite(fp32_metrics.get(key, 0.0)) and not math.isfinite(chosen_metrics[key]):
+            raise GanserveError(f"{precision}: held-out {key} is {chosen_metrics[key]} (fp32: {fp32_metrics[key]:.4g})")
     metrics: dict[str, Any] = dict(chosen_metrics)
     if spec.evaluate is None:
         notes.append("no held-out evaluation declared by the model; quality metrics absent")
@@ -138,7 +147,7 @@ def export_checkpoint(
     keep_io_fp32: bool = True,
     progress: bool = False,
 ) -> Path:
-    """Rebuild the model a checkpoint names and export it (see export_spec); returns the version folder."""
+    """Rebuild the model a checkpoint names and export it (see export_from_spec); returns the version folder."""
     from training.checkpoint import build_from_checkpoint, load_checkpoint
 
     checkpoint = Path(checkpoint)
@@ -152,7 +161,7 @@ def export_checkpoint(
     if not isinstance(spec, ExportSpec):
         raise GanserveError(f"model {payload['model']!r}: export_spec() returned {type(spec).__name__}, not an ExportSpec")
     config = getattr(app, "config", None)
-    return export_spec(
+    return export_from_spec(
         spec, repo, name,
         version=version, precision=precision, opset=opset, overwrite=overwrite, keep_io_fp32=keep_io_fp32,
         training=training_facts(payload, spec),

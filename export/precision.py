@@ -150,7 +150,7 @@ def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.
 class _Calibration:
     """onnxruntime's CalibrationDataReader protocol over the spec's calibration batches, with a progress bar."""
 
-    def __init__(self, batches: Iterable[dict[str, np.ndarray]], input_types: dict[str, type], progress: bool) -> None:
+    def __init__(self, batches: Iterable[dict[str, np.ndarray]], input_types: dict[str, np.dtype], progress: bool) -> None:
         self._it = iter(batches)
         self._types = input_types
         self._bar = tqdm(desc="int8 calibration", unit="batch", disable=not progress, leave=False)
@@ -178,7 +178,7 @@ def to_int8(
     if calibration is None:
         raise GanserveError("int8 needs calibration data, and this model's ExportSpec declares none")
     init_names = {i.name for i in model.graph.initializer}
-    types = {i.name: np.float32 if i.type.tensor_type.elem_type == _FLOAT else np.int64
+    types = {i.name: helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
              for i in model.graph.input if i.name not in init_names}
     reader = _Calibration(calibration(), types, progress)
     with tempfile.TemporaryDirectory(prefix="ganserve-int8-") as tmp:

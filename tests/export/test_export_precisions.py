@@ -14,7 +14,7 @@ from tritonclient.grpc import model_config_pb2
 
 import export_tiny_apps as tiny
 from conftest import snapshot
-from export.exporter import export_spec, read_card
+from export.exporter import export_from_spec, read_card
 from export.onnx_export import to_onnx
 from export.precision import to_fp16, to_int8
 from export.predictors import ort_predictor, ort_session
@@ -34,7 +34,7 @@ def _dtypes(model: onnx.ModelProto) -> set[int]:
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_precision_card_records_quality_before_and_after(precision: str, upsampler, tmp_path: Path) -> None:
-    out = export_spec(upsampler.export_spec(), tmp_path, "up", precision=precision)
+    out = export_from_spec(upsampler.export_spec(), tmp_path, "up", precision=precision)
     card = read_card(out)
     assert card.precision == precision
     fp32, chosen = card.metrics["by_precision"]["fp32"], card.metrics["by_precision"][precision]
@@ -58,7 +58,7 @@ def test_precision_card_records_quality_before_and_after(precision: str, upsampl
 
 
 def test_fp16_half_io_declares_fp16_tensors(upsampler, tmp_path: Path) -> None:
-    out = export_spec(upsampler.export_spec(), tmp_path, "up", precision="fp16", keep_io_fp32=False)
+    out = export_from_spec(upsampler.export_spec(), tmp_path, "up", precision="fp16", keep_io_fp32=False)
     model = onnx.load(out / "model.onnx")
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     cfg = text_format.Parse((tmp_path / "up" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
@@ -106,13 +106,13 @@ class _Underflow(nn.Module):
 def test_fp16_non_finite_output_is_a_gross_failure_and_writes_nothing(tmp_path: Path) -> None:
     before = snapshot(tmp_path)
     with pytest.raises(GanserveError, match="fp16 parity failed.*NaN or inf"):
-        export_spec(_spec(_Underflow()), tmp_path / "repo", "underflow", precision="fp16")
+        export_from_spec(_spec(_Underflow()), tmp_path / "repo", "underflow", precision="fp16")
     assert snapshot(tmp_path) == before
 
 
 def test_int8_without_calibration_is_refused(tmp_path: Path) -> None:
     with pytest.raises(GanserveError, match="int8 needs calibration"):
-        export_spec(_spec(_Resizer()), tmp_path / "repo", "r", precision="int8")
+        export_from_spec(_spec(_Resizer()), tmp_path / "repo", "r", precision="int8")
     assert not (tmp_path / "repo").exists()
 
 
@@ -128,3 +128,13 @@ def test_int8_calibrates_on_every_batch(upsampler) -> None:
     model = to_int8(to_onnx(spec), calibration)
     assert seen == [(1, 3, 32, 32)] * 4
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+
+
+def test_failing_evaluation_is_a_clear_error(tmp_path: Path) -> None:
+    def evaluate(predict):
+        predict({"x": np.zeros((1, 3, 8, 8), dtype=np.float32)})
+        raise ValueError("held-out images missing")
+
+    with pytest.raises(GanserveError, match="held-out evaluation failed: ValueError: held-out images missing"):
+        export_from_spec(_spec(_Resizer(), evaluate=evaluate, quality_key="q"), tmp_path / "repo", "r")
+    assert not (tmp_path / "repo").exists()
