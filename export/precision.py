@@ -134,17 +134,29 @@ def to_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True) -> onnx.ModelProt
 
 
 def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
-    """Order nodes so each runs after its inputs exist (the inserted Casts sit out of order until now)."""
-    ready, done, pending = set(available) | {""}, [], list(nodes)
-    while pending:
-        progressed = [n for n in pending if all(i in ready for i in n.input)]
-        if not progressed:
-            raise GanserveError(f"fp16: cannot order node {pending[0].name or pending[0].op_type} (dangling input)")
-        for n in progressed:
-            done.append(n)
-            ready.update(n.output)
-        pending = [n for n in pending if n not in progressed]
-    return done
+    """Order nodes so each runs after its inputs exist (the inserted Casts sit out of order until now); Kahn's method."""
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output}
+    waiting = [{producer[x] for x in n.input if x not in available and x and x in producer} for n in nodes]
+    for i, n in enumerate(nodes):
+        dangling = [x for x in n.input if x and x not in available and x not in producer]
+        if dangling:
+            raise GanserveError(f"fp16: node {n.name or n.op_type} reads {dangling[0]!r}, which nothing produces")
+    users: dict[int, list[int]] = {}
+    for i, deps in enumerate(waiting):
+        for d in deps:
+            users.setdefault(d, []).append(i)
+    queue = [i for i, deps in enumerate(waiting) if not deps]
+    order = []
+    while queue:
+        i = queue.pop(0)
+        order.append(i)
+        for u in users.get(i, []):
+            waiting[u].discard(i)
+            if not waiting[u]:
+                queue.append(u)
+    if len(order) != len(nodes):
+        raise GanserveError("fp16: the converted graph has a cycle")
+    return [nodes[i] for i in order]
 
 
 class _Calibration:

@@ -99,3 +99,20 @@ def test_fixed_size_model_keeps_fixed_dims(classifier_ckpt: Path, tmp_path: Path
     assert list(cfg.input[0].dims) == [1, 8, 8] and list(cfg.output[0].dims) == [10]
     dims = onnx.load(tmp_path / tiny.CLASSIFIER / "1" / "model.onnx").graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 1, 8, 8]
+
+
+@pytest.mark.parametrize("model", [m for m in ROUND_TRIP if not m.startswith("test-")])
+def test_real_models_convert_to_fp16_and_int8(model: str) -> None:
+    """Each registered application's graph survives both conversions and stays close to torch on real inputs."""
+    from export.onnx_export import to_onnx
+    from export.parity import measure_parity, parity_cases
+    from export.precision import to_fp16, to_int8
+    from export.predictors import ort_predictor, ort_session, torch_predictor
+
+    spec = registry.build(model, TINY_CONFIGS.get(model)).export_spec()
+    fp32 = to_onnx(spec)
+    cases = [c for c in parity_cases(spec) if c.label.startswith("real")]
+    lo, hi = spec.outputs[0].value_range or (-1.0, 1.0)
+    for converted, bound in ((to_fp16(fp32), 0.01), (to_int8(fp32, spec.calibration), 0.25)):
+        result = measure_parity(torch_predictor(spec), ort_predictor(ort_session(converted)), cases)
+        assert 0 < result["max_abs_error"] < bound * (hi - lo)
