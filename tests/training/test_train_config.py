@@ -90,3 +90,13 @@ def test_lr_schedules() -> None:
     assert lr_factor("constant", 0.0, 4, warmup_steps=10) == pytest.approx(0.5)
     with pytest.raises(GanserveError, match="lr_schedule"):
         lr_factor("linear", 0.1, 1)
+
+
+def test_shipped_recipes_resolve() -> None:
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[2] / "training" / "configs"
+    pre = resolve_config("srresnet", configs / "srresnet_cpu30.yaml")
+    gan = resolve_config("srgan", configs / "srgan_cpu.yaml", {"init_from": "x.pt"})
+    assert (pre.blocks, pre.channels, pre.batch_norm, pre.pixel_loss, pre.lr_schedule) == (8, 32, False, "l1", "cosine")
+    assert all(getattr(gan, k) == getattr(pre, k) for k in ("scale", "blocks", "channels", "batch_norm"))
