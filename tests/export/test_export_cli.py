@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import export_tiny_apps as tiny
-from conftest import run_cli, snapshot
+from export_helpers import run_cli, snapshot
 from training.checkpoint import save_checkpoint
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from tritonclient.grpc import model_config_pb2
 
 import export_tiny_apps as tiny
-from conftest import snapshot
+from export_helpers import snapshot
 from export.exporter import export_from_spec, read_card
 from export.onnx_export import to_onnx
 from export.precision import to_fp16, to_int8

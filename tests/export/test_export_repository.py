@@ -10,7 +10,7 @@ import pytest
 
 import export.repository as repository
 import export_tiny_apps as tiny
-from conftest import snapshot
+from export_helpers import snapshot
 from export.exporter import export_checkpoint, read_card
 from ganserve.contract import model_versions
 from ganserve.errors import RepositoryError

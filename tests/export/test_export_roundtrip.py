@@ -13,7 +13,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 import export_tiny_apps as tiny
-from conftest import run_cli
+from export_helpers import run_cli
 from ganserve.contract import ModelCard, model_versions
 from training import registry
 
