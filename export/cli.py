@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from ganserve.contract import CARD_FILE, ModelCard
-from ganserve.errors import CheckpointError
+from ganserve.errors import CheckpointError, GanserveError
 from export.defaults import DEFAULT_OPSET, PRECISIONS
 
 
@@ -32,9 +32,9 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by `ganserve train`")
     p.add_argument("--repo", required=True, metavar="DIR", help="model repository folder (created if missing)")
     p.add_argument("--name", help="model name in the repository (default: the checkpoint's model name)")
-    p.add_argument("--version", type=_positive, help="version number (default: the next free one)")
+    p.add_argument("--version", type=_positive, metavar="N", help="version number (default: the next free one)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="weights/compute precision (default fp32)")
-    p.add_argument("--opset", type=_positive, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--opset", type=_positive, default=DEFAULT_OPSET, metavar="N", help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.add_argument("--half-io", action="store_true", help="fp16 only: take and return float16 (default: float32 I/O)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -43,6 +43,8 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, then print the version folder and the figures that matter."""
+    if args.half_io and args.precision != "fp16":
+        raise GanserveError("--half-io applies to --precision fp16 only")
     if not Path(args.checkpoint).is_file():  # answered before torch is imported
         raise CheckpointError(f"{args.checkpoint}: no such checkpoint file")
     from export.exporter import export_checkpoint

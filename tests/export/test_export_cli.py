@@ -80,6 +80,7 @@ def test_parity_failure(repo, tmp_path, capsys) -> None:
 def test_bad_name_and_options(repo, upsampler_ckpt, capsys) -> None:
     _refused(capsys, repo, str(upsampler_ckpt), "--repo", str(repo), "--name", "../up", match="invalid model name")
     _refused(capsys, repo, str(upsampler_ckpt), "--repo", str(repo), "--opset", "9", match="opset 9 not supported")
+    _refused(capsys, repo, str(upsampler_ckpt), "--repo", str(repo), "--half-io", match="--precision fp16 only")
     with pytest.raises(SystemExit) as exc:
         run_cli(capsys, str(upsampler_ckpt), "--repo", str(repo), "--precision", "int4")
     assert exc.value.code == 2 and "invalid choice: 'int4'" in capsys.readouterr().err
