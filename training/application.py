@@ -106,10 +106,17 @@ def _all_reduce_mean(tensors: list[torch.Tensor]) -> None:
 
 
 def broadcast_state(module: nn.Module, buffers_only: bool = False) -> None:
-    """Copy rank 0's parameters and/or buffers (batch-norm statistics) to every rank."""
-    tensors = [b for b in module.buffers()]
+    """Copy rank 0's parameters and/or buffers (batch-norm statistics) to every rank, one flat message per dtype."""
+    tensors = list(module.buffers())
     if not buffers_only:
         tensors = [p.data for p in module.parameters()] + tensors
-    tensors = [t for t in tensors if t.dtype.is_floating_point or t.dtype in (torch.int64, torch.int32)]
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
     for t in tensors:
-        dist.broadcast(t, src=0)
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for group in by_dtype.values():
+        flat = torch.cat([t.reshape(-1) for t in group])
+        dist.broadcast(flat, src=0)
+        offset = 0
+        for t in group:
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()

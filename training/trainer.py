@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -217,7 +219,17 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------------------
     def run(self) -> Path:
-        """Train until the step count or time budget; Ctrl-C saves a checkpoint first. Returns its path."""
+        """Train until the step count or time budget; Ctrl-C or SIGTERM saves a checkpoint first. Returns its path."""
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        try:
+            return self._run()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _run(self) -> Path:
         c = self.config
         run_start = time.monotonic()
 
@@ -293,6 +305,11 @@ class Trainer:
         if self._started_pg and dist.is_initialized():
             dist.destroy_process_group()
             self._started_pg = False
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM (a scheduler or torchrun stopping the job) takes the Ctrl-C path: save, then exit."""
+    raise KeyboardInterrupt
 
 
 def train(

@@ -117,7 +117,8 @@ def test_cli_bad_flag_and_model_exit_2(capsys) -> None:
     assert exc.value.code == 0 and "srgan, srresnet" in capsys.readouterr().out
 
 
-def test_ctrl_c_saves_a_checkpoint_then_exits(tmp_path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_then_exits(tmp_path, sig) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "ganserve.cli", "train", "srresnet", "--budget-minutes", "5", "--out", str(out),
            "--no-progress", "--set", "blocks=1", "--set", "channels=8", "--set", "batch_size=2",
@@ -128,7 +129,7 @@ def test_ctrl_c_saves_a_checkpoint_then_exits(tmp_path) -> None:
     log = out / "metrics.jsonl"
     while time.monotonic() < deadline and not (log.exists() and '"kind": "train"' in log.read_text()):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     payload = load_checkpoint(out / "checkpoint.pt")
