@@ -76,6 +76,8 @@ class ModelCard:
     scale: int = 1  # output size / input size (4 for a x4 SR model)
     spatial_multiple: int = 1  # H and W must be multiples of this; serving pads and crops back
     tile_safe: bool = True  # no statistics over the whole image (no instance norm), so tiling is exact
+    tile_size: int = 0  # preferred serving tile (input pixels); 0 = the server's default
+    tile_overlap: int = 0  # overlap between tiles (input pixels); 0 = the server's default
     max_batch_size: int = 8
     color: str = "RGB"
     training: dict[str, Any] = field(default_factory=dict)  # data, budget, steps, config, command

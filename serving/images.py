@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from dataclasses import dataclass
 
@@ -24,7 +23,6 @@ RPC_FOR_TASK = {
     "super_resolution": "SuperResolve", "translation": "Translate", "derain": "Derain", "face_aging": "AgeFace",
     "classification": "Classify", "generation": "Generate",
 }
-_CARD_TILE = re.compile(r"tile_(size|overlap)\s*[=:]\s*(\d+)")
 
 
 @dataclass
@@ -37,11 +35,12 @@ class ImageSettings:
 
 
 def card_tiling(card: ModelCard) -> dict[str, int]:
-    """Tile size/overlap a model card asks for, from notes such as "serving: tile_size=256 tile_overlap=32"."""
+    """Tile size/overlap a model card asks for (its tile_size / tile_overlap fields; 0 = no preference)."""
     found: dict[str, int] = {}
-    for note in card.notes:
-        for key, value in _CARD_TILE.findall(note):
-            found[key] = int(value)
+    if card.tile_size > 0:
+        found["size"] = card.tile_size
+    if card.tile_overlap > 0:
+        found["overlap"] = card.tile_overlap
     return found
 
 

@@ -40,7 +40,7 @@ def test_model_config(client) -> None:
     config = client.get_model_config("digits").config
     assert config.name == "digits" and config.max_batch_size == 8
     assert [(o.name, list(o.dims)) for o in config.output] == [("probs", [3])]
-    assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert config.dynamic_batching.max_queue_delay_microseconds == 0  # contract default: natural batching
 
 
 def test_infer_matches_in_process_onnxruntime(client, repo) -> None:
