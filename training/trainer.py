@@ -219,15 +219,26 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------------------
     def run(self) -> Path:
-        """Train until the step count or time budget; Ctrl-C or SIGTERM saves a checkpoint first. Returns its path."""
-        previous = None
+        """Train until the step count or time budget. Ctrl-C or SIGTERM finishes the current step, saves a
+        checkpoint and raises KeyboardInterrupt; a second Ctrl-C stops at once (the last checkpoint stays).
+        Returns the checkpoint path."""
+        self._signalled = False
+        previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._on_signal)
         try:
             return self._run()
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._signalled:
+            raise KeyboardInterrupt
+        self._signalled = True
+        if self.is_main:
+            log.info("stop requested (%s): saving after this step", signal.Signals(signum).name)
 
     def _run(self) -> Path:
         c = self.config
@@ -243,24 +254,30 @@ class Trainer:
                 f"world size {self.world}, step {self.step}, target steps={self.steps} budget_min={self.budget_minutes}"
             )
         bar = tqdm(total=self.steps, initial=self.step, disable=not self.progress, dynamic_ncols=True, unit="step")
-        window_t, window_steps = time.monotonic(), 0
+        window_time, window_steps = 0.0, 0  # time spent in training steps only, for throughput
         evaluated_at = sampled_at = -1
         try:
             while not self._should_stop(time.monotonic() - run_start):
-                lr = self._set_lr(time.monotonic() - run_start)
+                if self._signalled:
+                    if self.is_main:
+                        path = self.save(elapsed(), interrupted=True)
+                        log.info("stopped at step %d; checkpoint saved to %s (continue with --resume)", self.step, path)
+                    raise KeyboardInterrupt
+                t0 = time.monotonic()
+                lr = self._set_lr(t0 - run_start)
                 losses = self.app.train_step(self.app.make_batch(self.step, self.rank, self.world), self.step)
                 if self.world > 1:
                     broadcast_state(self.app, buffers_only=True)
                 self.step += 1
+                window_time += time.monotonic() - t0
                 window_steps += 1
                 self.last_losses = losses
                 bar.update(1)
                 if not self.is_main:
                     continue
                 if self._due(c.log_every):
-                    now = time.monotonic()
-                    rate = window_steps / max(now - window_t, 1e-9)
-                    window_t, window_steps = now, 0
+                    rate = window_steps / max(window_time, 1e-9)
+                    window_time, window_steps = 0.0, 0
                     imgs = rate * c.batch_size * self.world
                     bar.set_postfix({**{k: f"{v:.4g}" for k, v in losses.items()}, "img/s": f"{imgs:.1f}"}, refresh=False)
                     assert self.metrics_log is not None
@@ -278,9 +295,6 @@ class Trainer:
                     self.save(elapsed())
         except KeyboardInterrupt:
             bar.close()
-            if self.is_main:
-                path = self.save(elapsed(), interrupted=True)
-                log.info("interrupted at step %d; checkpoint saved to %s (continue with --resume)", self.step, path)
             self._finish(barrier=False)
             raise
         bar.close()
@@ -305,11 +319,6 @@ class Trainer:
         if self._started_pg and dist.is_initialized():
             dist.destroy_process_group()
             self._started_pg = False
-
-
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM (a scheduler or torchrun stopping the job) takes the Ctrl-C path: save, then exit."""
-    raise KeyboardInterrupt
 
 
 def train(

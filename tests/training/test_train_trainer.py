@@ -134,7 +134,9 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_then_exits(tmp_path, sig) -> None:
     assert proc.returncode == 130, err
     payload = load_checkpoint(out / "checkpoint.pt")
     assert payload["metrics"]["interrupted"] is True and payload["step"] >= 1
-    assert "checkpoint saved" in err and "continue with --resume" in err
+    assert "stop requested" in err and "checkpoint saved" in err and "continue with --resume" in err
+    resumed = train("srresnet", {}, steps=payload["step"] + 1, out_dir=out, resume=True, progress=False)
+    assert load_checkpoint(resumed)["step"] == payload["step"] + 1
 
 
 def test_export_spec_is_complete(tmp_path, tiny) -> None:
