@@ -236,7 +236,8 @@ class SRResNetApp(Application):
                 lr, _hr = source.batch(1, gen)
                 yield {"lr": lr.numpy()}
 
-        architecture = f"SRResNet-{c.blocks}x{c.channels}{'' if c.batch_norm else '-noBN'} x{c.scale}"
+        norm = "batch norm" if c.batch_norm else "no batch norm"
+        architecture = f"{self.model_name}: SRResNet {c.blocks} blocks x {c.channels} channels, {norm}, x{c.scale}"
         return ExportSpec(
             module=module,
             example_inputs=(torch.from_numpy(small),),
