@@ -162,3 +162,38 @@ def test_export_spec_is_complete(tmp_path, tiny) -> None:
     batches = list(spec.calibration())
     assert len(batches) == 8 and batches[0]["lr"].shape == (1, 3, 32, 32)
     assert spec.card_extra["steps"] == 1 and spec.card_extra["training_data"]["source"] == "builtin"
+
+
+def test_srgan_with_vgg_weights_uses_them(tmp_path, tiny_gan) -> None:
+    from training.models.vgg import VGG19_RELU_INDEX, VGG19Features
+
+    net = VGG19Features(VGG19_RELU_INDEX["2_2"])
+    vgg = tmp_path / "vgg19.pth"
+    torch.save({f"features.{k}": v for k, v in net.features.state_dict().items()}, vgg)
+    ck = train("srgan", {**tiny_gan, "vgg_weights": str(vgg), "vgg_layer": "2_2"}, steps=2,
+               out_dir=tmp_path / "run", progress=False)
+    payload = load_checkpoint(ck)
+    assert payload["metrics"]["content_loss"].startswith("vgg19 relu2_2 feature MSE")
+    assert payload["metrics"]["losses"]["loss_content"] > 0
+    assert not any(k.startswith("content") or "vgg" in k for k in payload["state"])  # the loss net is not saved
+
+
+def test_budget_stops_the_run_and_cosine_schedule_is_logged(tmp_path, tiny) -> None:
+    ck = train("srresnet", {**tiny, "lr": 1e-3, "lr_schedule": "cosine"}, budget_minutes=0.03,
+               out_dir=tmp_path / "budget", progress=False)
+    payload = load_checkpoint(ck)
+    assert payload["step"] >= 1 and 1.5 <= payload["metrics"]["elapsed_seconds"] < 30
+    train("srresnet", {**tiny, "lr": 1e-3, "lr_schedule": "cosine", "lr_min_factor": 0.1}, steps=4,
+          out_dir=tmp_path / "steps", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "steps" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows if r["kind"] == "train"]
+    assert lrs == pytest.approx([1e-3 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * s / 4))) for s in range(4)])
+
+
+def test_scale_two(tmp_path, tiny) -> None:
+    ck = train("srresnet", {**tiny, "scale": 2}, steps=2, out_dir=tmp_path, progress=False)
+    spec = build_from_checkpoint(ck).export_spec()
+    assert spec.scale == 2
+    with torch.no_grad():
+        assert spec.module(torch.from_numpy(spec.parity_inputs[0]["lr"])).shape == (1, 3, 64, 64)
+    assert load_checkpoint(ck)["metrics"]["eval"]["bicubic_psnr_y"] > 28  # x2 bicubic beats x4 bicubic
