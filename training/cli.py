@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from training import registry
@@ -54,5 +55,6 @@ def run(args: argparse.Namespace) -> int:
         config_file=args.config,
         progress=not args.no_progress,
     )
-    print(path)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(path)
     return 0
