@@ -79,7 +79,7 @@ def _coerce_value(key: str, value: Any, kind: Any) -> Any:
         if isinstance(value, bool):
             raise GanserveError(f"config {key}={value!r}: expected a number")
         try:
-            number = float(value) if kind is float else int(str(value), 0) if isinstance(value, str) else int(value)
+            number = float(value) if kind is float else int(value.strip()) if isinstance(value, str) else int(value)
         except (TypeError, ValueError) as exc:
             raise GanserveError(f"config {key}={value!r}: expected {kind.__name__}") from exc
         if kind is int and isinstance(value, float) and value != int(value):

@@ -119,9 +119,11 @@ def test_cli_bad_flag_and_model_exit_2(capsys) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_saves_a_checkpoint_then_exits(tmp_path, sig) -> None:
-    out = tmp_path / "run"
+    out, data = tmp_path / "run", tmp_path / "photos"
+    data.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(data / "a.png")
     cmd = [sys.executable, "-m", "ganserve.cli", "train", "srresnet", "--budget-minutes", "5", "--out", str(out),
-           "--no-progress", "--set", "blocks=1", "--set", "channels=8", "--set", "batch_size=2",
+           "--no-progress", "--data-dir", str(data), "--set", "blocks=1", "--set", "channels=8", "--set", "batch_size=2",
            "--set", "lr_patch=8", "--set", "log_every=1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
