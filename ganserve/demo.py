@@ -49,13 +49,13 @@ def sr_checkpoint(cfg: DemoConfig) -> tuple[Path, str]:
         return ckpt, f"reused {ckpt} from an earlier run"
     from training.trainer import train
 
-    overrides = {"blocks": 1, "channels": 8, "batch_size": 4} if cfg.tiny else {"blocks": 8, "batch_norm": False,
-                                                                                 "pixel_loss": "l1", "lr": 5e-4}
-    say(f"no trained SR model found: training srresnet on the built-in photos ({overrides})")
-    path = train("srresnet", overrides, steps=2 if cfg.tiny else None,
+    overrides = {"blocks": 1, "channels": 8, "batch_size": 4} if cfg.tiny else {}
+    recipe = ROOT / "training" / "configs" / "srresnet_cpu30.yaml"
+    say(f"no trained SR model found: training srresnet on the built-in photos ({recipe.name} {overrides})")
+    path = train("srresnet", overrides, steps=2 if cfg.tiny else None, config_file=recipe,
                  budget_minutes=None if cfg.tiny else cfg.train_minutes, out_dir=run_dir, progress=not cfg.tiny)
     budget = "2 steps (tiny)" if cfg.tiny else f"{cfg.train_minutes:g} min budget"
-    return path, f"trained now ({budget}, {overrides})"
+    return path, f"trained now ({recipe.name}, {budget}, {overrides or 'no overrides'})"
 
 
 # -- step 2: export -------------------------------------------------------------------------------------------
