@@ -1,5 +1,15 @@
-"""Training objectives shared by applications: adversarial losses by name."""
+"""Training objectives shared by applications: adversarial losses by name, Lipschitz tools, latent-variable terms."""
 
-from training.objectives.adversarial import Objective, get_objective, objectives, register_objective
+from training.objectives.adversarial import (
+    Objective,
+    Recipe,
+    clip_weights,
+    get_objective,
+    gradient_penalty,
+    objectives,
+    register_objective,
+)
 
-__all__ = ["Objective", "get_objective", "objectives", "register_objective"]
+__all__ = [
+    "Objective", "Recipe", "clip_weights", "get_objective", "gradient_penalty", "objectives", "register_objective",
+]

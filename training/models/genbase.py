@@ -1,0 +1,260 @@
+"""What the digit generative models share: their config, conv networks, and an Application base that gives every
+one of them the same data, metrics, sample grids and ONNX export (latent [+ class] -> image in [0, 1]).
+
+Images are N x 1 x S x S in [0, 1] everywhere (S = 8, 16 or 32); decoders end in logits and a sigmoid, which is
+the DCGAN tanh output up to an affine map. Discriminators rescale their input to [-1, 1] themselves.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganserve.contract import TensorSpec
+from ganserve.errors import GanserveError
+from training.application import Application, TrainContext
+from training.config import CommonConfig, config_dict
+from training.data import digits_gen
+from training.data.images import step_generator
+from training.eval.gen_metrics import digits_metrics
+from training.export_spec import ExportSpec
+
+EVAL_SEED = 4321
+LABELS = [str(i) for i in range(digits_gen.CLASSES)]
+
+
+@dataclass
+class DigitsGenConfig(CommonConfig):
+    """Shared settings: digits at ``image_size`` px, latent size, network width, and the evaluation sample count."""
+
+    image_size: int = 16  # 8, 16 or 32
+    latent_dim: int = 16
+    channels: int = 32  # base width of every conv network
+    batch_size: int = 64
+    lr: float = 2e-4
+    beta1: float = 0.5
+    eval_samples: int = 1000
+    eval_every: int = 0
+    sample_every: int = 500
+    ckpt_every: int = 500
+
+
+# -- networks ------------------------------------------------------------------------------------------------
+def _stages(size: int) -> int:
+    return int(math.log2(size // 4))
+
+
+class ConvDecoder(nn.Module):
+    """DCGAN generator: linear to 4x4 x (2^k * ch), k stride-2 transposed convs with BN + ReLU, 3x3 conv to logits."""
+
+    def __init__(self, in_dim: int, channels: int, size: int) -> None:
+        super().__init__()
+        k = _stages(size)
+        self.top = channels * 2**k
+        self.project = nn.Sequential(nn.Linear(in_dim, self.top * 16), nn.BatchNorm1d(self.top * 16), nn.ReLU())
+        layers: list[nn.Module] = []
+        c = self.top
+        for _ in range(k):
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU()]
+            c //= 2
+        layers.append(nn.Conv2d(c, 1, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits N x 1 x S x S (apply sigmoid for images in [0, 1])."""
+        return self.body(self.project(z).view(z.shape[0], self.top, 4, 4))
+
+
+class ConvEncoder(nn.Module):
+    """DCGAN discriminator trunk: stride-2 4x4 convs (LeakyReLU 0.2; BN after the first unless ``norm`` is off)
+    down to 4x4, flattened to features, then a linear head of ``out_dim``. Extra input planes carry a condition."""
+
+    def __init__(self, out_dim: int, channels: int, size: int, in_planes: int = 1, norm: bool = True) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, c = in_planes, channels
+        for i in range(_stages(size)):
+            layers.append(nn.Conv2d(c_in, c, 4, 2, 1, bias=not (norm and i > 0)))
+            if norm and i > 0:
+                layers.append(nn.BatchNorm2d(c))
+            layers.append(nn.LeakyReLU(0.2))
+            c_in, c = c, c * 2
+        self.trunk = nn.Sequential(*layers, nn.Flatten())
+        self.feature_dim = c_in * 16
+        self.head = nn.Linear(self.feature_dim, out_dim)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x * 2.0 - 1.0 if x.shape[1] == 1 else torch.cat([x[:, :1] * 2.0 - 1.0, x[:, 1:]], 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> nn.Sequential:
+    """A LeakyReLU MLP (latent-space generators and discriminators)."""
+    mods: list[nn.Module] = []
+    d = in_dim
+    for _ in range(layers):
+        mods += [nn.Linear(d, hidden), nn.LeakyReLU(0.2)]
+        d = hidden
+    mods.append(nn.Linear(d, out_dim))
+    return nn.Sequential(*mods)
+
+
+def one_hot(labels: torch.Tensor) -> torch.Tensor:
+    return F.one_hot(labels, digits_gen.CLASSES).float()
+
+
+def label_planes(labels: torch.Tensor, size: int) -> torch.Tensor:
+    """One-hot class planes N x 10 x S x S, concatenated to an image to condition a conv network."""
+    return one_hot(labels)[:, :, None, None].expand(-1, -1, size, size)
+
+
+def picture(images: torch.Tensor, columns: int = 8) -> np.ndarray:
+    """N x 1 x S x S in [0, 1] -> one HxWx3 uint8 grid with 1 px gaps."""
+    n, _, s, _ = images.shape
+    rows = math.ceil(n / columns)
+    canvas = np.full((rows * (s + 1) + 1, columns * (s + 1) + 1), 255, np.uint8)
+    arr = (images.detach().clamp(0, 1).cpu().numpy()[:, 0] * 255).round().astype(np.uint8)
+    for i in range(n):
+        r, c = divmod(i, columns)
+        canvas[1 + r * (s + 1): 1 + r * (s + 1) + s, 1 + c * (s + 1): 1 + c * (s + 1) + s] = arr[i]
+    return np.repeat(canvas[:, :, None], 3, axis=2)
+
+
+class GeneratorInference(nn.Module):
+    """What gets exported: latent (and a one-hot class when conditional) -> image N x 1 x S x S in [0, 1]."""
+
+    def __init__(self, sampler: nn.Module) -> None:
+        super().__init__()
+        self.sampler = sampler
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.sampler(*inputs))
+
+
+# -- the shared application -----------------------------------------------------------------------------------
+class DigitsGenApp(Application):
+    """Base for the digit models. Subclasses build networks and implement ``sampler()`` (an nn.Module mapping
+    latent [, one-hot class] to logits), ``build_optimizers`` and ``train_step``; ``conditional`` says whether the
+    sampler takes a class."""
+
+    config: DigitsGenConfig
+    conditional = False
+
+    def __init__(self, config: DigitsGenConfig) -> None:
+        super().__init__(config)
+        digits_gen.check_size(config.image_size)
+        if config.latent_dim < 1 or config.channels < 1 or config.batch_size < 2:
+            raise GanserveError("latent_dim and channels must be >= 1 and batch_size >= 2")
+        if config.eval_samples < 20:
+            raise GanserveError(f"eval_samples must be >= 20, got {config.eval_samples}")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def sampler(self) -> nn.Module:
+        """latent [, one-hot class] -> logits N x 1 x S x S."""
+        raise NotImplementedError
+
+    def setup_training(self, context: TrainContext) -> None:
+        super().setup_training(context)
+        self.facts["data"] = digits_gen.DESCRIPTION.format(size=self.config.image_size)
+
+    def make_batch(self, step: int, rank: int, world_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+        """Real images, their labels, and the generator that draws this step's noise (all from (seed, step, rank))."""
+        gen = step_generator(self.config.seed, step, rank)
+        x, y = digits_gen.batch(self.config.image_size, self.config.batch_size, gen)
+        return x, y, gen
+
+    def noise(self, n: int, gen: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn((n, self.config.latent_dim), generator=gen).to(self.device)
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in [0, 1] from latents (and class labels for conditional models), networks in eval mode."""
+        module = self.sampler()
+        was = module.training
+        module.eval()
+        try:
+            args = (z.to(self.device),) + ((one_hot(labels).to(self.device),) if self.conditional else ())
+            return torch.sigmoid(module(*args)).cpu()
+        finally:
+            module.train(was)
+
+    def eval_samples(self) -> torch.Tensor:
+        """``eval_samples`` images from fixed noise (classes balanced for conditional models)."""
+        n = self.config.eval_samples
+        z = torch.randn((n, self.config.latent_dim), generator=torch.Generator().manual_seed(EVAL_SEED))
+        return torch.cat([self.generate(zc, yc) for zc, yc in zip(z.split(500), self._labels(n).split(500))])
+
+    def _labels(self, n: int) -> torch.Tensor:
+        return torch.arange(n) % digits_gen.CLASSES
+
+    def evaluate(self) -> dict[str, float]:
+        return digits_metrics(self.eval_samples(), self.config.image_size)
+
+    def sample_grid(self) -> np.ndarray:
+        z = torch.randn((64, self.config.latent_dim), generator=torch.Generator().manual_seed(EVAL_SEED + 1))
+        return picture(self.generate(z, self._labels(64)))
+
+    def export_spec(self) -> ExportSpec:
+        c = self.config
+        module = GeneratorInference(copy.deepcopy(self.sampler()).cpu().eval()).eval()
+        gen = torch.Generator().manual_seed(EVAL_SEED)
+        z = torch.randn((2, c.latent_dim), generator=gen)
+        inputs = [TensorSpec("z", [c.latent_dim], "FP32", "latent", "NC")]
+        examples: tuple[torch.Tensor, ...] = (z,)
+        if self.conditional:
+            inputs.append(TensorSpec("class", [digits_gen.CLASSES], "FP32", "condition", "NC", [0.0, 1.0], LABELS))
+            examples = (z, one_hot(torch.tensor([3, 7])))
+        parity = [{s.name: t.numpy() for s, t in zip(inputs, examples)}]
+        conditional = self.conditional
+
+        def evaluate(predictor: Any) -> dict[str, float]:
+            n = min(c.eval_samples, 500)
+            feeds = {"z": torch.randn((n, c.latent_dim), generator=torch.Generator().manual_seed(EVAL_SEED)).numpy()}
+            if conditional:
+                feeds["class"] = one_hot(torch.arange(n) % digits_gen.CLASSES).numpy()
+            return digits_metrics(torch.from_numpy(predictor(feeds)["image"]), c.image_size)
+
+        return ExportSpec(
+            module=module,
+            example_inputs=examples,
+            inputs=inputs,
+            outputs=[TensorSpec("image", [1, c.image_size, c.image_size], "FP32", "image", "NCHW", [0.0, 1.0])],
+            task="generation",
+            architecture=f"{self.model_name}: {self.architecture()}",
+            dynamic_spatial=False,
+            tile_safe=False,
+            parity_inputs=parity,
+            evaluate=evaluate,
+            quality_key="classes_covered",
+            card_extra=self._card_extra(),
+        )
+
+    def architecture(self) -> str:
+        c = self.config
+        return f"DCGAN-style conv decoder, latent {c.latent_dim}, width {c.channels}, {c.image_size} px digits"
+
+    def _card_extra(self) -> dict[str, Any]:
+        info = self.train_info or {}
+        metrics = info.get("metrics", {}) or {}
+        return {
+            "model": self.model_name,
+            "value_range": "grey image in [0, 1]; latent z ~ N(0, I)",
+            "training_data": digits_gen.DESCRIPTION.format(size=self.config.image_size),
+            "eval": metrics.get("eval"),
+            "steps": info.get("step"),
+            "elapsed_seconds": metrics.get("elapsed_seconds"),
+            "config": config_dict(self.config),
+            "commit": info.get("commit"),
+        }
