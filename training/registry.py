@@ -10,7 +10,8 @@ from ganserve.errors import GanserveError
 
 _MODELS: dict[str, tuple[type, type]] = {}
 # Modules that register models when imported; listed here so `available()` sees every application.
-MODEL_MODULES = ("training.models.srgan",)
+MODEL_MODULES = ("training.models.srgan", "training.models.ssgan")
+MODEL_MODULES += ("training.models.dcgan", "training.models.vae", "training.models.wae", "training.models.aegan", "training.models.cvaegan")
 
 
 def register_model(name: str, config_cls: type) -> Callable[[type], type]:

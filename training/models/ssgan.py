@@ -1,0 +1,444 @@
+"""Semi-supervised GAN classifier (Salimans et al. 2016, "Improved Techniques for Training GANs", section 5).
+
+The discriminator is a K-class classifier whose K logits l_1..l_K imply a (K+1)-th "fake" class with logit 0, so
+D(x) = Z(x) / (Z(x) + 1) with Z(x) = sum_k exp(l_k): the probability that x is real is sigmoid(logsumexp(l)).
+Its loss is the supervised cross-entropy on the labelled images plus the unsupervised GAN loss on unlabelled and
+generated images; the generator is trained with feature matching on the discriminator's last hidden layer.
+Following the paper's MNIST model, the discriminator is an MLP of weight-normalised dense layers (data-dependent
+initialisation) with Gaussian noise added to its input and to every hidden layer; the generator is an MLP with
+batch norm and softplus and a weight-normalised sigmoid output layer.
+
+Registered as ``ssgan``; ``--set gan=false`` trains the same classifier on the labelled images alone (the
+supervised baseline, same steps and batch). Exported as a classifier: grey (N, 1, H, W) in [0, 1] ->
+probabilities over the K real classes (softmax of the logits, i.e. p(y | x, real)).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganserve.contract import TensorSpec
+from ganserve.errors import GanserveError
+from training.application import Application, TrainContext
+from training.config import CommonConfig, config_dict
+from training.data.digits import SemiSupervisedSplit, semi_supervised_split
+from training.data.images import step_generator
+from training.export_spec import ExportSpec
+from training.registry import register_model
+
+
+# -- losses (the paper's section 5) --------------------------------------------------------------------------
+def supervised_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the labelled images over the K real classes (the fake class cannot be the label)."""
+    return F.cross_entropy(logits, labels)
+
+
+def log_d_real(logits: torch.Tensor) -> torch.Tensor:
+    """log D(x) per image, with D(x) = Z / (Z + 1) and Z = sum_k exp(l_k): logsumexp(l) - softplus(logsumexp(l))."""
+    lse = torch.logsumexp(logits, dim=1)
+    return lse - F.softplus(lse)
+
+
+def unsupervised_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """0.5 * (E[-log D(x)] over unlabelled images + E[-log(1 - D(G(z)))] over generated ones).
+
+    -log(1 - D) = log(Z + 1) = softplus(logsumexp(l)); both terms are computed in log space so they never overflow.
+    """
+    fake_term = F.softplus(torch.logsumexp(logits_fake, dim=1))
+    return 0.5 * (-log_d_real(logits_real).mean() + fake_term.mean())
+
+
+def feature_matching_loss(features_real: torch.Tensor, features_fake: torch.Tensor) -> torch.Tensor:
+    """Mean over feature units of the squared difference of batch-mean features (real vs generated)."""
+    return (features_real.mean(dim=0) - features_fake.mean(dim=0)).pow(2).mean()
+
+
+# -- evaluation -------------------------------------------------------------------------------------------------
+def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
+    """(classes, classes) counts: row = true class, column = predicted class."""
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (labels.astype(np.int64), predicted.astype(np.int64)), 1)
+    return matrix
+
+
+def accuracy_report(probabilities: np.ndarray, labels: np.ndarray, classes: int) -> dict[str, float]:
+    """Accuracy (the headline), per-class mean recall, and the chance level of the held-out images."""
+    predicted = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(predicted, labels, classes)
+    support = matrix.sum(axis=1)
+    recall = np.diag(matrix)[support > 0] / support[support > 0]
+    return {
+        "accuracy": float(np.mean(predicted == labels)),
+        "mean_class_recall": float(recall.mean()),
+        "chance_accuracy": float(np.max(np.bincount(labels, minlength=classes)) / len(labels)),
+    }
+
+
+# -- networks ---------------------------------------------------------------------------------------------------
+class GaussianNoise(nn.Module):
+    """Adds N(0, std^2) noise in training mode only (the paper's regulariser on the discriminator's layers)."""
+
+    def __init__(self, std: float) -> None:
+        super().__init__()
+        self.std = float(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.std > 0:
+            return x + self.std * torch.randn_like(x)
+        return x
+
+
+class WNLinear(nn.Module):
+    """Weight-normalised dense layer, w = g * v / ||v|| per output unit (Salimans & Kingma 2016)."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.v = nn.Parameter(torch.randn(out_features, in_features) * 0.05)
+        self.g = nn.Parameter(torch.ones(out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+
+    def weight(self) -> torch.Tensor:
+        return self.g[:, None] * self.v / self.v.norm(dim=1, keepdim=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight(), self.bias)
+
+    @torch.no_grad()
+    def init_from(self, x: torch.Tensor) -> None:
+        """Data-dependent init: pick g and b so this layer's outputs on ``x`` have mean 0 and std 1 per unit."""
+        t = F.linear(x, self.v / self.v.norm(dim=1, keepdim=True))
+        mean, std = t.mean(dim=0), t.std(dim=0) + 1e-6
+        self.g.copy_(1.0 / std)
+        self.bias.copy_(-mean / std)
+
+
+def parse_widths(text: str, what: str) -> list[int]:
+    """'500,250,250' -> [500, 250, 250]; a clear error for anything else."""
+    try:
+        widths = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise GanserveError(f"{what} must be comma-separated positive integers, got {text!r}") from exc
+    if not widths or min(widths) < 1:
+        raise GanserveError(f"{what} must be comma-separated positive integers, got {text!r}")
+    return widths
+
+
+class Discriminator(nn.Module):
+    """Noise -> [weight-norm dense -> ReLU -> noise] x L -> weight-norm dense to K logits; also returns features.
+
+    The features (the last hidden layer, before its noise) are what the generator's feature matching compares.
+    """
+
+    def __init__(self, in_features: int, widths: list[int], classes: int, input_noise: float, hidden_noise: float):
+        super().__init__()
+        self.input_noise = GaussianNoise(input_noise)
+        dims = [in_features, *widths]
+        self.hidden = nn.ModuleList(WNLinear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.noise = nn.ModuleList(GaussianNoise(hidden_noise) for _ in widths)
+        self.head = WNLinear(widths[-1], classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.input_noise(x.flatten(1))
+        features = h
+        for layer, noise in zip(self.hidden, self.noise):
+            features = F.relu(layer(h))
+            h = noise(features)
+        return self.head(h), features
+
+    @torch.no_grad()
+    def init_from(self, x: torch.Tensor) -> None:
+        """Data-dependent weight-norm init, layer by layer on one batch (noise off)."""
+        h = x.flatten(1)
+        for layer in self.hidden:
+            layer.init_from(h)
+            h = F.relu(layer(h))
+        self.head.init_from(h)
+
+
+class Generator(nn.Module):
+    """z -> [dense -> batch norm -> softplus] x L -> weight-norm dense -> sigmoid, shaped as (N, 1, H, W)."""
+
+    def __init__(self, z_dim: int, widths: list[int], shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.shape = shape
+        dims = [z_dim, *widths]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b, bias=False), nn.BatchNorm1d(b), nn.Softplus()]
+        self.body = nn.Sequential(*layers)
+        self.out = WNLinear(widths[-1], int(np.prod(shape)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.out(self.body(z))).view(-1, *self.shape)
+
+    @torch.no_grad()
+    def init_from(self, z: torch.Tensor) -> None:
+        """Data-dependent init of the weight-normalised output layer on one batch of latents."""
+        self.out.init_from(self.body(z))
+
+
+class ClassifierInference(nn.Module):
+    """What gets exported: grey images (N, 1, H, W) in [0, 1] -> probabilities over the K real classes."""
+
+    def __init__(self, discriminator: Discriminator) -> None:
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits, _ = self.discriminator(image)
+        return torch.softmax(logits, dim=1)
+
+
+# -- config -------------------------------------------------------------------------------------------------
+@dataclass
+class SSGANConfig(CommonConfig):
+    """Defaults: the paper's MNIST recipe scaled to 8x8 digits (values tuned on the validation split)."""
+
+    labels_per_class: int = 10  # labelled images per class (10 -> 100 labels on the digits)
+    gan: bool = True  # false = the supervised-only baseline: same classifier, labelled images only
+    holdout: str = "test"  # test | validation (carved from the training pool, for tuning)
+    test_fraction: float = 0.3  # built-in digits: stratified share held out as the fixed test split
+    validation_fraction: float = 0.2  # share of the training pool held out when holdout=validation
+    split_seed: int = 0  # fixes the test/validation split independently of the run seed
+    d_widths: str = "500,250,250"
+    g_widths: str = "500,500"
+    z_dim: int = 100
+    input_noise: float = 0.3
+    hidden_noise: float = 0.5
+    unsup_weight: float = 1.0
+    init_batch: int = 500  # images (and latents) for the data-dependent weight-norm init
+    threads: int = 1  # torch threads while training (0 = leave as is): these small MLPs run fastest on one
+    batch_size: int = 100  # labelled, unlabelled and generated images per step, each
+    lr: float = 3e-3
+    beta1: float = 0.5
+    lr_schedule: str = "cosine"
+    log_every: int = 50
+    eval_every: int = 1000
+    sample_every: int = 0
+    ckpt_every: int = 1000
+
+
+@dataclass
+class SSBatch:
+    """One step's data: labelled images and labels, two unlabelled batches, two latent batches, a noise seed."""
+
+    x_lab: torch.Tensor
+    y_lab: torch.Tensor
+    x_unl: torch.Tensor
+    x_unl_g: torch.Tensor
+    z: torch.Tensor
+    z_g: torch.Tensor
+    noise_seed: int
+
+
+# -- the application --------------------------------------------------------------------------------------------
+@register_model("ssgan", SSGANConfig)
+class SSGANApp(Application):
+    """Semi-supervised GAN classifier on digits; ``gan=false`` is its supervised-only baseline."""
+
+    config: SSGANConfig
+
+    def __init__(self, config: SSGANConfig) -> None:
+        super().__init__(config)
+        if config.batch_size < 2 or config.z_dim < 1 or config.init_batch < 2:
+            raise GanserveError("batch_size and init_batch must be >= 2 and z_dim >= 1")
+        if config.input_noise < 0 or config.hidden_noise < 0 or config.unsup_weight < 0:
+            raise GanserveError("input_noise, hidden_noise and unsup_weight must be >= 0")
+        self.split: SemiSupervisedSplit | None = None
+        self.image_shape, self.classes = self._data_shape()
+        d_widths = parse_widths(config.d_widths, "d_widths")
+        self.discriminator = Discriminator(
+            int(np.prod(self.image_shape)), d_widths, self.classes, config.input_noise, config.hidden_noise
+        )
+        self.generator = Generator(config.z_dim, parse_widths(config.g_widths, "g_widths"), self.image_shape) if config.gan else None
+
+    def _data_shape(self) -> tuple[tuple[int, int, int], int]:
+        """Image shape and class count, without reading a user's files when the built-in digits are used."""
+        if not self.config.data_dir:
+            return (1, 8, 8), 10
+        split = self._load_split()
+        return split.labeled.shape, split.classes
+
+    def _load_split(self) -> SemiSupervisedSplit:
+        if self.split is None:
+            c = self.config
+            self.split = semi_supervised_split(
+                c.data_dir, c.labels_per_class, c.seed, c.holdout, c.test_fraction, c.validation_fraction, c.split_seed
+            )
+        return self.split
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- training -----------------------------------------------------------------------------------------
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.config
+        opts = {"d": torch.optim.Adam(self.discriminator.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))}
+        if self.generator is not None:
+            opts["g"] = torch.optim.Adam(self.generator.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
+        return opts
+
+    def setup_training(self, context: TrainContext) -> None:
+        super().setup_training(context)
+        if self.config.threads > 0:
+            torch.set_num_threads(self.config.threads)
+        split = self._load_split()
+        self.facts["data"] = {**split.facts(), "labels_per_class": self.config.labels_per_class}
+        self.facts["method"] = "ssgan (feature matching)" if self.generator is not None else "supervised only (baseline)"
+        if not context.resuming:
+            gen = torch.Generator().manual_seed(self.config.seed)
+            n = min(self.config.init_batch, len(split.unlabeled.labels))
+            pick = torch.randperm(len(split.unlabeled.labels), generator=gen)[:n]
+            self.discriminator.init_from(torch.from_numpy(split.unlabeled.images[pick.numpy()]).to(context.device))
+            if self.generator is not None:
+                z = torch.rand(self.config.init_batch, self.config.z_dim, generator=gen).to(context.device)
+                self.generator.init_from(z)
+        context.note(
+            f"{self.facts['method']}: {split.facts()['labeled']} labelled, {split.facts()['unlabeled']} unlabelled "
+            f"training images from {split.labeled.source}; evaluation on the {split.held_out_name} split "
+            f"({split.facts()['held_out_images']} images)"
+        )
+
+    def make_batch(self, step: int, rank: int, world_size: int) -> SSBatch:
+        split = self._load_split()
+        gen = step_generator(self.config.seed, step, rank)
+        b, z_dim = self.config.batch_size, self.config.z_dim
+        lab = torch.randint(len(split.labeled.labels), (b,), generator=gen).numpy()
+        unl = torch.randint(len(split.unlabeled.labels), (2, b), generator=gen).numpy()
+        return SSBatch(
+            x_lab=torch.from_numpy(split.labeled.images[lab]),
+            y_lab=torch.from_numpy(split.labeled.labels[lab]),
+            x_unl=torch.from_numpy(split.unlabeled.images[unl[0]]),
+            x_unl_g=torch.from_numpy(split.unlabeled.images[unl[1]]),
+            z=torch.rand(b, z_dim, generator=gen),
+            z_g=torch.rand(b, z_dim, generator=gen),
+            noise_seed=int(torch.randint(2**62, (1,), generator=gen)),
+        )
+
+    def train_step(self, batch: SSBatch, step: int) -> dict[str, float]:
+        # the noise layers draw from a step-seeded RNG, so a resumed run repeats the same steps exactly
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(batch.noise_seed)
+            return self._train_step(batch)
+
+    def _train_step(self, batch: SSBatch) -> dict[str, float]:
+        dev = self.device
+        x_lab, y_lab = batch.x_lab.to(dev), batch.y_lab.to(dev)
+        logits_lab, _ = self.discriminator(x_lab)
+        loss_sup = supervised_loss(logits_lab, y_lab)
+        if self.generator is None:
+            self.optimize("d", loss_sup)
+            return {"loss_sup": float(loss_sup.detach())}
+        logits_unl, _ = self.discriminator(batch.x_unl.to(dev))
+        with torch.no_grad():
+            fake = self.generator(batch.z.to(dev))
+        logits_fake, _ = self.discriminator(fake)
+        loss_unsup = unsupervised_loss(logits_unl, logits_fake)
+        self.optimize("d", loss_sup + self.config.unsup_weight * loss_unsup)
+
+        _, features_real = self.discriminator(batch.x_unl_g.to(dev))
+        _, features_fake = self.discriminator(self.generator(batch.z_g.to(dev)))
+        loss_fm = feature_matching_loss(features_real.detach(), features_fake)
+        self.optimize("g", loss_fm)  # D's gradients from this backward are cleared by its next optimize()
+        with torch.no_grad():
+            d_real = log_d_real(logits_unl).exp().mean()
+            d_fake = log_d_real(logits_fake).exp().mean()
+        return {"loss_sup": float(loss_sup.detach()), "loss_unsup": float(loss_unsup.detach()),
+                "loss_fm": float(loss_fm.detach()), "d_real": float(d_real), "d_fake": float(d_fake)}
+
+    # -- evaluation and pictures --------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, K) of images (N, 1, H, W) in [0, 1], in eval mode (no noise)."""
+        was_training = self.discriminator.training
+        self.discriminator.eval()
+        try:
+            logits, _ = self.discriminator(torch.from_numpy(images).to(self.device))
+        finally:
+            self.discriminator.train(was_training)
+        return torch.softmax(logits, dim=1).cpu().numpy()
+
+    def _held_out_report(self, predict: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
+        held = self._load_split().held_out
+        return accuracy_report(predict(held.images), held.labels, self.classes)
+
+    def evaluate(self) -> dict[str, float]:
+        split = self._load_split()
+        probabilities = self.predict(split.held_out.images)
+        report = accuracy_report(probabilities, split.held_out.labels, self.classes)
+        matrix = confusion_matrix(probabilities.argmax(axis=1), split.held_out.labels, self.classes)
+        self.facts["confusion_matrix"] = matrix.tolist()
+        self.facts["evaluated_on"] = split.held_out_name
+        train_acc = float(np.mean(self.predict(split.labeled.images).argmax(1) == split.labeled.labels))
+        return {**report, "labeled_train_accuracy": train_acc}
+
+    def sample_grid(self) -> np.ndarray:
+        """Top row: generated digits (fixed latents); bottom row: held-out digits; 4x nearest upscale, grey as RGB."""
+        held = self._load_split().held_out.images[:10]
+        rows = [held]
+        if self.generator is not None:
+            was_training = self.generator.training
+            self.generator.eval()
+            with torch.no_grad():
+                z = torch.rand(10, self.config.z_dim, generator=torch.Generator().manual_seed(7)).to(self.device)
+                rows.insert(0, self.generator(z).cpu().numpy())
+            self.generator.train(was_training)
+        grid = np.concatenate([np.concatenate(list(r[:, 0]), axis=1) for r in rows], axis=0)
+        grid = np.kron(np.clip(grid, 0.0, 1.0), np.ones((4, 4)))
+        return np.repeat(np.rint(grid * 255).astype(np.uint8)[:, :, None], 3, axis=2)
+
+    # -- export ---------------------------------------------------------------------------------------------
+    def export_spec(self) -> ExportSpec:
+        split = self._load_split()
+        module = ClassifierInference(copy.deepcopy(self.discriminator).cpu().eval()).eval()
+        held, pool = split.held_out, split.unlabeled
+        labels = [str(i) for i in range(self.classes)]
+
+        def evaluate(predictor: Any) -> dict[str, float]:
+            return self._held_out_report(lambda x: predictor({"image": x})["probabilities"])
+
+        def calibration() -> Any:
+            for i in range(0, 64, 16):
+                yield {"image": pool.images[i : i + 16]}
+
+        c = self.config
+        kind = "semi-supervised GAN (feature matching)" if c.gan else "supervised-only baseline"
+        return ExportSpec(
+            module=module,
+            example_inputs=(torch.from_numpy(held.images[:2]),),
+            inputs=[TensorSpec("image", list(self.image_shape), "FP32", "image", "NCHW", [0.0, 1.0])],
+            outputs=[TensorSpec("probabilities", [self.classes], "FP32", "probabilities", "NC", None, labels)],
+            task="classification",
+            architecture=(f"{self.model_name}: {kind}; classifier MLP {c.d_widths} (weight norm, ReLU) -> "
+                          f"{self.classes} logits on {'x'.join(map(str, self.image_shape[1:]))} grey digits"),
+            tile_safe=False,
+            dynamic_spatial=False,
+            parity_inputs=[{"image": held.images[:1]}, {"image": held.images[1:9]}],
+            evaluate=evaluate,
+            quality_key="accuracy",
+            calibration=calibration,
+            card_extra=self._card_extra(),
+        )
+
+    def _card_extra(self) -> dict[str, Any]:
+        info = self.train_info or {}
+        metrics = info.get("metrics", {}) or {}
+        return {
+            "model": self.model_name,
+            "value_range": "grey (N, 1, H, W) in [0, 1], ink bright on dark; output: probabilities over the real classes",
+            "training_data": metrics.get("data", self._load_split().facts()),
+            "method": metrics.get("method"),
+            "confusion_matrix": metrics.get("confusion_matrix"),
+            "steps": info.get("step"),
+            "elapsed_seconds": metrics.get("elapsed_seconds"),
+            "config": config_dict(self.config),
+            "commit": info.get("commit"),
+        }
