@@ -4,7 +4,9 @@ Digits: a small CNN trained here on the digits' training split (fixed seed and s
 features (its 64-unit penultimate layer) and class probabilities. The Frechet distance between the Gaussians fitted
 to generated and held-out real features is the FID formula on this classifier's features -- it is NOT the Inception
 FID and its values are not comparable with published FIDs. Also: classes covered (classes that receive at least a
-quarter of their uniform share of the predictions) and KL(generated class histogram || uniform).
+quarter of their uniform share of the predictions), KL(generated class histogram || uniform), and sharpness: the
+mean absolute finite-difference gradient of the samples divided by that of the held-out digits (1 = as sharp as
+real digits; blurry samples score below 1).
 
 Toy ring: a sample is high quality when it lies within 3 standard deviations of its nearest mode centre; a mode is
 covered when at least 1% of the samples are high-quality samples of that mode.
@@ -114,6 +116,13 @@ def class_histogram_metrics(probs: np.ndarray) -> dict[str, float]:
     return {"classes_covered": covered, "class_kl": kl}
 
 
+def gradient_energy(images: torch.Tensor) -> float:
+    """Mean absolute horizontal + vertical finite difference of N x 1 x S x S images (an edge-sharpness figure)."""
+    dx = (images[..., :, 1:] - images[..., :, :-1]).abs().mean()
+    dy = (images[..., 1:, :] - images[..., :-1, :]).abs().mean()
+    return float(dx + dy)
+
+
 def digits_metrics(samples: torch.Tensor, size: int) -> dict[str, float]:
     """Frechet distance to the held-out digits, classes covered, class KL; plus the real-data floor and the
     classifier's accuracy so a reader can judge the numbers. ``samples``: N x 1 x size x size in [0, 1]."""
@@ -128,6 +137,7 @@ def digits_metrics(samples: torch.Tensor, size: int) -> dict[str, float]:
         "frechet": frechet_distance(feats, test_feats),
         "frechet_train_vs_test": frechet_distance(floor_feats, test_feats),
         **class_histogram_metrics(probs),
+        "sharpness": gradient_energy(samples.clamp(0.0, 1.0)) / gradient_energy(digits_gen.digits(size, "test")[0]),
         "classifier_test_accuracy": clf.test_accuracy,
     }
 
