@@ -263,10 +263,11 @@ class SSGANApp(Application):
         """Image shape and class count, without reading a user's files when the built-in digits are used."""
         if not self.config.data_dir:
             return (1, 8, 8), 10
-        split = self._load_split()
+        split = self.data_split()
         return split.labeled.shape, split.classes
 
-    def _load_split(self) -> SemiSupervisedSplit:
+    def data_split(self) -> SemiSupervisedSplit:
+        """The labelled/unlabelled/held-out split of this config (loaded once)."""
         if self.split is None:
             c = self.config
             self.split = semi_supervised_split(
@@ -290,7 +291,7 @@ class SSGANApp(Application):
         super().setup_training(context)
         if self.config.threads > 0:
             torch.set_num_threads(self.config.threads)
-        split = self._load_split()
+        split = self.data_split()
         self.facts["data"] = {**split.facts(), "labels_per_class": self.config.labels_per_class}
         self.facts["method"] = "ssgan (feature matching)" if self.generator is not None else "supervised only (baseline)"
         if not context.resuming:
@@ -308,7 +309,7 @@ class SSGANApp(Application):
         )
 
     def make_batch(self, step: int, rank: int, world_size: int) -> SSBatch:
-        split = self._load_split()
+        split = self.data_split()
         gen = step_generator(self.config.seed, step, rank)
         b, z_dim = self.config.batch_size, self.config.z_dim
         lab = torch.randint(len(split.labeled.labels), (b,), generator=gen).numpy()
@@ -367,11 +368,11 @@ class SSGANApp(Application):
         return torch.softmax(logits, dim=1).cpu().numpy()
 
     def _held_out_report(self, predict: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
-        held = self._load_split().held_out
+        held = self.data_split().held_out
         return accuracy_report(predict(held.images), held.labels, self.classes)
 
     def evaluate(self) -> dict[str, float]:
-        split = self._load_split()
+        split = self.data_split()
         probabilities = self.predict(split.held_out.images)
         report = accuracy_report(probabilities, split.held_out.labels, self.classes)
         matrix = confusion_matrix(probabilities.argmax(axis=1), split.held_out.labels, self.classes)
@@ -382,7 +383,7 @@ class SSGANApp(Application):
 
     def sample_grid(self) -> np.ndarray:
         """Top row: generated digits (fixed latents); bottom row: held-out digits; 4x nearest upscale, grey as RGB."""
-        held = self._load_split().held_out.images[:10]
+        held = self.data_split().held_out.images[:10]
         rows = [held]
         if self.generator is not None:
             was_training = self.generator.training
@@ -397,7 +398,7 @@ class SSGANApp(Application):
 
     # -- export ---------------------------------------------------------------------------------------------
     def export_spec(self) -> ExportSpec:
-        split = self._load_split()
+        split = self.data_split()
         module = ClassifierInference(copy.deepcopy(self.discriminator).cpu().eval()).eval()
         held, pool = split.held_out, split.unlabeled
         labels = [str(i) for i in range(self.classes)]
@@ -434,7 +435,7 @@ class SSGANApp(Application):
         return {
             "model": self.model_name,
             "value_range": "grey (N, 1, H, W) in [0, 1], ink bright on dark; output: probabilities over the real classes",
-            "training_data": metrics.get("data", self._load_split().facts()),
+            "training_data": metrics.get("data", self.data_split().facts()),
             "method": metrics.get("method"),
             "confusion_matrix": metrics.get("confusion_matrix"),
             "steps": info.get("step"),
