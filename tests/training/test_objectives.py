@@ -36,7 +36,8 @@ def test_every_brief_objective_is_registered() -> None:
 def test_logistic_discriminator_value_and_gradient(name: str) -> None:
     # D loss = mean softplus(-r) + mean softplus(f); d/dr = -sigmoid(-r)/n, d/df = sigmoid(f)/n
     value, g_real, g_fake = _grads(get_objective(name).d_loss, [2.0, -1.0], [0.5, -3.0])
-    want = (math.log1p(math.exp(-2)) + math.log1p(math.exp(1))) / 2 + (math.log1p(math.exp(0.5)) + math.log1p(math.exp(-3))) / 2
+    want = (math.log1p(math.exp(-2)) + math.log1p(math.exp(1))) / 2
+    want += (math.log1p(math.exp(0.5)) + math.log1p(math.exp(-3))) / 2
     assert value == pytest.approx(want, rel=1e-6)
     assert g_real == pytest.approx([-_sig(-2.0) / 2, -_sig(1.0) / 2], rel=1e-6)
     assert g_fake == pytest.approx([_sig(0.5) / 2, _sig(-3.0) / 2], rel=1e-6)
@@ -134,7 +135,8 @@ def test_weight_clipping_bounds_every_parameter() -> None:
 def test_paper_recipes() -> None:
     wgan, gp = get_objective("wgan").recipe, get_objective("wgan-gp").recipe
     assert (wgan.optimizer, wgan.lr, wgan.n_critic, wgan.clip, wgan.gp_weight) == ("rmsprop", 5e-5, 5, 0.01, 0.0)
-    assert (gp.optimizer, gp.lr, gp.betas, gp.n_critic, gp.clip, gp.gp_weight) == ("adam", 1e-4, (0.0, 0.9), 5, 0.0, 10.0)
+    got = (gp.optimizer, gp.lr, gp.betas, gp.n_critic, gp.clip, gp.gp_weight)
+    assert got == ("adam", 1e-4, (0.0, 0.9), 5, 0.0, 10.0)
     dc = get_objective("nonsaturating").recipe
     assert (dc.optimizer, dc.lr, dc.betas, dc.n_critic) == ("adam", 2e-4, (0.5, 0.999), 1)
     params = [nn.Parameter(torch.zeros(2))]

@@ -98,4 +98,5 @@ class AEGANApp(DigitsGenApp):
 
     def architecture(self) -> str:
         c = self.config
-        return f"AE-GAN: G1 MLP {c.hidden} -> conv decoder, latent {c.latent_dim}, width {c.channels}, {c.image_size} px"
+        return (f"AE-GAN: G1 MLP {c.hidden} -> conv decoder, latent {c.latent_dim}, width {c.channels}, "
+                f"{c.image_size} px")

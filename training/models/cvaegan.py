@@ -106,7 +106,8 @@ class CVAEGANApp(DigitsGenApp):
 
         kl = gaussian_kl(mu, logvar).mean()
         fd_x, fd_rec, fd_p = d.features(x).detach(), d.features(x_rec), d.features(x_p)
-        fc_x, fc_rec, fc_p = self.classifier.features(x).detach(), self.classifier.features(x_rec), self.classifier.features(x_p)
+        cf = self.classifier.features
+        fc_x, fc_rec, fc_p = cf(x).detach(), cf(x_rec), cf(x_p)
         pairwise = 0.5 * ((x - x_rec) ** 2).flatten(1).sum(1).mean() + 0.5 * _sq(fd_x, fd_rec) + 0.5 * _sq(fc_x, fc_rec)
         gd = ((fd_x.mean(0) - fd_p.mean(0)) ** 2).sum()
         gc = x.new_zeros(())

@@ -32,12 +32,14 @@ def reconstruction_nll(decoded: torch.Tensor, x: torch.Tensor, decoder: str, sig
     raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
 
 
-def imq_mmd(z: torch.Tensor, prior: torch.Tensor, sigma2: float = 1.0, scales: tuple[float, ...] = IMQ_SCALES) -> torch.Tensor:
+def imq_mmd(
+    z: torch.Tensor, prior: torch.Tensor, sigma2: float = 1.0, scales: tuple[float, ...] = IMQ_SCALES
+) -> torch.Tensor:
     """Unbiased MMD^2 between codes ``z`` and prior samples with k(x, y) = C / (C + ||x - y||^2), summed over
     C = s * 2 * d * sigma2 for each scale s (the WAE-MMD penalty)."""
     n, d = z.shape
     if prior.shape != z.shape or n < 2:
-        raise ValueError(f"imq_mmd needs two batches of the same shape with n >= 2, got {tuple(z.shape)}, {tuple(prior.shape)}")
+        raise ValueError(f"imq_mmd needs two same-shape batches, n >= 2; got {tuple(z.shape)}, {tuple(prior.shape)}")
     dzz = torch.cdist(z, z).pow(2)
     dpp = torch.cdist(prior, prior).pow(2)
     dzp = torch.cdist(z, prior).pow(2)
