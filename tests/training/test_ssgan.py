@@ -226,3 +226,13 @@ def test_train_on_idx_files_and_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
     rc = main(["train", "ssgan", "--set", "labels_per_class=50", "--steps", "1", "--data-dir", str(folder),
                "--out", str(tmp_path / "bad")])
     assert rc == 2 and "fewer than labels_per_class=50" in capsys.readouterr().err
+
+
+def test_recipe_files_resolve() -> None:
+    from training.config import resolve_config
+
+    files = sorted(Path(__file__).resolve().parents[2].glob("training/configs/ssgan*.yaml"))
+    assert files
+    for path in files:
+        config = resolve_config("ssgan", path)
+        assert config.labels_per_class >= 1 and parse_widths(config.d_widths, "d_widths")

@@ -295,10 +295,11 @@ class SSGANApp(Application):
         self.facts["data"] = {**split.facts(), "labels_per_class": self.config.labels_per_class}
         self.facts["method"] = "ssgan (feature matching)" if self.generator is not None else "supervised only (baseline)"
         if not context.resuming:
+            # the baseline sees only its labelled images, also for the weight-norm init statistics
+            pool = split.unlabeled if self.generator is not None else split.labeled
             gen = torch.Generator().manual_seed(self.config.seed)
-            n = min(self.config.init_batch, len(split.unlabeled.labels))
-            pick = torch.randperm(len(split.unlabeled.labels), generator=gen)[:n]
-            self.discriminator.init_from(torch.from_numpy(split.unlabeled.images[pick.numpy()]).to(context.device))
+            pick = torch.randperm(len(pool.labels), generator=gen)[: self.config.init_batch]
+            self.discriminator.init_from(torch.from_numpy(pool.images[pick.numpy()]).to(context.device))
             if self.generator is not None:
                 z = torch.rand(self.config.init_batch, self.config.z_dim, generator=gen).to(context.device)
                 self.generator.init_from(z)
