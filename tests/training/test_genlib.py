@@ -20,6 +20,7 @@ from training.application import TrainContext
 from training.checkpoint import build_from_checkpoint
 from training.data.toy import ring_centers, sample_ring
 from training.eval.gen_metrics import class_histogram_metrics, frechet_distance, toy_metrics
+from training.models.toygan import train_toy
 from training.objectives.latent import gaussian_kl, imq_mmd, reconstruction_nll, reparameterize
 from training.trainer import train
 
@@ -86,6 +87,16 @@ def test_ring_and_its_metrics() -> None:
     one_mode = centers[3] + 0.01 * torch.randn((500, 2), generator=torch.Generator().manual_seed(1))
     assert toy_metrics(one_mode)["modes_covered"] == 1
     assert toy_metrics(torch.zeros(100, 2)) == {"modes_covered": 0, "high_quality_fraction": 0.0}
+
+
+def test_minimax_generator_gets_little_gradient_once_d_wins() -> None:
+    # same seeds -> the same generator and the same head-started discriminator; only the generator loss differs
+    runs = {name: train_toy(name, 1, batch=64, d_head_start=150, eval_samples=256)
+            for name in ("minimax", "nonsaturating")}
+    start = {name: run.snapshots[0] for name, run in runs.items()}
+    assert start["minimax"].d_loss == start["nonsaturating"].d_loss < 0.3  # D separates real from fake
+    assert start["nonsaturating"].g_grad_norm > 5 * start["minimax"].g_grad_norm
+    assert [s.step for s in runs["minimax"].snapshots] == [0, 1]
 
 
 def test_frechet_distance_and_class_histogram_by_hand() -> None:
