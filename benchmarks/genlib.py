@@ -176,9 +176,9 @@ def markdown(result: dict[str, Any]) -> str:
         "Modes covered: modes holding >= 1% of 2,000 samples within 3 std (0.06) of their centre; high quality: "
         "fraction of samples within 3 std of any centre. Each objective uses its paper's optimiser recipe. "
         "\"D +500\": the discriminator first trains 500 steps against the initial generator (D wins early); "
-        "|∇G| is the norm of the generator loss's gradient on fixed noise at the first snapshot and at the end.",
+        "‖∇G‖ is the norm of the generator loss's gradient on fixed noise at the first snapshot and at the end.",
         "",
-        "| objective | recipe | modes covered (over training) | high-quality fraction (end) | |∇G| start → end | time |",
+        "| objective | recipe | modes covered (over training) | high-quality fraction (end) | ‖∇G‖ start → end | time |",
         "|---|---|---|---|---|---|",
     ]
     from training.objectives import get_objective
@@ -251,10 +251,15 @@ def main(argv: list[str] | None = None) -> int:
         "toy_steps": args.toy_steps, "image_size": args.image_size, "seed": args.seed,
         "command": "python -m benchmarks.genlib " + " ".join(argv if argv is not None else os.sys.argv[1:]),
     }
-    result["toy"] = previous.get("toy", []) if args.skip_toy else toy_part(args.toy_steps, args.seed, args.out)
+    if args.skip_toy:  # keep the previous run's ring results (and say how they were made)
+        result["toy"], result["toy_steps"] = previous.get("toy", []), previous.get("toy_steps")
+    else:
+        result["toy"] = toy_part(args.toy_steps, args.seed, args.out)
     result["real"] = _real_row(args.image_size)
-    result["models"] = previous.get("models", []) if args.skip_models else model_part(
-        args.budget_minutes, args.image_size, args.seed, args.runs, args.out)
+    if args.skip_models:
+        result["models"], result["budget_minutes"] = previous.get("models", []), previous.get("budget_minutes")
+    else:
+        result["models"] = model_part(args.budget_minutes, args.image_size, args.seed, args.runs, args.out)
     result["wall_seconds"] = round(time.time() - t0, 1)
     write_json(args.out / "results.json", result)
     if result["toy"] and result["models"]:
