@@ -121,15 +121,20 @@ def model_part(budget_minutes: float, image_size: int, seed: int, runs_dir: Path
         app = build_from_checkpoint(ckpt)
         info = app.train_info
         parity = _export_parity(ckpt, runs_dir / "repo", label.replace("-", "_"))
-        write_png(out / f"samples_{label}.png", app.sample_grid())
+        write_png(out / f"samples_{label}.png", _big(app.sample_grid()))
         rows.append({"label": label, "model": model, "overrides": overrides, "steps": info["step"],
                      "seconds": info["metrics"]["elapsed_seconds"], "onnx_parity_max_abs": parity,
                      "parameters": sum(p.numel() for p in app.parameters()), **info["metrics"]["eval"]})
         if model == "cvaegan":
-            write_png(out / "cvaegan_inpainting.png", _inpainting(app, image_size))
+            write_png(out / "cvaegan_inpainting.png", _big(_inpainting(app, image_size)))
         if model == "aegan":
-            write_png(out / "aegan_interpolation.png", _interpolation(app, image_size))
+            write_png(out / "aegan_interpolation.png", _big(_interpolation(app, image_size)))
     return rows
+
+
+def _big(image: np.ndarray, factor: int = 3) -> np.ndarray:
+    """Nearest-neighbour enlargement so 16 px digits are visible in a README."""
+    return image.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
 def _inpainting(app: Any, size: int) -> np.ndarray:
