@@ -72,7 +72,19 @@ class TrainedClassifier:
 
 @functools.lru_cache(maxsize=None)
 def digits_classifier(size: int) -> TrainedClassifier:
-    """The project's metric classifier for ``size`` px digits: trained once per process, deterministically."""
+    """The project's metric classifier for ``size`` px digits: trained once per process, deterministically.
+
+    Trained on one thread: the network is tiny, and a second thread only adds synchronisation (which becomes very
+    costly when onnxruntime's worker threads are spinning in the same process, as during an export)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_classifier(size)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_classifier(size: int) -> TrainedClassifier:
     x, y = digits_gen.digits(size, "train")
     gen = torch.Generator().manual_seed(CLASSIFIER_SEED)
     with torch.random.fork_rng():

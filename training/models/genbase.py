@@ -226,6 +226,15 @@ class DigitsGenApp(Application):
                 feeds["class"] = one_hot(torch.arange(n) % digits_gen.CLASSES).numpy()
             return digits_metrics(torch.from_numpy(predictor(feeds)["image"]), c.image_size)
 
+        def calibration() -> Any:
+            """int8 calibration: latents from the prior (and every class), the inputs the generator serves."""
+            cal = torch.Generator().manual_seed(EVAL_SEED + 2)
+            for _ in range(8):
+                feeds = {"z": torch.randn((16, c.latent_dim), generator=cal).numpy()}
+                if conditional:
+                    feeds["class"] = one_hot(torch.arange(16) % digits_gen.CLASSES).numpy()
+                yield feeds
+
         return ExportSpec(
             module=module,
             example_inputs=examples,
@@ -238,6 +247,7 @@ class DigitsGenApp(Application):
             parity_inputs=parity,
             evaluate=evaluate,
             quality_key="classes_covered",
+            calibration=calibration,
             card_extra=self._card_extra(),
         )
 
