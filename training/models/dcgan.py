@@ -2,8 +2,9 @@
 
 The objective's paper recipe sets n_critic, weight clipping and the gradient penalty (``training.objectives``), so
 ``--set objective=wgan-gp`` trains a WGAN-GP critic with the same networks (batch norm is dropped from the critic
-for the gradient penalty, which is defined per sample). The optimisers use the config's lr/betas (DCGAN's Adam 2e-4,
-beta1 0.5 by default); ``paper_optimizer=true`` takes the objective's own optimiser and rate instead.
+for the gradient penalty, which is defined per sample). By default the optimisers are the objective's paper recipe
+too (DCGAN's Adam 2e-4, beta1 0.5 for the logistic losses; RMSProp 5e-5 for WGAN; Adam 1e-4, betas (0, 0.9) for
+WGAN-GP); ``paper_optimizer=false`` uses the config's Adam ``lr``/``beta1``/``beta2`` instead.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class DCGANConfig(DigitsGenConfig):
     """DCGAN on the digits; ``objective`` is any name in training.objectives."""
 
     objective: str = "nonsaturating"
-    paper_optimizer: bool = False  # true: the objective's paper optimiser (e.g. RMSProp 5e-5 for wgan)
+    paper_optimizer: bool = True  # the objective's paper optimiser; false: Adam with lr/beta1/beta2 below
 
 
 @register_model("dcgan", DCGANConfig)
