@@ -150,6 +150,16 @@ def test_dcgan_moves_toward_the_digits(objective: str) -> None:
     assert 0.8 < after["classifier_test_accuracy"] <= 1.0
 
 
+def test_dcgan_takes_the_objectives_recipe() -> None:
+    app = _app("dcgan", objective="wgan")
+    opts = app.optimizers()
+    assert isinstance(opts["d"], torch.optim.RMSprop) and opts["d"].param_groups[0]["lr"] == 5e-5
+    app.train_step(app.make_batch(0, 0, 1), 0)
+    assert max(float(q.abs().max()) for q in app.discriminator.parameters()) <= 0.01 + 1e-9
+    adam = _app("dcgan", objective="wgan", paper_optimizer=False, lr=3e-4).optimizers()["d"]
+    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == 3e-4
+
+
 def test_bad_configs_are_one_line_errors() -> None:
     with pytest.raises(GanserveError, match="image_size must be one of 8, 16, 32"):
         registry.build("vae", {"image_size": 12})
