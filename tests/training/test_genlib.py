@@ -155,7 +155,7 @@ def test_dcgan_takes_the_objectives_recipe() -> None:
     opts = app.optimizers()
     assert isinstance(opts["d"], torch.optim.RMSprop) and opts["d"].param_groups[0]["lr"] == 5e-5
     app.train_step(app.make_batch(0, 0, 1), 0)
-    assert max(float(q.abs().max()) for q in app.discriminator.parameters()) <= 0.01 + 1e-9
+    assert max(q.abs().max().item() for q in app.discriminator.parameters()) <= 0.01 + 1e-9
     adam = _app("dcgan", objective="wgan", paper_optimizer=False, lr=3e-4).optimizers()["d"]
     assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == 3e-4
 
