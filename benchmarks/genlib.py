@@ -221,7 +221,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {row['label']} | {row['frechet']:.2f} | {row['classes_covered']} | {row['class_kl']:.3f} | "
             f"{row['sharpness']:.2f} | {row['steps']} | {row['seconds']:.0f} s | {row['onnx_parity_max_abs']:.1e} |")
-    lines += ["", "Samples (fixed noise; CVAE-GAN rows cycle through the classes 0–9):", ""]
+    lines += ["", "Samples (fixed noise; CVAE-GAN: one column per class 0–9):", ""]
     lines += [f"**{row['label']}**\n\n![{row['label']}](samples_{row['label']}.png)\n" for row in result["models"]]
     lines += [
         "CVAE-GAN inpainting (rows: held-out digit; lower half masked; x̂ after rounds 1, 2, 5, 10 of "

@@ -203,8 +203,10 @@ class DigitsGenApp(Application):
         return digits_metrics(self.eval_samples(), self.config.image_size)
 
     def sample_grid(self) -> np.ndarray:
-        z = torch.randn((64, self.config.latent_dim), generator=torch.Generator().manual_seed(EVAL_SEED + 1))
-        return picture(self.generate(z, self._labels(64)))
+        """64 samples from fixed noise, 8 per row; conditional models: 80, one column per class 0-9."""
+        n, columns = (80, digits_gen.CLASSES) if self.conditional else (64, 8)
+        z = torch.randn((n, self.config.latent_dim), generator=torch.Generator().manual_seed(EVAL_SEED + 1))
+        return picture(self.generate(z, self._labels(n)), columns)
 
     def export_spec(self) -> ExportSpec:
         c = self.config
