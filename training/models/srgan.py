@@ -39,7 +39,7 @@ from training.objectives.content import ContentLoss
 from training.registry import register_model
 
 PIXEL_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
-GENERATOR_SHAPE_KEYS = ("scale", "blocks", "channels", "batch_norm")
+GENERATOR_SHAPE_KEYS = ("scale", "blocks", "channels", "batch_norm", "bicubic_skip")
 
 
 # -- networks --------------------------------------------------------------------------------------------
@@ -65,10 +65,17 @@ class ResidualBlock(nn.Module):
 
 
 class SRResNet(nn.Module):
-    """The SRGAN generator: 9x9 head, residual blocks, long skip, PixelShuffle x2 stages, 9x9 tail."""
+    """The SRGAN generator: 9x9 head, residual blocks, long skip, PixelShuffle x2 stages, 9x9 tail.
 
-    def __init__(self, scale: int = 4, blocks: int = 16, channels: int = 64, batch_norm: bool = True) -> None:
+    With ``bicubic_skip`` the network predicts a residual over the bicubic upscale of its input (a global skip, as
+    in VDSR): it starts at the bicubic baseline instead of having to learn it, which matters on a 2-core budget.
+    The paper's SRResNet has no such skip (``bicubic_skip=False``, the default).
+    """
+
+    def __init__(self, scale: int = 4, blocks: int = 16, channels: int = 64, batch_norm: bool = True,
+                 bicubic_skip: bool = False) -> None:
         super().__init__()
+        self.scale, self.bicubic_skip = scale, bicubic_skip
         if scale not in (2, 4, 8):
             raise GanserveError(f"scale must be 2, 4 or 8, got {scale}")
         if blocks < 1 or channels < 1:
@@ -83,10 +90,17 @@ class SRResNet(nn.Module):
             ups += [nn.Conv2d(channels, channels * 4, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(channels)]
         self.upsample = nn.Sequential(*ups)
         self.tail = nn.Conv2d(channels, 3, 9, padding=4)
+        if bicubic_skip:  # start close to the bicubic baseline: a small residual
+            with torch.no_grad():
+                self.tail.weight.mul_(0.1)
+                self.tail.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(x)
-        return self.tail(self.upsample(h + self.body_tail(self.body(h))))
+        out = self.tail(self.upsample(h + self.body_tail(self.body(h))))
+        if self.bicubic_skip:
+            out = out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return out
 
 
 class SRDiscriminator(nn.Module):
@@ -137,6 +151,7 @@ class SRResNetConfig(CommonConfig):
     blocks: int = 16
     channels: int = 64
     batch_norm: bool = True
+    bicubic_skip: bool = False  # predict a residual over bicubic upscaling (not in the paper; see SRResNet)
     pixel_loss: str = "mse"  # mse | l1
     lr_patch: int = 24  # LR crop side; the HR crop is lr_patch * scale (96 at x4, as in the paper)
     lr: float = 1e-4
@@ -171,7 +186,8 @@ class SRResNetApp(Application):
             raise GanserveError(f"pixel_loss must be one of {', '.join(PIXEL_LOSSES)}, got {config.pixel_loss!r}")
         if config.lr_patch < 4 or config.batch_size < 1:
             raise GanserveError("lr_patch must be >= 4 and batch_size >= 1")
-        self.generator = SRResNet(config.scale, config.blocks, config.channels, config.batch_norm)
+        self.generator = SRResNet(config.scale, config.blocks, config.channels, config.batch_norm,
+                                  config.bicubic_skip)
         self.pixel_loss = PIXEL_LOSSES[config.pixel_loss]
         self.source: SRSource | None = None
 
