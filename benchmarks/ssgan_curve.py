@@ -172,6 +172,19 @@ def write_results(doc: dict[str, Any], out: Path) -> None:
         chart(doc, out / "curve.png")
 
 
+def merge(paths: list[str], out: Path) -> int:
+    """One report from several results.json files of the same recipe (e.g. label counts run in parallel)."""
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    recipes = {json.dumps([d["steps"], d["overrides"]], sort_keys=True) for d in docs}
+    if len(recipes) != 1:
+        raise SystemExit(f"ssgan_curve: --merge needs runs of one recipe (steps, overrides); got {sorted(recipes)}")
+    doc = {**docs[0], "command": " + ".join(d["command"] for d in docs),
+           "seeds": sorted({s for d in docs for s in d["seeds"]}), "runs": [r for d in docs for r in d["runs"]]}
+    write_results(doc, out)
+    print(markdown(doc))
+    return 0
+
+
 def _ints(text: str, what: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -191,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holdout", choices=("test", "validation"), default="test")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="ssgan config override")
     parser.add_argument("--out", default="benchmarks/results/ssgan")
+    parser.add_argument("--merge", nargs="+", metavar="RESULTS_JSON",
+                        help="train nothing: combine the runs of sweeps run side by side (same steps) into --out")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out))
 
     from benchmarks.machine import cpu_info
     from training.config import parse_set

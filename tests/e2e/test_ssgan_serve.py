@@ -109,3 +109,8 @@ def test_curve_benchmark_writes_consistent_results(tmp_path: Path) -> None:
         assert np.trace(r["confusion_matrix"]) / np.sum(r["confusion_matrix"]) == pytest.approx(r["accuracy"])
     table = (out / "results.md").read_text()
     assert "| 20 |" in table and (out / "curve.png").stat().st_size > 1000
+    merged = tmp_path / "merged"
+    assert curve(["--merge", str(out / "results.json"), str(out / "results.json"), "--out", str(merged)]) == 0
+    both = json.loads((merged / "results.json").read_text())
+    assert len(both["runs"]) == 12
+    assert [r["mean"] for r in both["summary"]] == pytest.approx([r["mean"] for r in doc["summary"]])
