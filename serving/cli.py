@@ -102,6 +102,12 @@ def _add_client(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("input", type=Path)
     c.add_argument("--model", required=True)
     c.add_argument("--top-k", type=int, default=5)
+    g = verbs.add_parser("generate", help="generate: a sample from a generative model -> OUT image")
+    g.add_argument("output", type=Path)
+    g.add_argument("--model", required=True)
+    g.add_argument("--seed", type=int, default=0, help="latent seed (same seed, same image)")
+    g.add_argument("--condition", default="", help="class label for conditional models (see `client list`)")
+    g.add_argument("--format", default=None, help="PNG or JPEG (default: from OUT's extension)")
     verbs.add_parser("list", help="models the server has, with their state and task")
     p.set_defaults(func=_run_client)
 
@@ -116,6 +122,10 @@ def _run_client(args: argparse.Namespace) -> int:
                     extra = f" ({m.reason})" if m.reason else ""
                     print(f"{m.name}\tv{m.version or '-'}\t{m.state}\t{m.task}\t{m.provider}{extra}")
                 return 0
+            if args.verb == "generate":
+                fmt = args.format or ("JPEG" if args.output.suffix.lower() in (".jpg", ".jpeg") else "PNG")
+                reply = client.generate(args.model, args.seed, args.condition, ImageOptions(output_format=fmt))
+                return _write_reply(args.output, reply)
             data = _read(args.input)
             if args.verb == "classify":
                 reply = client.classify(args.model, data, top_k=args.top_k)
@@ -133,10 +143,15 @@ def _run_client(args: argparse.Namespace) -> int:
         raise GanserveError(f"{exc.code().name}: {exc.details()}") from exc
     except ValueError as exc:
         raise GanserveError(str(exc)) from exc
-    tmp = args.output.with_name(args.output.name + ".tmp")
+    return _write_reply(args.output, reply)
+
+
+def _write_reply(output: Path, reply) -> int:
+    """Write an image reply atomically and say what came back."""
+    tmp = output.with_name(output.name + ".tmp")
     tmp.write_bytes(reply.image)
-    os.replace(tmp, args.output)
-    print(f"{args.output}: {reply.width}x{reply.height}, {reply.timing.total_ms:.1f} ms in the server "
+    os.replace(tmp, output)
+    print(f"{output}: {reply.width}x{reply.height}, {reply.timing.total_ms:.1f} ms in the server "
           f"({reply.tiles} run(s))")
     return 0
 

@@ -269,3 +269,19 @@ def test_oip_infer_matches_in_process_generator(served) -> None:
         client.close()
     expected = apps["cvaegan"].generate(torch.from_numpy(z), torch.tensor([0, 4, 9])).numpy()
     assert got.shape == (3, 1, 8, 8) and np.abs(got - expected).max() < 1e-5
+
+
+def test_cli_generate_writes_the_served_sample(served, tmp_path, capsys) -> None:
+    from ganserve.cli import main
+    from serving.client import ImagesClient
+
+    thread, _ = served
+    out = tmp_path / "seven.png"
+    server = f"127.0.0.1:{thread.port}"
+    assert main(["client", "--server", server, "generate", str(out), "--model", "cvaegan", "--seed", "5",
+                 "--condition", "7"]) == 0
+    with ImagesClient(server, timeout=30) as client:
+        reply = client.generate("cvaegan", seed=5, condition="7")
+    assert np.array_equal(_png(out.read_bytes()), _png(reply.image))
+    assert main(["client", "--server", server, "generate", str(out), "--model", "nope"]) == 2
+    assert "NOT_FOUND" in capsys.readouterr().err
