@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import logging
 import os
-import shlex
-import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,8 +83,10 @@ class Bench:
         if len(self.card.inputs) != 1:
             raise GanserveError(f"{cfg.model}: bench drives single-input image models; this one has {len(self.card.inputs)} inputs")
         self.flops = {s: count_flops(self.onnx_path, {self.input_name: [1, self.card.inputs[0].shape[0], s, s]}) for s in cfg.sizes}
+        self.torch_bf16 = bool(cpu_info()["bf16_hardware"])
         total = len(cfg.sizes) * (
-            ("torch" in cfg.paths) * 3 * len(cfg.batches) + ("ort" in cfg.paths) * len(cfg.batches)
+            ("torch" in cfg.paths) * (3 if self.torch_bf16 else 2) * len(cfg.batches)
+            + ("ort" in cfg.paths) * len(cfg.batches)
             + ("oip-raw" in cfg.paths) * len(cfg.batches) * len(cfg.concurrency)
             + sum(p in cfg.paths for p in ("image-api", "tritonclient-aio")) * len(cfg.concurrency)
             + ("peer-torchserve" in cfg.paths) * len(cfg.concurrency))
@@ -119,9 +117,8 @@ class Bench:
             self.skipped.append(f"torch eager: no checkpoint (give --checkpoint; card names {ckpt})")
             return
         module = build_from_checkpoint(ckpt).export_spec().module.eval()
-        bf16 = bool(cpu_info()["bf16_hardware"])
         variants = [("torch-fp32", False, False), ("torch-fp32-cl", True, False)]
-        if bf16:
+        if self.torch_bf16:
             variants.append(("torch-bf16-cl", True, True))
         else:
             self.skipped.append("torch bf16 autocast: this CPU has no bf16 hardware (AVX512_BF16/AMX), so it is not "
@@ -142,8 +139,6 @@ class Bench:
 
                     lat, wall = timed_loop(fn, **self._amount(), warmup=1)
                     self._add(summarise(name, size, batch, 1, lat, 0, wall))
-                if not bf16:
-                    self.bar.update(1)
         self.torch_module = module
 
     def run_ort(self) -> None:
@@ -264,7 +259,7 @@ class Bench:
         example = torch.from_numpy(_image_input(self.card, 32, 1))
         with torch.inference_mode():
             torch.jit.trace(self.torch_module.to(memory_format=torch.contiguous_format), example).save(str(ts_path))
-        bf16 = bool(cpu_info()["bf16_hardware"])
+        bf16 = self.torch_bf16
         peer = peer_torchserve.TorchServePeer(ts_path, work / "ts", bf16=bf16, log=lambda m: tqdm.write(m))
         self.notes.append(f"peer: TorchServe, 1 worker, TorchScript, channels_last, {'bf16 autocast' if bf16 else 'fp32'}"
                           " (its strongest setting on this CPU); .npy bodies over HTTP/1.1 keep-alive")

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from benchmarks.machine import describe
 from training.checkpoint import build_from_checkpoint, load_checkpoint
 from training.data.images import upscale_bicubic
-from training.models.sr_eval import evaluate_sr, held_out_pairs
+from training.models.sr_eval import evaluate_sr, held_out_pairs, labelled_row, to_pil
 
 
 def _predictor(app) -> callable:
@@ -28,14 +28,6 @@ def _predictor(app) -> callable:
         with torch.inference_mode():
             return module(torch.from_numpy(lr)).numpy()
     return predict
-
-
-def _panel(x: np.ndarray, label: str) -> Image.Image:
-    img = Image.fromarray((np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8))
-    out = Image.new("RGB", (img.width, img.height + 18), "white")
-    out.paste(img, (0, 18))
-    ImageDraw.Draw(out).text((4, 3), label, fill="black")
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,14 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     lr_crop = np.ascontiguousarray(lr[:, :, y0:y0 + c, x0:x0 + c])
     hr_crop = hr[y0 * scale:(y0 + c) * scale, x0 * scale:(x0 + c) * scale]
     bic = upscale_bicubic(torch.from_numpy(lr_crop), scale)[0].permute(1, 2, 0).clamp(0, 1).numpy()
-    panels = [_panel(bic, "bicubic")]
-    panels += [_panel(p(lr_crop)[0].transpose(1, 2, 0), name) for name, p in preds]
-    panels.append(_panel(hr_crop, "ground truth"))
-    sheet = Image.new("RGB", (sum(p.width for p in panels), panels[0].height), "white")
-    x = 0
-    for p in panels:
-        sheet.paste(p, (x, 0))
-        x += p.width
+    panels = [(to_pil(bic), "bicubic")]
+    panels += [(to_pil(p(lr_crop)[0].transpose(1, 2, 0)), name) for name, p in preds]
+    panels.append((to_pil(hr_crop), "ground truth"))
+    sheet = labelled_row(panels, header=18)
     sheet = sheet.resize((sheet.width * 2, sheet.height * 2), Image.NEAREST)
     sheet.save(args.out / "side_by_side.png")
     lines = [f"Held-out SR quality ×{scale} (Y channel, {scale}-px border cropped; mean over the held-out photos); "

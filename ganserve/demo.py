@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ganserve.contract import CARD_FILE, ModelCard, model_versions
 from ganserve.errors import GanserveError
@@ -78,18 +78,6 @@ def ensure_exported(ckpt: Path, repo: Path, name: str) -> ModelCard:
 
 
 # -- step 3/4: serve and request ---------------------------------------------------------------------------
-def _label(img: Image.Image, text: str) -> Image.Image:
-    out = Image.new("RGB", (img.width, img.height + 16), "white")
-    out.paste(img, (0, 16))
-    ImageDraw.Draw(out).text((3, 2), text, fill="black")
-    return out
-
-
-def _to_img(x: np.ndarray) -> Image.Image:
-    """HxWx3 float [0,1] -> PIL image."""
-    return Image.fromarray((np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8))
-
-
 def super_resolve_held_out(server: str, card: ModelCard, out: Path) -> list[dict]:
     """Send every held-out photo's LR version to the server's SuperResolve; write side-by-sides; measure quality."""
     import torch
@@ -97,13 +85,13 @@ def super_resolve_held_out(server: str, card: ModelCard, out: Path) -> list[dict
     from serving.client import ImagesClient
     from training import metrics
     from training.data.images import upscale_bicubic
-    from training.models.sr_eval import held_out_pairs
+    from training.models.sr_eval import held_out_pairs, labelled_row, to_pil
 
     scale = card.scale
     rows = []
     with ImagesClient(server) as client:
         for i, (hr, lr) in enumerate(held_out_pairs(scale)):
-            lr_img = _to_img(lr[0].transpose(1, 2, 0))
+            lr_img = to_pil(lr[0].transpose(1, 2, 0))
             buf = io.BytesIO()
             lr_img.save(buf, format="PNG")
             t0 = time.perf_counter()
@@ -123,18 +111,12 @@ def super_resolve_held_out(server: str, card: ModelCard, out: Path) -> list[dict
                 "client_latency_ms": latency_ms,
             }
             rows.append(row)
-            panels = [
-                _label(lr_img.resize(sr_img.size, Image.NEAREST), "input (LR, nearest)"),
-                _label(_to_img(bic), f"bicubic {row['bicubic_psnr_y']:.2f} dB"),
-                _label(sr_img, f"{card.name} {row['psnr_y']:.2f} dB"),
-                _label(_to_img(hr), "ground truth"),
-            ]
-            sheet = Image.new("RGB", (sum(p.width for p in panels), panels[0].height), "white")
-            x = 0
-            for p in panels:
-                sheet.paste(p, (x, 0))
-                x += p.width
-            sheet.save(out / f"sr_held_out_{i}.png")
+            labelled_row([
+                (lr_img.resize(sr_img.size, Image.NEAREST), "input (LR, nearest)"),
+                (to_pil(bic), f"bicubic {row['bicubic_psnr_y']:.2f} dB"),
+                (sr_img, f"{card.name} {row['psnr_y']:.2f} dB"),
+                (to_pil(hr), "ground truth"),
+            ]).save(out / f"sr_held_out_{i}.png")
             sr_img.save(out / f"sr_held_out_{i}_output.png")
     return rows
 

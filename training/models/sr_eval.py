@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 from training import metrics
 from training.data.images import BUILTIN_HELD_OUT, downscale, held_out_images, to_tensor, upscale_bicubic
@@ -95,6 +96,23 @@ def picture_grid(columns: list[np.ndarray]) -> np.ndarray:
     rows = [np.concatenate([c[i] for c in columns], axis=2) for i in range(columns[0].shape[0])]
     grid = np.concatenate(rows, axis=1).transpose(1, 2, 0)
     return (np.clip(grid, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def to_pil(x: np.ndarray) -> Image.Image:
+    """HxWx3 float in [0, 1] -> 8-bit RGB image."""
+    return Image.fromarray((np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+
+
+def labelled_row(panels: list[tuple[Image.Image, str]], header: int = 16) -> Image.Image:
+    """Images of one height side by side, each under a one-line caption (input | bicubic | model | truth)."""
+    sheet = Image.new("RGB", (sum(img.width for img, _ in panels), panels[0][0].height + header), "white")
+    draw = ImageDraw.Draw(sheet)
+    x = 0
+    for img, caption in panels:
+        sheet.paste(img, (x, header))
+        draw.text((x + 3, 2), caption, fill="black")
+        x += img.width
+    return sheet
 
 
 HELD_OUT_DESCRIPTION = "held out (never trained on): " + ", ".join(BUILTIN_HELD_OUT)
