@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
+from PIL import Image
 
 from ganserve.contract import ModelCard, TensorSpec
 from serving import status
@@ -42,6 +43,12 @@ def card_tiling(card: ModelCard) -> dict[str, int]:
     if card.tile_overlap > 0:
         found["overlap"] = card.tile_overlap
     return found
+
+
+def _to_encoded(y: np.ndarray, spec: TensorSpec, fmt: str, quality: int) -> tuple[Image.Image, bytes]:
+    """Tensor -> image -> PNG/JPEG bytes in one worker-thread hop."""
+    img = to_image(y, spec)
+    return img, encode_image(img, fmt, quality)
 
 
 class _Run:
@@ -97,8 +104,7 @@ class ImagesServicer(pb_grpc.ImagesServicer):
     async def _reply(self, y: np.ndarray, spec: TensorSpec, options: pb.ImageOptions, served: ServedVersion,
                      name: str, runs: int, t0: float, t_decoded: float, t_inferred: float) -> pb.ImageResponse:
         fmt = "JPEG" if options.output_format == pb.JPEG else "PNG"
-        img = await asyncio.to_thread(to_image, y, spec)
-        data = await asyncio.to_thread(encode_image, img, fmt, options.jpeg_quality)
+        img, data = await asyncio.to_thread(_to_encoded, y, spec, fmt, options.jpeg_quality)
         t_end = time.perf_counter()
         timing = pb.Timing(decode_ms=(t_decoded - t0) * 1e3, infer_ms=(t_inferred - t_decoded) * 1e3,
                            encode_ms=(t_end - t_inferred) * 1e3, total_ms=(t_end - t0) * 1e3)
@@ -135,7 +141,7 @@ class ImagesServicer(pb_grpc.ImagesServicer):
             start = time.perf_counter_ns()
             try:
                 y = await run_tiled(pad_to_multiple(x, multiple), infer, card.scale, tile, overlap, multiple)
-            except Exception:
+            except BaseException:  # also a deadline or cancel that ends the call while queued
                 served.stats.record(False, time.perf_counter_ns() - start)
                 raise
             served.stats.record(True, time.perf_counter_ns() - start)
