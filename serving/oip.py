@@ -70,7 +70,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         start = time.perf_counter_ns()
         try:
             outputs = await version.batcher.submit(inputs, deadline)
-        except Exception:
+        except BaseException:  # also a deadline or cancel that ends the call while queued
             version.stats.record(False, time.perf_counter_ns() - start)
             raise
         version.stats.record(True, time.perf_counter_ns() - start)
