@@ -14,6 +14,18 @@ from training.export_spec import ExportSpec
 
 
 @dataclass
+class DemoExample:
+    """One held-out request the main job (`ganserve demo`) sends to the served model, with the answer where known."""
+
+    name: str  # short file-name-safe label, e.g. "flower" or "id3_to_60+"
+    image: np.ndarray | None = None  # HxWx3 uint8 request image (None for generation)
+    truth: np.ndarray | None = None  # HxWx3 uint8 true output where known (SR: the HR crop; derain: the clean image)
+    condition: str = ""  # target age group (AgeFace) or class label (Generate)
+    label: str = ""  # the true class (Classify)
+    seed: int = 0  # latent seed (Generate)
+
+
+@dataclass
 class TrainContext:
     """What the trainer tells an application before training: where it runs and how to report notes."""
 
@@ -88,6 +100,10 @@ class Application(nn.Module):
 
     def export_spec(self) -> ExportSpec:
         """Everything the exporter needs: inference module, named tensors, parity/eval/calibration hooks."""
+        raise NotImplementedError
+
+    def demo_examples(self, count: int) -> list[DemoExample]:
+        """Up to ``count`` held-out requests for the main job, never seen in training (deterministic)."""
         raise NotImplementedError
 
 
