@@ -15,6 +15,7 @@ from ganserve.errors import GanserveError
 # subcommand -> module that defines add_commands(subparsers); imported only when that command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.cli", "train a registered model (SRResNet/SRGAN, ...)"),
+    "ship": ("training.cli", "evaluate a trained checkpoint and add it to the shipped models (models/)"),
     "export": ("export.cli", "export a checkpoint to a verified ONNX model repository"),
     "serve": ("serving.cli", "serve a model repository over gRPC"),
     "client": ("serving.cli", "call a running server (image API)"),

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ganserve.errors import CheckpointError, GanserveError
+from ganserve.machine import describe as describe_cpu
 from training import registry
 from training.application import Application, TrainContext, broadcast_state
 from training.checkpoint import git_commit, load_checkpoint, save_checkpoint
@@ -180,6 +181,7 @@ class Trainer:
             "steps_target": self.steps,
             "world_size": self.world,
             "seed": self.config.seed,
+            "cpu": describe_cpu(),
             "interrupted": interrupted,
             **self.app.facts,
         }

@@ -1,0 +1,176 @@
+"""Shipped models: one folder per application under models/, each a trained checkpoint with the card that proves it.
+
+An entry ``models/<name>/`` holds ``checkpoint.pt`` (weights and config, optimizer state stripped), ``card.json``
+(command, config, seed, commit, training summary, held-out metrics next to their baselines, the issue's target),
+``metrics.jsonl`` (the training log) and the model exported beside them in the model-repository layout
+(``config.pbtxt``, ``model_card.json``, ``1/model.onnx``), so ``models/`` itself is a model repository that
+``ganserve serve --repo models`` serves without training or exporting anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ganserve.contract import check_model_name
+from ganserve.errors import CheckpointError, GanserveError
+from ganserve.machine import describe as describe_cpu
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "models"
+SHIP_CARD = "card.json"
+SHIP_CHECKPOINT = "checkpoint.pt"
+ENTRY_LIMIT = 10 * 2**20
+TOTAL_LIMIT = 60 * 2**20
+# Held-out figures that are not quality (compared by nothing, reproduced by nothing).
+VOLATILE_KEYS = ("elapsed_seconds", "eval_seconds")
+# Config keys that point at user data: a shipped model must be reproducible from the built-in data.
+DATA_KEYS = ("data_dir", "data_root", "idx_dir", "paired_dir", "unpaired_dir", "rain_dir", "faces_dir")
+
+
+def read_entry(entry: str | Path) -> dict[str, Any]:
+    """The card of a shipped entry (a folder, or its card.json); a one-line error for anything else."""
+    path = Path(entry)
+    card_path = path if path.name == SHIP_CARD else path / SHIP_CARD
+    if not card_path.is_file():
+        raise GanserveError(f"{entry}: not a shipped model entry (no {SHIP_CARD})")
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise GanserveError(f"{card_path}: unreadable card ({exc})") from exc
+    for key in ("model", "file", "config", "held_out", "quality_key"):
+        if key not in card:
+            raise GanserveError(f"{card_path}: card lacks {key!r}")
+    return card
+
+
+def entry_checkpoint(entry: str | Path) -> Path:
+    """The checkpoint file a shipped entry names."""
+    card = read_entry(entry)
+    folder = Path(entry) if Path(entry).is_dir() else Path(entry).parent
+    return folder / card["file"]
+
+
+def shipped_entries(models_dir: str | Path = SHIPPED) -> list[Path]:
+    """Entry folders under models/ (those with a card.json), sorted by name."""
+    root = Path(models_dir)
+    return sorted(p.parent for p in root.glob(f"*/{SHIP_CARD}") if not p.parent.name.startswith("."))
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: round(float(v), 6) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)) and k not in VOLATILE_KEYS}
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _training_summary(payload: dict[str, Any]) -> dict[str, Any]:
+    metrics = payload.get("metrics", {})
+    return {
+        "steps": int(payload["step"]),
+        "wall_seconds": metrics.get("elapsed_seconds"),
+        "budget_minutes": metrics.get("budget_minutes"),
+        "steps_target": metrics.get("steps_target"),
+        "world_size": metrics.get("world_size", 1),
+        "cpu": metrics.get("cpu") or f"{describe_cpu()} (the shipping machine; the checkpoint does not record its CPU)",
+        "interrupted": bool(metrics.get("interrupted", False)),
+    }
+
+
+def ship(
+    checkpoint: str | Path,
+    name: str,
+    *,
+    command: str = "",
+    target: str = "",
+    note: str = "",
+    models_dir: str | Path = SHIPPED,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Evaluate ``checkpoint`` on held-out data and write it as the entry ``models_dir/name`` (atomically).
+
+    Refuses an entry over 10 MB, a models folder over 60 MB, a model trained on user data, and (unless ``force``)
+    one whose headline held-out metric does not beat the entry it would replace.
+    """
+    import torch
+
+    from export.exporter import export_checkpoint
+    from training.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
+
+    check_model_name(name)
+    models_dir = Path(models_dir)
+    payload = load_checkpoint(checkpoint)
+    if payload.get("metrics", {}).get("interrupted"):
+        raise CheckpointError(f"{checkpoint}: an interrupted training; ship a finished one")
+    user_data = {k: v for k, v in payload["config"].items() if k in DATA_KEYS and v}
+    if user_data:
+        raise GanserveError(f"{checkpoint}: trained on user data {user_data}; a shipped model must train on built-in data")
+    say = print if progress else (lambda *_: None)
+    say(f"[ship] evaluating {checkpoint} on held-out data")
+    app = build_from_checkpoint(checkpoint)
+    spec = app.export_spec()
+    torch.manual_seed(0)
+    held_out = _numbers(app.evaluate())
+    key = spec.quality_key
+    if key not in held_out:
+        raise GanserveError(f"{payload['model']}: evaluate() lacks the headline metric {key!r}")
+    final = models_dir / name
+    if final.exists() and not force:
+        old = read_entry(final)
+        old_value = old["held_out"].get(old["quality_key"])
+        if old["quality_key"] == key and old_value is not None and held_out[key] <= old_value:
+            raise GanserveError(
+                f"{final}: the shipped model has {key} {old_value:.4f}; this checkpoint has {held_out[key]:.4f} "
+                "and does not beat it (use --force to replace it anyway)")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".ship-{name}-", dir=models_dir))
+    try:
+        entry = stage / name
+        stripped = stage / SHIP_CHECKPOINT
+        save_checkpoint(stripped, {**payload, "optim": {}})
+        say(f"[ship] exporting {name} beside it (ONNX, parity, model card)")
+        export_checkpoint(stripped, stage, name=name, version=1, progress=progress)
+        os.replace(stripped, entry / SHIP_CHECKPOINT)
+        log = Path(checkpoint).with_name("metrics.jsonl")
+        if log.is_file():
+            shutil.copyfile(log, entry / "metrics.jsonl")
+        card = {
+            "model": payload["model"],
+            "file": SHIP_CHECKPOINT,
+            "command": command or "(not recorded)",
+            "reproduce": f"ganserve train --from models/{name}",
+            "config": payload["config"],
+            "seed": payload["config"].get("seed"),
+            "commit": payload.get("commit", "unknown"),
+            "created": payload.get("created", ""),
+            "training": {**_training_summary(payload), **({"conditions": note} if note else {})},
+            "quality_key": key,
+            "held_out": held_out,
+            "held_out_data": {k: v for k, v in payload.get("metrics", {}).items()
+                              if isinstance(v, str) and k not in ("cpu",)},
+            "target": target,
+        }
+        (entry / SHIP_CARD).write_text(json.dumps(card, indent=2) + "\n")
+        size = _folder_bytes(entry)
+        if size > ENTRY_LIMIT:
+            raise GanserveError(f"{name}: the entry is {size / 2**20:.1f} MB, over the 10 MB limit; train a more compact model")
+        others = sum(_folder_bytes(p) for p in shipped_entries(models_dir) if p.name != name)
+        if others + size > TOTAL_LIMIT:
+            raise GanserveError(f"models/ would hold {(others + size) / 2**20:.1f} MB, over the 60 MB limit")
+        old = models_dir / f".old-{name}"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(entry, final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    say(f"[ship] {final}: {key} {held_out[key]:.4f} ({_folder_bytes(final) / 2**20:.2f} MB)")
+    return final
