@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         args.out = args.out or f"runs/{Path(args.from_entry).name}-retrained"
     models = registry.available()
     if args.model not in models:
-        raise GanserveError(f"give a MODEL (one of: {', '.join(models)}) or --from models/NAME")
+        given = f"unknown model {args.model!r}; " if args.model else ""
+        raise GanserveError(f"{given}give a MODEL (one of: {', '.join(models)}) or --from models/NAME")
     overrides: dict[str, Any] = {**base, **parse_set(args.set)}
     for flag, key in (("seed", "seed"), ("data_dir", "data_dir"), ("vgg_weights", "vgg_weights")):
         value = getattr(args, flag)
