@@ -12,6 +12,7 @@ _MODELS: dict[str, tuple[type, type]] = {}
 # Modules that register models when imported; listed here so `available()` sees every application.
 MODEL_MODULES = ("training.models.srgan", "training.models.ssgan")
 MODEL_MODULES += ("training.models.dcgan", "training.models.vae", "training.models.wae", "training.models.aegan", "training.models.cvaegan")
+MODEL_MODULES += ("training.models.attentive_gan",)
 
 
 def register_model(name: str, config_cls: type) -> Callable[[type], type]:
