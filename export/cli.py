@@ -21,6 +21,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _variants(text: str) -> tuple[str, ...]:
+    values = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    bad = [v for v in values if v not in ("int8", "fp16")]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown variant(s) {bad}; choose from int8, fp16")
+    return values
+
+
 def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
     """Add the `export` subcommand."""
     p = subparsers.add_parser(
@@ -36,6 +44,9 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="weights/compute precision (default fp32)")
     p.add_argument("--opset", type=_positive, default=DEFAULT_OPSET, metavar="N", help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.add_argument("--variants", type=_variants, default=(), metavar="P[,P]",
+                   help="also write faster variants beside the fp32 model (int8, fp16) as <version>/model.<P>.onnx; "
+                        "the server picks among them per machine, checked against the reference set")
     p.add_argument("--half-io", action="store_true", help="fp16 only: take and return float16 (default: float32 I/O)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
@@ -52,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     out = export_checkpoint(
         args.checkpoint, args.repo,
         name=args.name, version=args.version, precision=args.precision, opset=args.opset,
-        overwrite=args.overwrite, keep_io_fp32=not args.half_io, progress=not args.quiet,
+        overwrite=args.overwrite, keep_io_fp32=not args.half_io, variants=args.variants, progress=not args.quiet,
     )
     card = ModelCard.load(out.parent / CARD_FILE)
     key = card.metrics.get("quality_key")

@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from ganserve.contract import (
     CARD_FILE, CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, TensorSpec, onnx_metadata, triton_config,
+    variant_file,
 )
 from ganserve.errors import CheckpointError, GanserveError
 from export.card import build_card, file_sha256, source_facts, training_facts
 from export.defaults import DEFAULT_OPSET, FP32_TOLERANCE, PRECISIONS
 from export.onnx_export import to_onnx
-from export.parity import ParityCase, measure_parity, parity_cases
+from export.parity import measure_parity, parity_cases
 from export.precision import to_fp16, to_int8
 from export.predictors import ort_predictor, ort_session, torch_predictor
+from export.reference import reference_npz
 from export.repository import check_target, write_model
 from training.export_spec import ExportSpec, Predictor
 
-REFERENCE_ITEMS = 2  # items kept in reference.npz: enough to check a precision, small enough to ship
 
 
 def _say(progress: bool, message: str) -> None:
@@ -45,14 +44,28 @@ def _evaluate(spec: ExportSpec, predictor: Predictor) -> dict[str, float]:
         raise GanserveError(f"held-out evaluation failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
 
 
-def _reference(cases: list[ParityCase], reference: Predictor) -> bytes:
-    """reference.npz: a few real inputs when the spec has them (else the example) and their fp32 torch outputs."""
-    case = next((c for c in cases if c.label.startswith("real")), cases[0])
-    inputs = {k: np.ascontiguousarray(v[:REFERENCE_ITEMS]) for k, v in case.inputs.items()}
-    outputs = reference(inputs)
-    buf = io.BytesIO()
-    np.savez(buf, **{f"in:{k}": v for k, v in inputs.items()}, **{f"out:{k}": v for k, v in outputs.items()})
-    return buf.getvalue()
+def _variant(spec: ExportSpec, fp32: onnx.ModelProto, precision: str, keep_io_fp32: bool, progress: bool) -> onnx.ModelProto:
+    """The fp32 graph converted to fp16 or int8 (the conversions the export stage knows)."""
+    if precision == "fp16":
+        return to_fp16(fp32, keep_io_fp32)
+    return to_int8(fp32, spec.calibration, progress)
+
+
+_NOTES = {
+    "fp16": lambda keep_io: f"fp16 weights and compute; inputs/outputs {'float32' if keep_io else 'float16'}",
+    "int8": lambda keep_io: "int8: static QDQ, per-channel int8 weights, uint8 activations, MinMax calibration",
+}
+
+
+def _check_variants(precision: str, variants: tuple[str, ...]) -> None:
+    """Variants sit beside an fp32 model.onnx, one file per faster precision the export stage can make."""
+    if not variants:
+        return
+    if precision != "fp32":
+        raise GanserveError("--variants needs --precision fp32 (the variants sit beside the fp32 model)")
+    bad = [v for v in variants if v not in _NOTES]
+    if bad:
+        raise GanserveError(f"unknown variant precision(s) {bad}; use {', '.join(_NOTES)}")
 
 
 def _card_tensors(tensors: list[TensorSpec], half_io: bool) -> list[TensorSpec]:
@@ -70,6 +83,7 @@ def export_from_spec(
     opset: int = DEFAULT_OPSET,
     overwrite: bool = False,
     keep_io_fp32: bool = True,
+    variants: tuple[str, ...] = (),
     training: dict[str, Any] | None = None,
     source: dict[str, Any] | None = None,
     progress: bool = False,
@@ -77,6 +91,7 @@ def export_from_spec(
     """Export one ExportSpec into <repo>/<name>/<version>/; returns that version folder. Nothing is written on failure."""
     if precision not in PRECISIONS:
         raise GanserveError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    _check_variants(precision, variants)
     repo, version = check_target(repo, name, version, overwrite)
     _say(progress, f"{spec.architecture} -> {repo}/{name}/{version} ({precision}, opset {opset})")
     fp32 = to_onnx(spec, opset)
@@ -89,12 +104,8 @@ def export_from_spec(
     notes: list[str] = []
     model, chosen_parity, chosen_metrics = fp32, fp32_parity, fp32_metrics
     if precision != "fp32":
-        if precision == "fp16":
-            model = to_fp16(fp32, keep_io_fp32)
-            notes.append(f"fp16 weights and compute; inputs/outputs {'float32' if keep_io_fp32 else 'float16'}")
-        else:
-            model = to_int8(fp32, spec.calibration, progress)
-            notes.append("int8: static QDQ, per-channel int8 weights, uint8 activations, MinMax calibration")
+        model = _variant(spec, fp32, precision, keep_io_fp32, progress)
+        notes.append(_NOTES[precision](keep_io_fp32))
         run = ort_predictor(ort_session(model))
         chosen_parity = measure_parity(reference, run, cases, None, precision, progress)
         _say(progress, f"{precision} parity: max abs error {chosen_parity['max_abs_error']:.3g}")
@@ -102,13 +113,25 @@ def export_from_spec(
         key = spec.quality_key
         if key in chosen_metrics and math.isfinite(fp32_metrics.get(key, 0.0)) and not math.isfinite(chosen_metrics[key]):
             raise GanserveError(f"{precision}: held-out {key} is {chosen_metrics[key]} (fp32: {fp32_metrics[key]:.4g})")
+    extra_files: dict[str, onnx.ModelProto] = {}
+    variant_facts: dict[str, dict[str, Any]] = {}
+    for v in variants:
+        vmodel = _variant(spec, fp32, v, True, progress)
+        vrun = ort_predictor(ort_session(vmodel))
+        vparity = measure_parity(reference, vrun, cases, None, v, progress)
+        variant_facts[v] = {"file": variant_file(v), "max_abs_error": vparity["max_abs_error"],
+                            "metrics": _evaluate(spec, vrun)}
+        _say(progress, f"variant {variant_file(v)}: max abs error {vparity['max_abs_error']:.3g}")
+        notes.append(f"variant {variant_file(v)}: " + _NOTES[v](True))
+        extra_files[variant_file(v)] = vmodel
     metrics: dict[str, Any] = dict(chosen_metrics)
     if spec.evaluate is None:
         notes.append("no held-out evaluation declared by the model; quality metrics absent")
     else:
         key = spec.quality_key
         metrics["quality_key"] = key
-        metrics["by_precision"] = {"fp32": fp32_metrics, precision: chosen_metrics}
+        metrics["by_precision"] = {"fp32": fp32_metrics, precision: chosen_metrics,
+                                   **{v: f["metrics"] for v, f in variant_facts.items()}}
         if precision != "fp32" and key in fp32_metrics and key in chosen_metrics:
             metrics["quality_delta_vs_fp32"] = chosen_metrics[key] - fp32_metrics[key]
         _say(progress, f"held-out quality ({precision}): " + ", ".join(f"{k} {v:.4g}" for k, v in chosen_metrics.items()))
@@ -121,15 +144,21 @@ def export_from_spec(
         "fp32_tolerance": FP32_TOLERANCE,
         "checked": chosen_parity["checked"],
     }
+    if variant_facts:
+        parity["variants"] = {v: {"file": f["file"], "max_abs_error": f["max_abs_error"]} for v, f in variant_facts.items()}
     half_io = precision == "fp16" and not keep_io_fp32
     card = build_card(
         spec, name, version, precision, training or {}, metrics, parity, source or {}, notes,
         inputs=_card_tensors(spec.inputs, half_io), outputs=_card_tensors(spec.outputs, half_io),
     )
     onnx.helper.set_model_props(model, onnx_metadata(card))
+    version_files = {MODEL_FILE: model.SerializeToString(), REFERENCE_FILE: reference_npz(spec, reference)}
+    for fname, vmodel in extra_files.items():
+        onnx.helper.set_model_props(vmodel, {**onnx_metadata(card), "ganserve.precision": fname.split(".")[1]})
+        version_files[fname] = vmodel.SerializeToString()
     return write_model(
         repo, name, version,
-        {MODEL_FILE: model.SerializeToString(), REFERENCE_FILE: _reference(cases, reference)},
+        version_files,
         {CONFIG_FILE: triton_config(card), CARD_FILE: card.to_json()},
         overwrite,
     )
@@ -145,6 +174,7 @@ def export_checkpoint(
     opset: int = DEFAULT_OPSET,
     overwrite: bool = False,
     keep_io_fp32: bool = True,
+    variants: tuple[str, ...] = (),
     progress: bool = False,
 ) -> Path:
     """Rebuild the model a checkpoint names and export it (see export_from_spec); returns the version folder."""
@@ -164,7 +194,7 @@ def export_checkpoint(
     return export_from_spec(
         spec, repo, name,
         version=version, precision=precision, opset=opset, overwrite=overwrite, keep_io_fp32=keep_io_fp32,
-        training=training_facts(payload, spec),
+        variants=variants, training=training_facts(payload, spec),
         source=source_facts(payload, file_sha256(checkpoint), config),
         progress=progress,
     )

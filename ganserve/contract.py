@@ -6,6 +6,8 @@ Layout (NVIDIA Triton's, plus two ganserve files)::
     <repo>/<name>/model_card.json         ModelCard below, one per model (describes the latest export)
     <repo>/<name>/<version>/model.onnx    named inputs/outputs, dynamic batch (and H/W when convolutional)
     <repo>/<name>/<version>/reference.npz reference inputs ("in:<tensor>") and fp32 outputs ("out:<tensor>")
+                                          (+ "truth:<tensor>"; further cases as "case<k>/in:<tensor>" ...)
+    <repo>/<name>/<version>/model.<precision>.onnx  optional faster variants (int8, fp16) the server may pick
 
 The ONNX file's metadata_props carry the same facts under ``ganserve.*`` keys (see ``onnx_metadata``), so a
 model.onnx copied alone still says what it is.
@@ -27,6 +29,12 @@ CONFIG_FILE = "config.pbtxt"
 MODEL_FILE = "model.onnx"
 REFERENCE_FILE = "reference.npz"
 CARD_SCHEMA_VERSION = 1
+
+
+def variant_file(precision: str) -> str:
+    """File name of a precision variant beside model.onnx in a version folder (e.g. model.int8.onnx)."""
+    return f"model.{precision}.onnx"
+
 
 TASKS = ("super_resolution", "translation", "derain", "face_aging", "classification", "generation")
 # Triton data types of the tensors ganserve models use, with their numpy names.

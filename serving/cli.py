@@ -31,7 +31,12 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8001, help="gRPC port (0 = any free port, printed)")
     p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus HTTP port (0 = any, -1 = off)")
-    p.add_argument("--providers", default="cuda,cpu", help="execution providers in order of preference")
+    p.add_argument("--providers", default="cuda,openvino,cpu",
+                   help="execution providers to try, in order of preference (those the installed onnxruntime lacks "
+                        "are skipped with the reason logged; CPU is always the last resort)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8", "fp16"],
+                   help="auto: per model, the fastest provider/precision that passes the reference check; "
+                        "else pin this precision (a model's config.pbtxt parameters can pin its own)")
     p.add_argument("--intra-op-threads", type=int, default=0, help="ORT threads per session (0 = number of cores)")
     p.add_argument("--max-message-mb", type=int, default=64, help="gRPC max message size, both directions")
     p.add_argument("--allow-model-control", action="store_true", help="allow RepositoryModelLoad/Unload")
@@ -65,7 +70,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     select_providers(providers)  # fail fast on an unknown provider name
     config = ServerConfig(
         repo=args.repo, host=args.host, port=args.port, metrics_port=args.metrics_port,
-        runtime=RuntimeSettings(providers=providers, intra_op_threads=args.intra_op_threads),
+        runtime=RuntimeSettings(providers=providers, intra_op_threads=args.intra_op_threads, precision=args.precision),
         batching=BatchingOverrides(max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
                                    max_queue_size=args.max_queue_size, disabled=args.no_batching),
         images=ImageSettings(max_pixels=args.max_pixels, tile_size=args.tile_size, tile_overlap=args.tile_overlap),

@@ -234,4 +234,6 @@ class ImagesServicer(pb_grpc.ImagesServicer):
                 cond = card.input_by_role("condition")
                 info.labels.extend((probs.labels or []) if probs else [])
                 info.condition_labels.extend((cond.labels or []) if cond else [])
+            if model.versions:
+                info.precision = model.latest().runner.precision  # what serves, which may differ from the export
         return response

@@ -28,6 +28,10 @@ class ServerMetrics:
         self.compute_seconds = Histogram("ganserve_compute_seconds", "onnxruntime time per network run", ["model"],
                                          buckets=LATENCY_BUCKETS, registry=r)
         self.model_ready = Gauge("ganserve_model_ready", "1 when the model serves, else 0", ["model"], registry=r)
+        self.candidate_ms = Gauge("ganserve_candidate_p50_ms", "Load-time p50 of each provider/precision candidate "
+                                  "on the typical input; chosen=1 marks the one served, status the check's verdict",
+                                  ["model", "version", "provider", "precision", "status", "chosen"], registry=r)
+        self._candidate_labels: dict[str, list[tuple[str, ...]]] = {}
         self._http = None
 
     def observe_request(self, model: str, method: str, code: str, seconds: float) -> None:
@@ -38,6 +42,17 @@ class ServerMetrics:
         self.batch_rows.labels(model).observe(rows)
         for q in queue_seconds:
             self.queue_seconds.labels(model).observe(q)
+
+    def set_candidates(self, model: str, version: int, rows: list[tuple[str, str, str, float]]) -> None:
+        """Publish one version's choice table: (provider, precision, status, p50 ms) per tried candidate."""
+        for labels in self._candidate_labels.pop(f"{model}/{version}", []):
+            self.candidate_ms.remove(*labels)
+        kept = []
+        for provider, precision, status, ms in rows:
+            labels = (model, str(version), provider, precision, status, "1" if status == "chosen" else "0")
+            self.candidate_ms.labels(*labels).set(ms)
+            kept.append(labels)
+        self._candidate_labels[f"{model}/{version}"] = kept
 
     def track_queue(self, model: str, depth: Callable[[], int]) -> None:
         """Make the queue-depth gauge read the batcher live at scrape time."""

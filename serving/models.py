@@ -18,7 +18,8 @@ from serving.batcher import Batcher, BatchingConfig
 from serving.metrics import ServerMetrics
 from serving.proto.inference import model_config_pb2
 from serving.repository import ModelSource, read_model
-from serving.runtime import OrtRunner, RuntimeSettings, warm_up
+from serving.precision import PRECISIONS, Choice
+from serving.runtime import OrtRunner, RuntimeSettings, choose_runner
 
 log = logging.getLogger("ganserve.serving")
 
@@ -107,6 +108,7 @@ class ServedVersion:
     runner: OrtRunner
     batcher: Batcher
     stats: Stats
+    choice: Choice | None = None
 
 
 @dataclass
@@ -164,6 +166,7 @@ class ModelManager:
                 versions = {}
                 for v in source.versions:
                     versions[v] = await self._load_version(source, v)
+                _publish_choice(source.config, versions[max(versions)])
                 model = ServedModel(name=name, state=READY, source=source, versions=versions)
             except GanserveError as exc:
                 log.error("model %s: unavailable: %s", name, exc)
@@ -175,24 +178,19 @@ class ModelManager:
             return model
 
     async def _load_version(self, source: ModelSource, version: int) -> ServedVersion:
-        card = source.card
-        runner = await asyncio.to_thread(OrtRunner, source.model_path(version), self.settings)
-        log.info("model %s v%d: %s", source.name, version, runner.provider_reason)
-        span = _value_span(card)
-        report = await asyncio.to_thread(warm_up, runner, source.reference_path(version),
-                                         card.precision if card else "fp32", span)
-        if report.reference_ok is None:
-            log.info("model %s v%d: warmed up in %.1f ms (no reference set)", source.name, version, report.seconds * 1e3)
-        else:
-            level = logging.INFO if report.reference_ok else logging.WARNING
-            log.log(level, "model %s v%d: warmed up in %.1f ms; reference max abs error %.2e (tolerance %.1e): %s",
-                    source.name, version, report.seconds * 1e3, report.max_abs_error, report.tolerance,
-                    "OK" if report.reference_ok else "OUT OF TOLERANCE")
+        providers, precision = model_pins(source.config)
+        choice = await asyncio.to_thread(choose_runner, source.path / str(version), source.card,
+                                         source.reference_path(version), self.settings, providers, precision)
+        runner = choice.runner
+        log.info("model %s v%d: serving %s; candidates:\n  %s", source.name, version, choice.summary,
+                 "\n  ".join(t.line() for t in choice.table))
+        self.metrics.set_candidates(source.name, version, [(t.provider, t.precision, t.status, t.p50_ms)
+                                                           for t in choice.table if t.p50_ms is not None])
         stats = Stats()
         batcher = Batcher(self._timed_run(source.name, runner, stats), batching_config(source.config, self.overrides),
                           name=source.name, observer=VersionObserver(stats, self.metrics), executor=self.executor)
         self.metrics.track_queue(source.name, batcher.queue_depth)
-        return ServedVersion(version=version, runner=runner, batcher=batcher, stats=stats)
+        return ServedVersion(version=version, runner=runner, batcher=batcher, stats=stats, choice=choice)
 
     def _timed_run(self, name: str, runner: OrtRunner, stats: Stats):
         """Wrap the session run to count executions and compute time per batch size."""
@@ -247,9 +245,25 @@ class ModelManager:
         await asyncio.gather(*(v.batcher.close(drain=drain) for v in model.versions.values()))
 
 
-def _value_span(card: ModelCard | None) -> float:
-    """Width of the main output's value range (scales the reference tolerance)."""
-    if card is None:
-        return 1.0
-    out = card.output_by_role("image", "probabilities") or card.outputs[0]
-    return float(out.value_range[1] - out.value_range[0]) if out.value_range else 1.0
+PIN_KEYS = ("precision", "providers")
+
+
+def model_pins(config: model_config_pb2.ModelConfig) -> tuple[list[str] | None, str | None]:
+    """Providers and precision a model's config.pbtxt pins through its parameters (None = server settings)."""
+    values = {k: config.parameters[k].string_value.strip() for k in PIN_KEYS if k in config.parameters}
+    providers = [p for p in values.get("providers", "").split(",") if p.strip()] or None
+    precision = values.get("precision") or None
+    if precision == "auto":
+        precision = None
+    if precision is not None and precision not in PRECISIONS:
+        raise RepositoryError(f"model {config.name!r}: config.pbtxt parameter precision={precision!r} is not one of "
+                              f"auto, {', '.join(PRECISIONS)}")
+    return providers, precision
+
+
+def _publish_choice(config: model_config_pb2.ModelConfig, served: ServedVersion) -> None:
+    """Show the latest version's choice and its table in the ModelConfig the server answers with."""
+    if served.choice is None:
+        return
+    for key, value in served.choice.parameters().items():
+        config.parameters[key].string_value = value

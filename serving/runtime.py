@@ -1,17 +1,21 @@
-"""ONNX Runtime sessions: execution-provider choice, thread settings, warm-up and the reference check."""
+"""ONNX Runtime sessions: execution providers, thread settings, and the per-model candidate choice at load."""
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from ganserve.contract import ModelCard
 from ganserve.errors import RepositoryError
+from ganserve.machine import cpu_info
+from serving.precision import (
+    PRECISIONS, Candidate, Choice, choose, list_candidates, load_reference_cases, version_files,
+)
 
 log = logging.getLogger("ganserve.serving")
 
@@ -25,20 +29,24 @@ ORT_TYPES = {
     "tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(double)": "FP64", "tensor(int64)": "INT64",
     "tensor(int32)": "INT32", "tensor(uint8)": "UINT8", "tensor(int8)": "INT8", "tensor(bool)": "BOOL",
 }
-# Max abs error vs the fp32 reference, per unit of value range, that a precision may show.
-REFERENCE_TOLERANCE = {"fp32": 1e-3, "bf16": 2e-2, "fp16": 1e-2, "int8": 6e-2}
+DEFAULT_PROVIDERS = ["cuda", "openvino", "cpu"]
+
+
+def requested_providers(requested: list[str] | None = None) -> list[str]:
+    """Full ORT names of the requested providers, best first, CPU always last (an unknown name is an error)."""
+    wanted = [s.strip().lower() for s in (requested or DEFAULT_PROVIDERS) if s.strip()]
+    unknown = [s for s in wanted if s not in PROVIDER_NAMES]
+    if unknown:
+        raise RepositoryError(f"unknown execution provider(s) {unknown} (known: {', '.join(PROVIDER_NAMES)})")
+    names = list(dict.fromkeys(PROVIDER_NAMES[s] for s in wanted))
+    return names if "CPUExecutionProvider" in names else [*names, "CPUExecutionProvider"]
 
 
 def select_providers(requested: list[str] | None = None) -> tuple[list[str], str]:
     """Providers to ask ORT for, best first, and a sentence saying why (CPU is always the last resort)."""
     available = ort.get_available_providers()
-    wanted = [s.strip().lower() for s in (requested or ["cuda", "cpu"]) if s.strip()]
-    unknown = [s for s in wanted if s not in PROVIDER_NAMES]
-    if unknown:
-        raise RepositoryError(f"unknown execution provider(s) {unknown} (known: {', '.join(PROVIDER_NAMES)})")
     chosen, missing = [], []
-    for short in wanted:
-        full = PROVIDER_NAMES[short]
+    for full in requested_providers(requested):
         (chosen if full in available else missing).append(full)
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
@@ -54,6 +62,13 @@ class RuntimeSettings:
 
     providers: list[str] | None = None
     intra_op_threads: int = 0  # 0 = number of cores
+    precision: str = "auto"  # auto = the fastest candidate that passes the reference check; else pinned
+    bf16_hardware: bool | None = None  # None = read /proc/cpuinfo
+    timing_size: int = 64  # spatial size of the typical input the candidates are timed on
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("auto", *PRECISIONS):
+            raise RepositoryError(f"unknown precision {self.precision!r} (auto, {', '.join(PRECISIONS)})")
 
     def threads(self) -> int:
         return self.intra_op_threads or os.cpu_count() or 1
@@ -62,16 +77,27 @@ class RuntimeSettings:
 class OrtRunner:
     """One model version's ORT session; `run` is the synchronous callable the batcher drives."""
 
-    def __init__(self, path: Path, settings: RuntimeSettings) -> None:
-        providers, self.provider_reason = select_providers(settings.providers)
+    def __init__(self, path: Path, settings: RuntimeSettings, candidate: Candidate | None = None) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = settings.threads()
         options.inter_op_num_threads = 1
+        if candidate is None:
+            providers, self.provider_reason = select_providers(settings.providers)
+            self.precision = "fp32"
+        else:
+            path, self.precision = candidate.path, candidate.precision
+            providers = [(candidate.provider, _with_threads(candidate, settings.threads()))]
+            if candidate.provider != "CPUExecutionProvider":
+                providers.append("CPUExecutionProvider")  # ops the first provider lacks run here
+            self.provider_reason = f"using {candidate.label}"
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for corrupt or unsupported files
             raise RepositoryError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:300]})") from exc
         self.provider = self.session.get_providers()[0]
+        if candidate is not None and self.provider != candidate.provider:
+            raise RepositoryError(f"{candidate.provider} did not start for {path.name} (onnxruntime fell back to "
+                                  f"{self.provider})")
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -79,6 +105,20 @@ class OrtRunner:
         """Run every output for already-validated feeds."""
         values = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, values))
+
+
+def _with_threads(candidate: Candidate, threads: int) -> dict[str, str]:
+    """Provider options plus the thread count where the provider takes its own (OpenVINO)."""
+    if candidate.provider == "OpenVINOExecutionProvider":
+        return {**candidate.options, "num_of_threads": str(threads)}
+    return dict(candidate.options)
+
+
+def typical_inputs(runner: OrtRunner, spatial: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
+    """A batch-1 input of the usual serving size, values uniform in [0, 1) (what candidates are timed on)."""
+    rng = np.random.default_rng(seed)
+    feeds = zero_inputs(runner, spatial)
+    return {k: rng.random(v.shape).astype(v.dtype) if v.dtype.kind == "f" else v for k, v in feeds.items()}
 
 
 def zero_inputs(runner: OrtRunner, spatial: int = 16) -> dict[str, np.ndarray]:
@@ -92,40 +132,27 @@ def zero_inputs(runner: OrtRunner, spatial: int = 16) -> dict[str, np.ndarray]:
     return feeds
 
 
-def load_reference(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """reference.npz split into inputs ("in:<name>") and expected outputs ("out:<name>")."""
-    with np.load(path) as data:
-        inputs = {k[3:]: data[k] for k in data.files if k.startswith("in:")}
-        outputs = {k[4:]: data[k] for k in data.files if k.startswith("out:")}
-    return inputs, outputs
+def choose_runner(version_dir: Path, card: ModelCard | None, reference: Path | None, settings: RuntimeSettings,
+                  providers: list[str] | None = None, precision: str | None = None) -> Choice:
+    """Build the candidates this machine supports for one model version and keep the fastest that passes.
 
-
-@dataclass
-class WarmupReport:
-    """What the load-time run showed: its duration and, with a reference set, the error against it."""
-
-    seconds: float
-    max_abs_error: float | None = None
-    tolerance: float | None = None
-
-    @property
-    def reference_ok(self) -> bool | None:
-        return None if self.max_abs_error is None else self.max_abs_error <= (self.tolerance or 0.0)
-
-
-def warm_up(runner: OrtRunner, reference: Path | None, precision: str = "fp32", value_span: float = 1.0) -> WarmupReport:
-    """Run once (reference inputs when present, else zeros) and compare with the reference outputs."""
-    expected: dict[str, np.ndarray] = {}
-    feeds = zero_inputs(runner)
-    if reference is not None:
-        ref_in, expected = load_reference(reference)
-        if set(ref_in) == set(runner.inputs):
-            feeds = ref_in
-    start = time.perf_counter()
-    outputs = runner.run(feeds)
-    report = WarmupReport(seconds=time.perf_counter() - start)
-    common = [k for k in expected if k in outputs and outputs[k].shape == expected[k].shape]
-    if common:
-        report.max_abs_error = max(float(np.max(np.abs(outputs[k].astype(np.float64) - expected[k]))) for k in common)
-        report.tolerance = REFERENCE_TOLERANCE.get(precision, 1e-3) * max(value_span, 1e-6)
-    return report
+    `providers`/`precision` pin this model (config.pbtxt parameters); otherwise the server-wide settings apply.
+    A pinned precision that this machine cannot run is an error, never a silent substitute.
+    """
+    asked = providers or settings.providers
+    names = requested_providers(asked)
+    named_cpu = asked is None or any(p.strip().lower() == "cpu" for p in asked)
+    pinned = precision or (settings.precision if settings.precision != "auto" else None)
+    bf16 = bool(cpu_info()["bf16_hardware"]) if settings.bf16_hardware is None else settings.bf16_hardware
+    files = version_files(version_dir, card.precision if card else "fp32")
+    candidates, skipped = list_candidates(files, names, ort.get_available_providers(), bf16, pinned)
+    for row in skipped:
+        log.info("%s: %s/%s not a candidate: %s", version_dir, row.provider, row.precision, row.reason)
+    if not candidates:
+        why = "; ".join(f"{t.provider}/{t.precision}: {t.reason}" for t in skipped)
+        raise RepositoryError(f"no candidate for precision {pinned or 'any'} on this machine ({why})")
+    cases = load_reference_cases(reference)
+    return choose(card, candidates, skipped, cases, lambda c: OrtRunner(c.path, settings, c),
+                  lambda r: typical_inputs(r, card.tile_size if card and card.tile_size else settings.timing_size),
+                  pinned=pinned is not None,
+                  last_resort=frozenset() if named_cpu else frozenset({"CPUExecutionProvider"}))

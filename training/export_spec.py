@@ -29,6 +29,9 @@ class ExportSpec:
     dynamic_spatial: bool = True  # H/W axes dynamic (fully convolutional)
     # Real-data inputs for parity checks, at >= 2 spatial sizes where dynamic_spatial: each a dict name -> array.
     parity_inputs: list[dict[str, np.ndarray]] = field(default_factory=list)
+    # Ground-truth outputs of parity_inputs (one dict per entry) where known: stored in the reference set so the
+    # server can measure the quality a faster precision loses (PSNR drop) without torch.
+    reference_targets: list[dict[str, np.ndarray]] = field(default_factory=list)
     # Held-out quality of any predictor, e.g. {"psnr_y": 24.1, "ssim_y": 0.71, "bicubic_psnr_y": 23.0}.
     evaluate: Callable[[Predictor], dict[str, float]] | None = None
     quality_key: str = ""  # the headline metric in evaluate()'s dict (higher is better)

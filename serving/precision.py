@@ -1,0 +1,275 @@
+"""Per-model choice of execution provider and precision: list the candidates this machine supports, time each on
+the model's typical input, check each against the reference set, and serve the fastest one that passes.
+
+A candidate is (provider, precision, model file). fp32 and int8 come from the version folder's files (model.onnx
+holds the card's precision; model.int8.onnx / model.fp16.onnx are the export stage's variants); bf16 is the fp32
+file run by the OpenVINO provider with its inference-precision hint, only on a CPU with bf16 hardware; fp16 runs
+only on CUDA. The quality rule: image outputs lose at most 0.1 dB PSNR against the reference set's ground truth
+(or stay within the max-abs tolerance of the fp32 outputs when the set has no ground truth), classifiers change
+no top-1 answer, other tensors stay within the max-abs tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ganserve.contract import MODEL_FILE, ModelCard, variant_file
+from ganserve.errors import RepositoryError
+
+log = logging.getLogger("ganserve.serving")
+
+PRECISIONS = ("fp32", "bf16", "int8", "fp16")
+PSNR_DROP_DB = 0.1
+# Max abs error vs the fp32 reference, per unit of value range, where no PSNR or top-1 rule applies.
+REFERENCE_TOLERANCE = {"fp32": 1e-3, "bf16": 2e-2, "fp16": 1e-2, "int8": 6e-2}
+OPENVINO_HINT = {"fp32": "f32", "bf16": "bf16"}
+CLASS_ROLES = ("probabilities", "logits")
+
+
+@dataclass
+class Candidate:
+    """One way to run the model: an ORT provider (with its options) on one model file at one precision."""
+
+    provider: str
+    precision: str
+    path: Path
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider.removesuffix('ExecutionProvider')}/{self.precision}"
+
+
+@dataclass
+class Trial:
+    """One row of the choice table: what was tried (or why not), how fast, and the quality check's verdict."""
+
+    provider: str
+    precision: str
+    file: str = ""
+    status: str = "unavailable"  # unavailable | error | failed quality | passed | chosen
+    p50_ms: float | None = None
+    quality: str = ""
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {"provider": self.provider, "precision": self.precision, "file": self.file, "status": self.status,
+                "p50_ms": None if self.p50_ms is None else round(self.p50_ms, 3), "quality": self.quality,
+                "reason": self.reason}
+
+    def line(self) -> str:
+        speed = "-" if self.p50_ms is None else f"{self.p50_ms:.2f} ms"
+        label = f"{self.provider.removesuffix('ExecutionProvider')}/{self.precision}"
+        return f"{label:<14} {self.status:<14} {speed:>11}  {self.quality or self.reason}"
+
+
+@dataclass
+class ReferenceCase:
+    """One case of the reference set: inputs, fp32 outputs and (where the export knew it) the ground truth."""
+
+    inputs: dict[str, np.ndarray]
+    expected: dict[str, np.ndarray]
+    truth: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def load_reference_cases(path: Path | None) -> list[ReferenceCase]:
+    """reference.npz as cases: keys "in:/out:/truth:<tensor>" (case 0) and "case<k>/in:..." (further cases)."""
+    if path is None:
+        return []
+    grouped: dict[int, ReferenceCase] = {}
+    try:
+        with np.load(path) as data:
+            for key in data.files:
+                case, _, entry = key.rpartition("/")
+                index = int(case.removeprefix("case")) if case else 0
+                kind, _, tensor = entry.partition(":")
+                target = grouped.setdefault(index, ReferenceCase({}, {}))
+                slot = {"in": target.inputs, "out": target.expected, "truth": target.truth}.get(kind)
+                if slot is not None:
+                    slot[tensor] = data[key]
+    except (OSError, ValueError, KeyError) as exc:
+        raise RepositoryError(f"{path}: unreadable reference set ({exc})") from exc
+    return [grouped[k] for k in sorted(grouped) if grouped[k].inputs and grouped[k].expected]
+
+
+def version_files(version_dir: Path, base_precision: str) -> dict[str, Path]:
+    """Model files of one version by precision: model.onnx at the card's precision plus any variant files."""
+    files = {base_precision: version_dir / MODEL_FILE}
+    for precision in PRECISIONS:
+        path = version_dir / variant_file(precision)
+        if precision not in files and path.exists():
+            files[precision] = path
+    return files
+
+
+def list_candidates(files: dict[str, Path], providers: list[str], available: list[str], bf16_hardware: bool,
+                    precision: str | None = None) -> tuple[list[Candidate], list[Trial]]:
+    """The candidates to try, best provider first, and a table row with the reason for each one left out."""
+    wanted = [precision] if precision else list(PRECISIONS)
+    tries: list[Candidate] = []
+    skipped: list[Trial] = []
+    for provider in providers:
+        if provider not in available:
+            skipped.append(Trial(provider, precision or "*", reason="provider not in this onnxruntime build"))
+            continue
+        for p in wanted:
+            reason = _unsupported(provider, p, files, bf16_hardware)
+            if reason:
+                skipped.append(Trial(provider, p, reason=reason))
+                continue
+            path = files["fp32"] if p == "bf16" else files[p]
+            tries.append(Candidate(provider, p, path, _provider_options(provider, p)))
+    return tries, skipped
+
+
+def _unsupported(provider: str, precision: str, files: dict[str, Path], bf16_hardware: bool) -> str:
+    """Why this provider cannot run this precision here ("" when it can)."""
+    short = provider.removesuffix("ExecutionProvider")
+    if precision == "bf16":
+        if provider != "OpenVINOExecutionProvider":
+            return f"bf16 runs only through the OpenVINO provider ({short} has no bf16 kernels)"
+        if not bf16_hardware:
+            return "this CPU has no bf16 hardware (neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo)"
+        return "" if "fp32" in files else "bf16 needs the fp32 model file"
+    if precision == "fp16" and provider != "CUDAExecutionProvider":
+        return "fp16 runs only on CUDA (CPU providers cast it back to fp32)"
+    if precision == "int8" and provider == "CUDAExecutionProvider":
+        return "int8 QDQ is served by CPU providers only"
+    if precision not in files:
+        return f"no {variant_file(precision)} in the version folder"
+    return ""
+
+
+def _provider_options(provider: str, precision: str) -> dict[str, str]:
+    """OpenVINO gets an explicit precision hint: without one it silently runs bf16 on bf16 hardware."""
+    if provider != "OpenVINOExecutionProvider":
+        return {}
+    options = {"device_type": "CPU"}
+    if precision in OPENVINO_HINT:
+        options["load_config"] = json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": OPENVINO_HINT[precision]}})
+    return options
+
+
+# -- quality -------------------------------------------------------------------------------------------
+def _psnr(a: np.ndarray, b: np.ndarray, span: float) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(span**2 / mse)
+
+
+def check_quality(card: ModelCard | None, cases: list[ReferenceCase], outputs: list[dict[str, np.ndarray]],
+                  precision: str) -> tuple[bool, str]:
+    """Whether one candidate's outputs on the reference set keep the card's quality, and the figures that decide."""
+    specs = {t.name: t for t in card.outputs} if card else {}
+    verdicts: list[tuple[bool, str]] = []
+    for name in cases[0].expected:
+        spec = specs.get(name)
+        got = [o.get(name) for o in outputs]
+        want = [c.expected[name] for c in cases]
+        if any(g is None or g.shape != w.shape or not np.all(np.isfinite(g)) for g, w in zip(got, want)):
+            return False, f"{name}: wrong shape, NaN or inf"
+        span = float(spec.value_range[1] - spec.value_range[0]) if spec and spec.value_range else 1.0
+        truth = [c.truth.get(name) for c in cases]
+        if spec is not None and spec.role in CLASS_ROLES:
+            changed = sum(int(np.sum(np.argmax(g, 1) != np.argmax(w, 1))) for g, w in zip(got, want))
+            total = sum(w.shape[0] for w in want)
+            verdicts.append((changed == 0, f"{name}: top-1 changed on {changed}/{total}"))
+        elif spec is not None and spec.role == "image" and all(t is not None for t in truth):
+            flat = lambda xs: np.concatenate([x.ravel() for x in xs])  # noqa: E731
+            ref_db = _psnr(flat(want), flat(truth), span)
+            got_db = _psnr(flat(got), flat(truth), span)
+            drop = ref_db - got_db
+            verdicts.append((drop <= PSNR_DROP_DB, f"{name}: PSNR {got_db:.3f} dB vs fp32 {ref_db:.3f} dB "
+                                                   f"(drop {drop:+.3f}, limit {PSNR_DROP_DB})"))
+        else:
+            err = max(float(np.max(np.abs(g.astype(np.float64) - w))) for g, w in zip(got, want))
+            limit = REFERENCE_TOLERANCE.get(precision, 1e-3) * max(span, 1e-6)
+            verdicts.append((err <= limit, f"{name}: max abs error {err:.2e} (limit {limit:.1e})"))
+    return all(ok for ok, _ in verdicts), "; ".join(text for _, text in verdicts)
+
+
+# -- timing and choice ---------------------------------------------------------------------------------
+def median_ms(run: Callable[[], object], repeats: int = 5, budget_s: float = 1.5) -> float:
+    """Median wall time of `run` in ms after one untimed call (OpenVINO compiles per shape on the first)."""
+    run()
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < repeats and (not times or time.perf_counter() < deadline):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
+@dataclass
+class Choice:
+    """The candidate a model version serves with, the runner built for it, and the table behind the choice."""
+
+    candidate: Candidate
+    runner: object
+    table: list[Trial]
+    pinned: bool = False
+
+    @property
+    def summary(self) -> str:
+        row = next(t for t in self.table if t.status == "chosen")
+        speed = "" if row.p50_ms is None else f", {row.p50_ms:.2f} ms on the typical input"
+        return f"{self.candidate.label} ({Path(row.file).name}{speed}; {'pinned' if self.pinned else 'fastest that passes'})"
+
+    def parameters(self) -> dict[str, str]:
+        """Strings for ModelConfig.parameters: the choice and its table as JSON."""
+        return {"ganserve.provider": self.candidate.provider, "ganserve.precision": self.candidate.precision,
+                "ganserve.model_file": self.candidate.path.name, "ganserve.choice": "pinned" if self.pinned else "auto",
+                "ganserve.candidates": json.dumps([t.as_dict() for t in self.table])}
+
+
+def choose(card: ModelCard | None, candidates: list[Candidate], skipped: list[Trial], cases: list[ReferenceCase],
+           build: Callable[[Candidate], object], timing_feeds: Callable[[object], dict[str, np.ndarray]],
+           pinned: bool = False, last_resort: frozenset[str] = frozenset()) -> Choice:
+    """Try every candidate; serve the fastest that passes the reference check.
+
+    With no candidate passing, only the first candidate at the file's own precision (the model as exported) may
+    serve, with the failure in the table and a warning; a faster precision that fails is never served unless pinned. `build` makes a runner
+    (an object with .run(feeds)); `timing_feeds` gives a runner's typical input. Providers in `last_resort` (CPU
+    when the user named others) serve only when no candidate of the named providers passes.
+    """
+    table = list(skipped)
+    tried: list[tuple[Candidate, object, Trial]] = []
+    for cand in candidates:
+        row = Trial(cand.provider, cand.precision, str(cand.path))
+        table.append(row)
+        try:
+            runner = build(cand)
+            if cases:
+                outputs = [runner.run(case.inputs) for case in cases]
+                ok, row.quality = check_quality(card, cases, outputs, cand.precision)
+            else:
+                ok, row.quality = True, "no reference set: not checked"
+            feeds = timing_feeds(runner)
+            row.p50_ms = median_ms(lambda: runner.run(feeds))
+        except Exception as exc:  # a provider that cannot build or run this graph is a candidate that failed
+            row.status, row.reason = "error", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            continue
+        row.status = "passed" if ok else "failed quality"
+        tried.append((cand, runner, row))
+    passing = [t for t in tried if t[2].status == "passed"]
+    passing = [t for t in passing if t[0].provider not in last_resort] or passing
+    if passing:
+        cand, runner, row = min(passing, key=lambda t: t[2].p50_ms or 0.0)
+    else:
+        base = tried if pinned else [t for t in tried if t[0].path.name == MODEL_FILE and t[0].precision != "bf16"]
+        if not base:
+            reasons = "; ".join(f"{t.provider}/{t.precision}: {t.status} {t.reason or t.quality}" for t in table)
+            raise RepositoryError(f"no execution provider/precision can serve this model ({reasons})")
+        cand, runner, row = base[0]
+        log.warning("no candidate reproduces the reference set; serving %s (%s): %s",
+                    cand.label, "pinned" if pinned else "the model as exported", row.quality)
+    row.status = "chosen"
+    return Choice(cand, runner, table, pinned)
