@@ -1,0 +1,198 @@
+"""Face aging: network shapes, loss values on small tensors, the evaluation's baselines, and the training path on a
+UTKFace-named folder of rendered faces (with a tiny loss network)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ganserve.errors import GanserveError
+from training.checkpoint import build_from_checkpoint
+from training.data.faces import AGE_GROUPS, GROUP_CENTRES, age_group, identity, render, scene, write_utkface_folder
+from training.models import face_aging as fa
+from training.models.face_judges import load_net, render_set, save_net, train_net
+from training.trainer import train
+
+TINY = {"g_channels": 8, "g_blocks": 1, "d_channels": 8, "batch_size": 4, "eval_identities": 3,
+        "train_identities": 6, "renders_per_identity": 2, "log_every": 1, "sample_every": 0, "ckpt_every": 0,
+        "age_judge": "", "id_judge": ""}
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A few-step loss network and judges (their quality does not matter here, only that they load and run)."""
+    root = tmp_path_factory.mktemp("face-nets")
+    data = render_set("train", 4, 3, seed=0)
+    out = {}
+    for kind in ("loss_net", "age_judge", "id_judge"):
+        net, facts = train_net(kind, data, seconds=60, max_steps=2, batch=8)
+        out[kind] = str(save_net(root / f"{kind}.pt", net, facts))
+    return out
+
+
+# -- networks -------------------------------------------------------------------------------------------------------
+def test_generator_shapes_range_and_start_near_identity() -> None:
+    torch.manual_seed(0)
+    g = fa.AgeGenerator(16, 2).eval()
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        y = g(x, fa.one_hot(torch.tensor([0, 3, 5])))
+        other = g(x, fa.one_hot(torch.tensor([5, 0, 1])))
+    assert y.shape == (3, 3, 64, 64) and float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    assert float((y - x).abs().mean()) < 0.1  # residual output with a small last layer: near the input at first
+    assert float((other - y).abs().max()) > 0  # the condition reaches the output
+    with pytest.raises(GanserveError):
+        fa.AgeGenerator(12, 1)
+
+
+def test_film_block_is_the_plain_block_at_zero_and_scales_with_the_group() -> None:
+    torch.manual_seed(0)
+    block = fa.CondResBlock(8).eval()
+    x = torch.randn(2, 8, 4, 4)
+    plain = x + block.body(x)
+    cond = fa.one_hot(torch.tensor([1, 4]))
+    assert torch.allclose(block(x, cond), plain)
+    with torch.no_grad():
+        block.film.bias[:8] = 1.0  # gamma = 1: the residual doubles
+    assert torch.allclose(block(x, cond), x + 2 * block.body(x), atol=1e-6)
+
+
+def test_projection_discriminator_shapes_and_projection_term() -> None:
+    torch.manual_seed(0)
+    d = fa.AgeDiscriminator(8).eval()
+    x = torch.rand(4, 3, 64, 64)
+    a, b = torch.tensor([0, 1, 2, 3]), torch.tensor([5, 5, 5, 5])
+    with torch.no_grad():
+        out_a, out_b = d(x, a), d(x, b)
+        phi = d.features(x * 2 - 1).sum(dim=(2, 3))
+        expected = ((d.embed(a) - d.embed(b)) * phi).sum(1)
+    assert out_a.shape == (4,)
+    assert torch.allclose(out_a - out_b, expected, atol=1e-4)
+
+
+# -- losses ----------------------------------------------------------------------------------------------------------
+def test_identity_loss_values() -> None:
+    e = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    assert float(fa.identity_loss(e, e)) == pytest.approx(0.0, abs=1e-7)
+    assert float(fa.identity_loss(e, torch.tensor([[0.0, 3.0], [5.0, 0.0]]))) == pytest.approx(1.0)
+    assert float(fa.identity_loss(e, -e)) == pytest.approx(2.0)
+    assert float(fa.identity_loss(e, torch.tensor([[1.0, 1.0], [0.0, 1.0]]))) == pytest.approx(
+        (1 - 1 / math.sqrt(2) + 0) / 2)
+
+
+def test_age_loss_value() -> None:
+    logits = torch.tensor([[2.0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1.0]])
+    expected = (-math.log(math.e**2 / (math.e**2 + 5)) - math.log(1 / (math.e + 5))) / 2
+    assert float(fa.age_loss(logits, torch.tensor([0, 2]))) == pytest.approx(expected, rel=1e-6)
+
+
+def test_reconstruction_loss_value() -> None:
+    x = torch.zeros(1, 3, 2, 2)
+    y = x.clone()
+    y[0, 0, 0, 0] = 0.6
+    assert float(fa.reconstruction_loss(y, x)) == pytest.approx(0.6 / 12)
+
+
+def test_jitter_moves_pixels_but_keeps_them() -> None:
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    moved = fa.jitter(x, torch.Generator().manual_seed(3))
+    assert moved.shape == x.shape and float(moved.sum()) == float(x.sum())
+    assert torch.equal(fa.jitter(x, torch.Generator().manual_seed(3)), moved)
+
+
+# -- evaluation ------------------------------------------------------------------------------------------------------
+def _oracle(x: np.ndarray, cond: np.ndarray) -> np.ndarray:
+    """Returns the true render at the target age: looks each input up among the held-out faces."""
+    faces = fa.held_out_faces(3)
+    out = []
+    for img, c in zip(x, cond):
+        i, _ = np.argwhere(np.all(faces == img, axis=(2, 3, 4)))[0]
+        out.append(faces[i, int(c.argmax())])
+    return np.stack(out)
+
+
+def test_evaluation_of_the_baseline_and_of_the_truth(nets: dict[str, str]) -> None:
+    judges = fa.Judges(load_net(nets["age_judge"]), load_net(nets["id_judge"]))
+    same = fa.evaluate_aging(lambda x, c: x, 3, judges)
+    for key in ("psnr", "ssim", "target_age_accuracy", "id_verify_rate", "id_rank1"):
+        assert same[key + "_changed"] == pytest.approx(same["input_" + key + "_changed"]), key
+    assert same["psnr_gain_changed"] == pytest.approx(0.0)
+    assert same["input_psnr"] == pytest.approx((6 * fa.PSNR_CAP + 30 * same["input_psnr_changed"]) / 36)
+    truth = fa.evaluate_aging(_oracle, 3, judges)
+    assert truth["psnr_changed"] == fa.PSNR_CAP and truth["ssim_changed"] == pytest.approx(1.0)
+    faces = fa.held_out_faces(3)
+    judge_on_truth = float(np.mean(judges.age_of(faces.reshape(-1, 3, 64, 64)) == np.tile(np.arange(6), 3)))
+    assert truth["target_age_accuracy"] == pytest.approx(judge_on_truth)
+    assert truth["id_rank1"] == 1.0 and truth["eval_pairs"] == 108
+    no_judges = fa.evaluate_aging(lambda x, c: x, 3, None)
+    assert "target_age_accuracy" not in no_judges and no_judges["psnr"] == pytest.approx(same["psnr"])
+
+
+def test_held_out_faces_are_the_renders_at_group_centres() -> None:
+    faces = fa.held_out_faces(2)
+    assert faces.shape == (2, 6, 3, 64, 64)
+    expected = render(identity("held_out", 1), GROUP_CENTRES[4], scene("held_out", 1), 64)
+    assert np.array_equal(np.rint(faces[1, 4].transpose(1, 2, 0) * 255).astype(np.uint8), expected)
+
+
+# -- the training path -----------------------------------------------------------------------------------------------
+def test_trains_on_a_utkface_folder_and_reloads(tmp_path: Path, nets: dict[str, str]) -> None:
+    folder = tmp_path / "utk"
+    write_utkface_folder(folder, "train", 10, seed=1)
+    (folder / "bad_name.jpg").write_bytes(b"x")
+    cfg = {**TINY, "data_dir": str(folder), "loss_net": nets["loss_net"], "age_judge": nets["age_judge"],
+           "id_judge": nets["id_judge"]}
+    ckpt = train("face-aging", cfg, steps=3, out_dir=tmp_path / "run", progress=False)
+    payload = torch.load(ckpt, weights_only=True)
+    data = payload["metrics"]["data"]
+    assert (data["images"], data["misnamed"], data["undecodable"]) == (10, 1, 0)
+    assert not any(k.startswith("loss_net.") for k in payload["state"])  # the frozen loss network is not saved
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in lines if r["kind"] == "train"]
+    assert len(train_rows) == 3 and all(np.isfinite(r["loss_g"]) and 0 <= r["age_acc"] <= 1 for r in train_rows)
+    app = build_from_checkpoint(ckpt)
+    metrics = app.evaluate()
+    assert metrics == pytest.approx(payload["metrics"]["eval"] | {"eval_seconds": metrics["eval_seconds"]})
+    assert 0 <= metrics["target_age_accuracy"] <= 1 and metrics["eval_pairs"] == 108
+    grid = app.sample_grid()
+    assert grid.shape == (2 * 3 * 64, 7 * 64, 3) and grid.dtype == np.uint8  # two rows per identity (3 here)
+
+
+def test_renderer_training_batches_are_reproducible(nets: dict[str, str]) -> None:
+    from training.application import TrainContext
+
+    app = fa.FaceAgingApp(fa.FaceAgingConfig(**{**TINY, "loss_net": nets["loss_net"]}))
+    app.setup_training(TrainContext(note=lambda m: None))
+    a, b = app.make_batch(5, 0, 1), app.make_batch(5, 0, 1)
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["target"], b["target"])
+    assert not torch.equal(a["image"], app.make_batch(6, 0, 1)["image"])
+    assert app.facts["data"]["identities"] == 6 and sum(app.facts["data"]["per_group"]) == 12
+    losses = app.train_step(a, 0)
+    assert {"loss_d", "loss_adv", "loss_rec", "loss_id", "loss_age", "loss_g"} <= set(losses)
+
+
+def test_identity_or_age_loss_without_a_loss_net_is_refused() -> None:
+    from training.application import TrainContext
+
+    app = fa.FaceAgingApp(fa.FaceAgingConfig(**{**TINY, "loss_net": ""}))
+    with pytest.raises(GanserveError, match="loss_net"):
+        app.setup_training(TrainContext(note=lambda m: None))
+    missing = fa.FaceAgingApp(fa.FaceAgingConfig(**{**TINY, "loss_net": "/nonexistent/loss_net.pt"}))
+    with pytest.raises(GanserveError, match="no such face network"):
+        missing.setup_training(TrainContext(note=lambda m: None))
+
+
+def test_demo_examples_are_held_out_faces_with_their_truth() -> None:
+    app = fa.FaceAgingApp(fa.FaceAgingConfig(**TINY))
+    examples = app.demo_examples(3)
+    assert [e.condition for e in examples] == ["60+", "0-18", "50-59"]
+    for i, e in enumerate(examples):
+        assert e.image is not None and e.truth is not None and e.image.shape == (64, 64, 3)
+        target = AGE_GROUPS.index(e.condition)
+        assert target != age_group(fa.DEMO_SOURCE_AGE)
+        assert np.array_equal(e.truth, render(identity("held_out", i), GROUP_CENTRES[target], scene("held_out", i)))

@@ -1,0 +1,293 @@
+"""Face networks that are not the generator: the loss network it learns from, and the two independent judges.
+
+- ``loss_net``: identity embedding + age-group head, trained on the *training* identities' renders; the face-aging
+  generator's identity-preserving loss compares its features and its age loss reads the age head (as in
+  Wang et al. 2018's identity-preserved conditional GAN, which also learns from a pre-trained age classifier).
+- ``age_judge`` and ``id_judge``: an age-group classifier and an identity embedding with another architecture,
+  trained only on the *judge* identities' renders (a pool disjoint from training and held-out identities), never
+  on generated faces. They score the generator on held-out identities; they never train it.
+
+Train all three with one command (about 1.5 minutes each on 2 cores):
+
+    python -m training.models.face_judges --config training/configs/face_judges_cpu.yaml --out models/face-judges
+
+Each file is a small dict saved with torch.save (kind, config, state, metrics), read back with ``load_net``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganserve.errors import GanserveError
+from training.config import load_config_file
+from training.data.faces import AGE_GROUPS, GROUP_CENTRES, age_group, identity, render, scene
+
+KINDS = ("loss_net", "age_judge", "id_judge")
+FILES = {kind: f"{kind}.pt" for kind in KINDS}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class NetConfig:
+    """Shape of one face network: conv widths (each stage halves the size), embedding size, identity classes."""
+
+    kind: str
+    widths: tuple[int, ...] = (24, 48, 96, 128)
+    embed: int = 64
+    identities: int = 0  # identity classes of the training softmax (0 = no identity head)
+    age_head: bool = True
+    norm: bool = False  # batch norm + ReLU after each conv (the judges) or leaky ReLU alone (the loss net)
+
+
+class FaceNet(nn.Module):
+    """Conv stages (stride 2) -> global average pool -> L2-normalised embedding; optional identity and age heads.
+
+    Input: RGB in [0, 1], N x 3 x 64 x 64 (other sizes work: the pool is global).
+    """
+
+    def __init__(self, cfg: NetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        layers: list[nn.Module] = []
+        ch = 3
+        for w in cfg.widths:
+            layers.append(nn.Conv2d(ch, w, 3, stride=2, padding=1))
+            if cfg.norm:
+                layers += [nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            else:
+                layers.append(nn.LeakyReLU(0.2, inplace=True))
+            ch = w
+        self.trunk = nn.Sequential(*layers)
+        self.embed = nn.Linear(ch, cfg.embed)
+        self.id_head = nn.Linear(cfg.embed, cfg.identities) if cfg.identities else None
+        self.age = nn.Linear(ch, len(AGE_GROUPS)) if cfg.age_head else None
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x * 2.0 - 1.0).mean(dim=(2, 3))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised identity embedding (N, embed)."""
+        return F.normalize(self.embed(self.pooled(x)), dim=1)
+
+    def age_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Age-group logits (N, 6)."""
+        if self.age is None:
+            raise GanserveError(f"{self.cfg.kind} has no age head")
+        return self.age(self.pooled(x))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        h = self.pooled(x)
+        emb = self.embed(h)
+        id_logits = self.id_head(F.normalize(emb, dim=1) * 16.0) if self.id_head is not None else None
+        return emb, id_logits, self.age(h) if self.age is not None else None
+
+
+def net_config(kind: str, identities: int) -> NetConfig:
+    """The fixed architecture of each kind: the judges differ from the loss net (batch norm, ReLU, widths)."""
+    if kind == "loss_net":
+        return NetConfig(kind, (24, 48, 96, 128), 64, identities, True, False)
+    if kind == "age_judge":
+        return NetConfig(kind, (16, 32, 64, 96), 32, 0, True, True)
+    if kind == "id_judge":
+        return NetConfig(kind, (16, 32, 64, 128), 64, identities, False, True)
+    raise GanserveError(f"unknown face network kind {kind!r} (one of {', '.join(KINDS)})")
+
+
+# -- data -------------------------------------------------------------------------------------------------------
+@dataclass
+class FaceSet:
+    """Rendered faces with their identity index and age, as float tensors ready for training."""
+
+    images: torch.Tensor  # N x 3 x 64 x 64 in [0, 1]
+    ids: torch.Tensor  # N int64
+    ages: torch.Tensor  # N float32
+    groups: torch.Tensor  # N int64
+
+
+def render_set(pool: str, identities: int, per_identity: int, seed: int, size: int = 64, start: int = 0) -> FaceSet:
+    """``per_identity`` renders of each identity at uniform random ages (0-80) in random scenes."""
+    rng = np.random.default_rng(seed)
+    images, ids, ages = [], [], []
+    for i in range(identities):
+        f = identity(pool, start + i)
+        for _ in range(per_identity):
+            age = float(rng.uniform(0, 80))
+            images.append(render(f, age, scene(pool, start + i, int(rng.integers(1 << 30))), size))
+            ids.append(i)
+            ages.append(age)
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+    a = torch.tensor(ages, dtype=torch.float32)
+    return FaceSet(x, torch.tensor(ids), a, torch.tensor([age_group(v) for v in ages]))
+
+
+# -- training ---------------------------------------------------------------------------------------------------
+def train_net(kind: str, data: FaceSet, seconds: float, seed: int = 0, batch: int = 64, lr: float = 2e-3,
+              max_steps: int | None = None) -> tuple[FaceNet, dict[str, float]]:
+    """Train one face network on ``data`` for ``seconds`` (or ``max_steps``): identity softmax and/or age CE."""
+    torch.manual_seed(seed)
+    identities = int(data.ids.max()) + 1
+    net = FaceNet(net_config(kind, identities))
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    start, step, losses = time.monotonic(), 0, {}
+    while (max_steps is None or step < max_steps) and time.monotonic() - start < seconds:
+        idx = torch.randint(len(data.ids), (batch,), generator=gen)
+        x = data.images[idx]
+        x = torch.where(torch.rand(batch, 1, 1, 1, generator=gen) < 0.5, x, x.flip(3))  # mirror
+        _, id_logits, age_logits = net(x)
+        loss = torch.zeros(())
+        if id_logits is not None:
+            losses["id"] = F.cross_entropy(id_logits, data.ids[idx])
+            loss = loss + losses["id"]
+        if age_logits is not None:
+            losses["age"] = F.cross_entropy(age_logits, data.groups[idx])
+            loss = loss + losses["age"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+    net.eval()
+    return net, {"steps": float(step), "seconds": time.monotonic() - start,
+                 **{f"final_loss_{k}": float(v.detach()) for k, v in losses.items()}}
+
+
+def save_net(path: str | Path, net: FaceNet, metrics: dict[str, Any]) -> Path:
+    """Write a face network atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": "ganserve-face-net", "config": asdict(net.cfg), "state": net.state_dict(), "metrics": metrics}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def resolve(path: str | Path) -> Path:
+    """A relative path as given if it exists from here, else relative to the repository root (shipped files)."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    return REPO_ROOT / path
+
+
+def load_net(path: str | Path, kind: str | None = None) -> FaceNet:
+    """Read a face network written by ``save_net`` (eval mode, frozen); a one-line error for anything else."""
+    path = resolve(path)
+    if not path.is_file():
+        raise GanserveError(f"{path}: no such face network file (train with: python -m training.models.face_judges)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise GanserveError(f"{path}: not a readable face network ({str(exc).splitlines()[0][:120]})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != "ganserve-face-net":
+        raise GanserveError(f"{path}: not a face network file")
+    cfg = NetConfig(**{**payload["config"], "widths": tuple(payload["config"]["widths"])})
+    if kind is not None and cfg.kind != kind:
+        raise GanserveError(f"{path}: holds a {cfg.kind}, not a {kind}")
+    net = FaceNet(cfg)
+    net.load_state_dict(payload["state"])
+    net.eval().requires_grad_(False)
+    return net
+
+
+# -- measuring the judges on true renders -------------------------------------------------------------------------
+@torch.no_grad()
+def true_render_report(age_judge: FaceNet, id_judge: FaceNet, identities: int = 16) -> dict[str, float]:
+    """Judges on held-out identities' true renders at the group centres: age accuracy, verification at 1% FAR."""
+    faces = [[render(identity("held_out", i), age, scene("held_out", i), 64) for age in GROUP_CENTRES]
+             for i in range(identities)]
+    x = torch.from_numpy(np.stack([f for row in faces for f in row])).permute(0, 3, 1, 2).float() / 255.0
+    groups = torch.arange(len(AGE_GROUPS)).repeat(identities)
+    ids = torch.arange(identities).repeat_interleave(len(AGE_GROUPS))
+    acc = float((age_judge.age_logits(x).argmax(1) == groups).float().mean())
+    emb = id_judge.features(x)
+    sim = emb @ emb.T
+    same = ids[:, None] == ids[None, :]
+    off = ~torch.eye(len(ids), dtype=torch.bool)
+    impostor = sim[~same]
+    tau = float(torch.quantile(impostor, 0.99))
+    genuine = sim[same & off]
+    return {"age_accuracy": acc, "verify_rate_at_far1": float((genuine >= tau).float().mean()),
+            "threshold": tau, "identities": float(identities)}
+
+
+def train_all(out: str | Path, minutes: float = 1.5, identities: int = 160, per_identity: int = 16,
+              seed: int = 0, max_steps: int | None = None) -> dict[str, Any]:
+    """Train the loss net (training identities) and both judges (judge identities); write them and judges.json."""
+    out = Path(out)
+    t0 = time.monotonic()
+    train_set = render_set("train", identities, per_identity, seed)
+    judge_set = render_set("judge", identities, per_identity, seed + 1)
+    render_s = time.monotonic() - t0
+    report: dict[str, Any] = {"render_seconds": render_s, "identities": identities, "per_identity": per_identity,
+                              "minutes_each": minutes, "seed": seed}
+    nets = {}
+    for kind, data in (("loss_net", train_set), ("age_judge", judge_set), ("id_judge", judge_set)):
+        net, facts = train_net(kind, data, minutes * 60, seed=seed, max_steps=max_steps)
+        pool = "train" if kind == "loss_net" else "judge"
+        facts.update({"pool": pool, "identities": identities, "per_identity": per_identity})
+        save_net(out / FILES[kind], net, facts)
+        nets[kind] = net
+        report[kind] = facts
+        print(f"[face-judges] {kind}: {facts['steps']:.0f} steps in {facts['seconds']:.0f} s", file=sys.stderr)
+    report["held_out_true_renders"] = true_render_report(nets["age_judge"], nets["id_judge"])
+    report["loss_net_on_held_out"] = true_render_report(nets["loss_net"], nets["loss_net"])
+    tmp = out / ".judges.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, out / "judges.json")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: train the loss network and the two judges into --out."""
+    p = argparse.ArgumentParser(prog="python -m training.models.face_judges", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="models/face-judges")
+    p.add_argument("--config", default=None, help="YAML/JSON with minutes, identities, per_identity, seed")
+    p.add_argument("--minutes", type=float, default=None, help="training time per network (default 1.5)")
+    p.add_argument("--identities", type=int, default=None, help="identities per pool (default 160)")
+    p.add_argument("--per-identity", type=int, default=None, help="renders per identity (default 16)")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
+    args = p.parse_args(argv)
+    try:
+        values = {"minutes": 1.5, "identities": 160, "per_identity": 16, "seed": 0}
+        if args.config:
+            extra = load_config_file(args.config)
+            unknown = sorted(set(extra) - set(values))
+            if unknown:
+                raise GanserveError(f"{args.config}: unknown key(s) {', '.join(unknown)}; known: {', '.join(values)}")
+            values.update(extra)
+        for key in values:
+            if getattr(args, key) is not None:
+                values[key] = getattr(args, key)
+        args.minutes, args.identities = float(values["minutes"]), int(values["identities"])
+        args.per_identity, args.seed = int(values["per_identity"]), int(values["seed"])
+        if args.minutes <= 0 or args.identities < 2 or args.per_identity < 1:
+            raise GanserveError("--minutes must be > 0, --identities >= 2 and --per-identity >= 1")
+        report = train_all(args.out, args.minutes, args.identities, args.per_identity, args.seed)
+    except GanserveError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report["held_out_true_renders"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
