@@ -266,6 +266,7 @@ class SRResNetApp(Application):
             tile_safe=True,  # eval-mode batch norm is a per-channel affine map: no whole-image statistics
             dynamic_spatial=True,
             parity_inputs=[{"lr": small}, {"lr": larger}],
+            reference_targets=[{"sr": held_out_hr_crops(c.scale, 1, 32, 32)}, {"sr": held_out_hr_crops(c.scale, 2, 48, 40)}],
             evaluate=evaluate,
             quality_key="psnr_y",
             calibration=calibration,
