@@ -88,12 +88,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def build_from_checkpoint(path: str | Path) -> Any:
-    """Rebuild the registered application a checkpoint names, load its weights, and put it in eval mode."""
+def build_from_checkpoint(path: str | Path, overrides: dict[str, Any] | None = None) -> Any:
+    """Rebuild the registered application a checkpoint names, load its weights, and put it in eval mode.
+
+    ``overrides`` (config key -> value, strings allowed) replace stored config values first, e.g. which of a
+    two-generator model's directions to export; one that changes the networks fails on the weights below."""
     from training import registry
+    from training.config import coerce
 
     payload = load_checkpoint(path)
-    app = registry.build(payload["model"], payload["config"])
+    config = dict(payload["config"])
+    if overrides:
+        config.update(coerce(registry.lookup(payload["model"])[1], overrides))
+    app = registry.build(payload["model"], config)
     try:
         app.load_state_dict(payload["state"], strict=True)
     except RuntimeError as exc:

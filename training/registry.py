@@ -13,6 +13,7 @@ _MODELS: dict[str, tuple[type, type]] = {}
 MODEL_MODULES = ("training.models.srgan", "training.models.ssgan")
 MODEL_MODULES += ("training.models.dcgan", "training.models.vae", "training.models.wae", "training.models.aegan", "training.models.cvaegan")
 MODEL_MODULES += ("training.models.attentive_gan",)
+MODEL_MODULES += ("training.models.pix2pix", "training.models.cyclegan")
 MODEL_MODULES += ("training.models.face_aging",)
 
 

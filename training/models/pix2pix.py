@@ -1,0 +1,268 @@
+"""pix2pix (Isola et al. 2017, "Image-to-Image Translation with Conditional Adversarial Networks").
+
+U-Net generator, PatchGAN discriminator that sees (input, output) pairs, loss = cGAN + lambda * L1 (lambda = 100),
+dropout as the generator's noise, batch or instance norm. ``gan_weight: 0`` trains the same U-Net on L1 alone
+(the paper's ablation): no discriminator update runs, so in a fixed time budget it takes more steps.
+Data: the built-in edges -> photo task (Canny edges of the built-in photos) or a paired folder (``data_dir``).
+Images are RGB in [0, 1] in and out; the networks work in [-1, 1] inside.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganserve.contract import TensorSpec
+from ganserve.errors import GanserveError
+from training.application import Application, DemoExample, TrainContext
+from training.config import CommonConfig, config_dict
+from training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, step_generator
+from training.data.paired import (
+    CANNY_SIGMA, PairedSource, builtin_train_pairs, held_out_pairs, load_paired_folder, swap_direction,
+)
+from training.export_spec import ExportSpec
+from training.models import translation_eval as te
+from training.models.translation_nets import NORMS, PatchDiscriminator, UNetGenerator
+from training.objectives import get_objective
+from training.registry import register_model
+
+HELD_OUT_DESCRIPTION = (
+    f"edges -> photo on held-out photos (never trained on): {', '.join(BUILTIN_HELD_OUT)}; "
+    f"Canny edges (sigma {CANNY_SIGMA}), centre-cropped to the U-Net's spatial multiple"
+)
+
+
+class Translator(nn.Module):
+    """What gets exported: RGB [0, 1] NCHW -> RGB [0, 1] NCHW through a [-1, 1] generator (eval mode, clamped)."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return ((self.generator(image * 2.0 - 1.0) + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
+@dataclass
+class Pix2PixConfig(CommonConfig):
+    """pix2pix; defaults are the paper's (unet_256, 64 filters, batch norm, lambda 100, Adam 2e-4, beta1 0.5)."""
+
+    depth: int = 8  # U-Net levels: 8 = unet_256, 7 = unet_128; inputs are multiples of 2**depth
+    ngf: int = 64
+    max_mult: int = 8  # channel cap: ngf * max_mult (the paper's 8)
+    norm: str = "batch"  # batch | instance | none
+    dropout: float = 0.5
+    ndf: int = 64
+    d_layers: int = 3  # 3 = the 70x70 PatchGAN
+    d_max_mult: int = 8
+    crop: int = 256  # training crop side (a multiple of 2**depth)
+    l1_weight: float = 100.0
+    gan_weight: float = 1.0  # 0 = the L1-only U-Net baseline
+    adversarial: str = "nonsaturating"  # the cGAN loss; any name in training.objectives
+    direction: str = "AtoB"  # AtoB | BtoA (folder data)
+    batch_size: int = 1
+    lr: float = 2e-4
+    d_lr: float = 2e-4
+    beta1: float = 0.5
+
+
+@register_model("pix2pix", Pix2PixConfig)
+class Pix2PixApp(Application):
+    """Conditional GAN for paired translation; evaluation is held-out L1/PSNR/SSIM/sharpness vs the true photo."""
+
+    config: Pix2PixConfig
+
+    def __init__(self, config: Pix2PixConfig) -> None:
+        super().__init__(config)
+        c = config
+        if c.norm not in NORMS:
+            raise GanserveError(f"norm must be one of {', '.join(NORMS)}, got {c.norm!r}")
+        if c.crop < 2**c.depth or c.crop % 2**c.depth:
+            raise GanserveError(f"crop {c.crop} must be a multiple of 2**depth = {2**c.depth}")
+        if c.batch_size < 1 or c.l1_weight < 0 or c.gan_weight < 0:
+            raise GanserveError("batch_size must be >= 1 and l1_weight, gan_weight >= 0")
+        if c.l1_weight == 0 and c.gan_weight == 0:
+            raise GanserveError("l1_weight and gan_weight are both 0: nothing to train")
+        swap_direction([], c.direction)  # validates the name
+        self.objective = get_objective(c.adversarial)
+        self.generator = UNetGenerator(3, 3, c.depth, c.ngf, c.max_mult, c.norm, c.dropout)
+        self.discriminator = PatchDiscriminator(6, c.ndf, c.d_layers, c.norm, c.d_max_mult)
+        self.source: PairedSource | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def multiple(self) -> int:
+        return 2**self.config.depth
+
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.config
+        return {
+            "g": torch.optim.Adam(self.generator.parameters(), lr=c.lr, betas=(c.beta1, c.beta2)),
+            "d": torch.optim.Adam(self.discriminator.parameters(), lr=c.d_lr, betas=(c.beta1, c.beta2)),
+        }
+
+    def setup_training(self, context: TrainContext) -> None:
+        super().setup_training(context)
+        c = self.config
+        if c.data_dir:
+            pairs = swap_direction(load_paired_folder(c.data_dir, c.crop), c.direction)
+            self.facts["data"] = {"source": f"paired folder {c.data_dir}", "pairs": len(pairs), "direction": c.direction}
+        else:
+            pairs = builtin_train_pairs()
+            self.facts["data"] = {"source": "builtin edges -> photo", "train": list(BUILTIN_TRAIN),
+                                  "edges": f"Canny sigma {CANNY_SIGMA}"}
+        self.source = PairedSource(pairs, c.crop)
+        self.facts["held_out"] = HELD_OUT_DESCRIPTION
+        self.facts["loss"] = (f"{c.gan_weight:g} * {c.adversarial} cGAN + {c.l1_weight:g} * L1" if c.gan_weight > 0
+                              else f"L1 only (x{c.l1_weight:g}), no discriminator: the paper's L1 ablation")
+        context.note(f"pix2pix loss: {self.facts['loss']}; data: {self.facts['data']['source']}")
+
+    def make_batch(self, step: int, rank: int, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.source is None:
+            raise RuntimeError("setup_training() must run before make_batch()")
+        return self.source.batch(self.config.batch_size, step_generator(self.config.seed, step, rank))
+
+    def d_loss(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor) -> torch.Tensor:
+        """Discriminator loss on [-1, 1] tensors, halved as in the paper (slows D relative to G)."""
+        real = self.discriminator(torch.cat([real_a, real_b], 1))
+        fake = self.discriminator(torch.cat([real_a, fake_b.detach()], 1))
+        return 0.5 * self.objective.d_loss(real, fake)
+
+    def g_losses(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Generator loss gan_weight * cGAN + l1_weight * L1 on [-1, 1] tensors (D frozen), with its parts."""
+        c = self.config
+        l1 = F.l1_loss(fake_b, real_b)
+        if c.gan_weight == 0:
+            return {"g": c.l1_weight * l1, "l1": l1}
+        self.discriminator.requires_grad_(False)
+        try:
+            adv = self.objective.g_loss(self.discriminator(torch.cat([real_a, fake_b], 1)), real_b)
+        finally:
+            self.discriminator.requires_grad_(True)
+        return {"g": c.gan_weight * adv + c.l1_weight * l1, "adv": adv, "l1": l1}
+
+    def train_step(self, batch: Any, step: int) -> dict[str, float]:
+        a, b = (t.to(self.device) * 2.0 - 1.0 for t in batch)
+        fake = self.generator(a)
+        out: dict[str, float] = {}
+        if self.config.gan_weight > 0:
+            loss_d = self.d_loss(a, b, fake)
+            self.optimize("d", loss_d)
+            out["loss_d"] = float(loss_d.detach())
+        parts = self.g_losses(a, b, fake)
+        self.optimize("g", parts["g"])
+        out.update({f"loss_{k}": float(v.detach()) for k, v in parts.items()})
+        return out
+
+    # -- evaluation and pictures ----------------------------------------------------------------------
+    @torch.no_grad()
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        was_training = self.training
+        self.eval()
+        try:
+            return Translator(self.generator)(torch.from_numpy(x).to(self.device)).cpu().numpy()
+        finally:
+            self.train(was_training)
+
+    def held_out(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Held-out (edges, photo) uint8 pairs, centre-cropped to the spatial multiple."""
+        m = self.multiple
+        return [(te.center_crop_multiple(a, m), te.center_crop_multiple(b, m)) for a, b in held_out_pairs()]
+
+    def evaluate_predictor(self, predict: te.ArrayPredictor) -> dict[str, float]:
+        """Held-out figures of ``predict`` against the true photo, next to the identity mapping (edges as output)."""
+        rows = []
+        for a, b in self.held_out():
+            x, truth = te.to_batch(a), te.to_hwc(te.to_batch(b))
+            row = te.image_figures(te.to_hwc(predict(x)), truth)
+            row.update({f"identity_{k}": v for k, v in te.image_figures(te.to_hwc(x), truth).items()})
+            rows.append(row)
+        out = te.mean_figures(rows)
+        out["eval_images"] = float(len(rows))
+        return out
+
+    def evaluate(self) -> dict[str, float]:
+        return self.evaluate_predictor(self._predict)
+
+    def _held_out_images(self, which: int) -> list[np.ndarray]:
+        return [pair[which] for pair in held_out_pairs()]
+
+    def sample_grid(self) -> np.ndarray:
+        side = max(self.multiple, 64)
+        a = te.crops(self._held_out_images(0), 3, side, side)
+        b = te.crops(self._held_out_images(1), 3, side, side)
+        return te.picture_grid([a, self._predict(a), b])
+
+    def demo_examples(self, count: int) -> list[DemoExample]:
+        names = [e.split(":")[1].split("[")[0] for e in BUILTIN_HELD_OUT]
+        out = []
+        for i in range(min(count, len(names))):
+            a, b = held_out_pairs()[i]
+            out.append(DemoExample(name=f"{names[i]}_edges", image=te.uint8_crop(a, 256), truth=te.uint8_crop(b, 256)))
+        return out
+
+    # -- export ------------------------------------------------------------------------------------------
+    def export_spec(self) -> ExportSpec:
+        c = self.config
+        m = self.multiple
+        module = Translator(copy.deepcopy(self.generator).cpu().eval()).eval()
+        edges = self._held_out_images(0)
+        small, larger = te.crops(edges, 1, m, m), te.crops(edges, 2, 2 * m, 3 * m)
+
+        def evaluate(predictor: Any) -> dict[str, float]:
+            return self.evaluate_predictor(lambda x: predictor({"image": x})["translated"])
+
+        def calibration() -> Any:
+            gen = torch.Generator().manual_seed(1234)
+            source = PairedSource(builtin_train_pairs(), max(m, 64), augment=False)
+            for _ in range(8):
+                a, _b = source.batch(1, gen)
+                yield {"image": a.numpy()}
+
+        kind = "L1-only U-Net" if c.gan_weight == 0 else "pix2pix U-Net"
+        architecture = (f"{self.model_name}: {kind} depth {c.depth} (multiple {m}), {c.ngf} filters (cap x{c.max_mult}), "
+                        f"{c.norm} norm; PatchGAN {c.d_layers} layers x {c.ndf}")
+        return ExportSpec(
+            module=module,
+            example_inputs=(torch.from_numpy(small),),
+            inputs=[TensorSpec("image", [3, -1, -1], "FP32", "image", "NCHW", [0.0, 1.0])],
+            outputs=[TensorSpec("translated", [3, -1, -1], "FP32", "image", "NCHW", [0.0, 1.0])],
+            task="translation",
+            architecture=architecture,
+            scale=1,
+            spatial_multiple=m,
+            # the U-Net's bottleneck sees the whole input (and instance norm, if chosen, whole-image statistics):
+            # tiles would not reproduce the whole-image output, so the server never tiles it
+            tile_safe=False,
+            dynamic_spatial=True,
+            parity_inputs=[{"image": small}, {"image": larger}],
+            evaluate=evaluate,
+            quality_key="psnr",
+            calibration=calibration,
+            card_extra=self._card_extra(),
+        )
+
+    def _card_extra(self) -> dict[str, Any]:
+        info = self.train_info or {}
+        metrics = info.get("metrics", {}) or {}
+        return {
+            "model": self.model_name,
+            "value_range": "RGB in [0, 1] in and out (output clamped)",
+            "training_data": metrics.get("data", {"source": "builtin edges -> photo", "train": list(BUILTIN_TRAIN)}),
+            "held_out": HELD_OUT_DESCRIPTION,
+            "loss": metrics.get("loss"),
+            "steps": info.get("step"),
+            "elapsed_seconds": metrics.get("elapsed_seconds"),
+            "budget_minutes": metrics.get("budget_minutes"),
+            "config": config_dict(self.config),
+            "commit": info.get("commit"),
+        }

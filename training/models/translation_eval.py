@@ -1,0 +1,91 @@
+"""Held-out figures and picture helpers shared by pix2pix and CycleGAN: L1, PSNR and SSIM on RGB, and sharpness.
+
+Translation changes colour, so the figures are on RGB in [0, 1] (not on luma as for super-resolution). Held-out
+images are centre-cropped to the generator's spatial multiple so no padding enters the figures.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from training import metrics
+
+# Maps a 1x3xHxW float32 array in [0, 1] to one of the same shape.
+ArrayPredictor = Callable[[np.ndarray], np.ndarray]
+
+
+def center_crop_multiple(img: np.ndarray, multiple: int) -> np.ndarray:
+    """The centred HxW window of ``img`` (HxWxC) whose sides are the largest multiples of ``multiple``."""
+    h, w = img.shape[:2]
+    ch, cw = h - h % multiple, w - w % multiple
+    if ch == 0 or cw == 0:
+        raise ValueError(f"image {w}x{h} is smaller than the spatial multiple {multiple}")
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return np.ascontiguousarray(img[y : y + ch, x : x + cw])
+
+
+def to_batch(img: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 (or float in [0, 1]) -> 1x3xHxW float32 in [0, 1]."""
+    arr = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1)[None])
+
+
+def to_hwc(x: np.ndarray) -> np.ndarray:
+    """1x3xHxW -> HxWx3 float64 clipped to [0, 1]."""
+    return np.clip(np.asarray(x, dtype=np.float64)[0].transpose(1, 2, 0), 0.0, 1.0)
+
+
+def image_figures(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """L1, PSNR (dB), SSIM (Wang et al.'s Gaussian settings, per channel) on RGB in [0, 1], and sharpness ratio."""
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {pred.shape} and target {target.shape} differ in shape")
+    return {
+        "l1": float(np.abs(pred - target).mean()),
+        "psnr": float(peak_signal_noise_ratio(target, pred, data_range=1.0)),
+        "ssim": float(structural_similarity(target, pred, data_range=1.0, channel_axis=2, gaussian_weights=True,
+                                            sigma=1.5, use_sample_covariance=False)),
+        "sharpness": metrics.sharpness_ratio(pred, target, 0),
+    }
+
+
+def mean_figures(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Per-key mean over images."""
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def picture_grid(columns: list[np.ndarray]) -> np.ndarray:
+    """Columns of NCHW [0,1] batches (same shape) -> one HxWx3 uint8 picture, a row per item."""
+    rows = [np.concatenate([c[i] for c in columns], axis=2) for i in range(columns[0].shape[0])]
+    grid = np.concatenate(rows, axis=1).transpose(1, 2, 0)
+    return (np.clip(grid, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def crop_boxes(shapes: list[tuple[int, int]], n: int, h: int, w: int) -> list[tuple[int, int, int]]:
+    """(image index, y, x) of ``n`` deterministic h x w windows spread over images of the given (H, W)."""
+    boxes = []
+    for i in range(n):
+        k = i % len(shapes)
+        H, W = shapes[k]
+        if H < h or W < w:
+            raise ValueError(f"held-out image {k} ({W}x{H}) is smaller than a {w}x{h} crop")
+        y = min(max((H - h) // 2 + 23 * i, 0), H - h)
+        x = min(max((W - w) // 2 - 37 * i, 0), W - w)
+        boxes.append((k, y, x))
+    return boxes
+
+
+def crops(images: list[np.ndarray], n: int, h: int, w: int) -> np.ndarray:
+    """NCHW float32 [0, 1] batch of ``n`` deterministic crops from HxWx3 uint8 images (see ``crop_boxes``)."""
+    boxes = crop_boxes([im.shape[:2] for im in images], n, h, w)
+    return np.concatenate([to_batch(images[k][y : y + h, x : x + w]) for k, y, x in boxes], axis=0)
+
+
+def uint8_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """The centred ``size`` x ``size`` window (or the whole side when smaller) of an HxWx3 image."""
+    h, w = img.shape[:2]
+    ch, cw = min(size, h), min(size, w)
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return np.ascontiguousarray(img[y : y + ch, x : x + cw])

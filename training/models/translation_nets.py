@@ -1,0 +1,194 @@
+"""Networks shared by pix2pix and CycleGAN: U-Net and ResNet generators, the PatchGAN discriminator, the image pool.
+
+U-Net (Isola et al. 2017): ``depth`` stride-2 4x4 convolutions down to 1x1 for a ``2**depth`` input (depth 8 is the
+paper's unet_256, 7 its unet_128), mirrored by transposed convolutions with skip connections; dropout 0.5 in the
+three innermost decoder layers is the generator's noise. ResNet generator (Zhu et al. 2017, after Johnson et al.):
+7x7 stem, two stride-2 convolutions, residual blocks (6 or 9), two transposed convolutions, 7x7 head, reflection
+padding. PatchGAN: 4x4 convolutions, three stride-2 then two stride-1, a score per 70x70 patch with ``layers=3``.
+Generators map [-1, 1] to [-1, 1] (tanh); the applications convert from and to [0, 1] at their edges.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ganserve.errors import GanserveError
+
+NORMS = ("instance", "batch", "none")
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """Instance norm (per-image statistics, no affine, as both papers), batch norm, or nothing."""
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise GanserveError(f"norm must be one of {', '.join(NORMS)}, got {kind!r}")
+
+
+class UNetBlock(nn.Module):
+    """One level of the U-Net: down conv, the inner levels, up conv, and the skip (concatenation) around them."""
+
+    def __init__(self, outer: int, inner: int, sub: nn.Module | None, norm: str, dropout: float,
+                 outermost: bool = False, in_channels: int | None = None, out_channels: int | None = None) -> None:
+        super().__init__()
+        self.outermost = outermost
+        bias = norm != "batch"
+        down_in = in_channels if outermost and in_channels else outer
+        down = [nn.Conv2d(down_in, inner, 4, stride=2, padding=1, bias=bias)]
+        if outermost:
+            up_out = out_channels or outer
+            self.model = nn.Sequential(*down, *([sub] if sub else []), nn.ReLU(True),
+                                       nn.ConvTranspose2d(inner * 2, up_out, 4, stride=2, padding=1), nn.Tanh())
+            return
+        if sub is None:  # innermost: no norm at the 1x1 bottleneck
+            layers = [nn.LeakyReLU(0.2, True), *down, nn.ReLU(True),
+                      nn.ConvTranspose2d(inner, outer, 4, stride=2, padding=1, bias=bias), norm_layer(norm, outer)]
+        else:
+            layers = [nn.LeakyReLU(0.2, True), *down, norm_layer(norm, inner), sub, nn.ReLU(True),
+                      nn.ConvTranspose2d(inner * 2, outer, 4, stride=2, padding=1, bias=bias), norm_layer(norm, outer)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.outermost:
+            return self.model(x)
+        return torch.cat([x, self.model(x)], dim=1)
+
+
+class UNetGenerator(nn.Module):
+    """pix2pix's U-Net: input H and W must be multiples of ``2**depth`` (the exported model's spatial multiple)."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, depth: int = 8, ngf: int = 64,
+                 max_mult: int = 8, norm: str = "batch", dropout: float = 0.5) -> None:
+        super().__init__()
+        if depth < 2 or ngf < 1 or max_mult < 1:
+            raise GanserveError(f"U-Net needs depth >= 2, ngf >= 1, max_mult >= 1 (got {depth}, {ngf}, {max_mult})")
+        self.depth = depth
+        widths = [ngf * min(2**i, max_mult) for i in range(depth)]  # channels after each down conv
+        block: nn.Module | None = None
+        for level in range(depth - 1, 0, -1):  # innermost first
+            # the three innermost decoder layers after the bottleneck carry dropout (the paper's noise)
+            drop = dropout if (level < depth - 1 and level >= depth - 4) else 0.0
+            block = UNetBlock(widths[level - 1], widths[level], block, norm, drop)
+        self.model = UNetBlock(widths[0], widths[0], block, norm, 0.0, outermost=True,
+                               in_channels=in_channels, out_channels=out_channels)
+
+    @property
+    def spatial_multiple(self) -> int:
+        return 2**self.depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class ResnetBlock(nn.Module):
+    """Reflection-padded conv3x3 - norm - ReLU - conv3x3 - norm, plus the identity."""
+
+    def __init__(self, channels: int, norm: str) -> None:
+        super().__init__()
+        bias = norm != "batch"
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(norm, channels), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(norm, channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResnetGenerator(nn.Module):
+    """CycleGAN's generator: input H and W must be multiples of 4 (two stride-2 stages)."""
+
+    spatial_multiple = 4
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64, blocks: int = 9,
+                 norm: str = "instance") -> None:
+        super().__init__()
+        if blocks < 1 or ngf < 1:
+            raise GanserveError(f"ResNet generator needs blocks >= 1 and ngf >= 1 (got {blocks}, {ngf})")
+        bias = norm != "batch"
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=bias),
+                                   norm_layer(norm, ngf), nn.ReLU(True)]
+        ch = ngf
+        for _ in range(2):
+            layers += [nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1, bias=bias), norm_layer(norm, ch * 2), nn.ReLU(True)]
+            ch *= 2
+        layers += [ResnetBlock(ch, norm) for _ in range(blocks)]
+        for _ in range(2):
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
+                       norm_layer(norm, ch // 2), nn.ReLU(True)]
+            ch //= 2
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_channels, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: a real/fake logit per overlapping patch (70x70 with ``layers=3``); no pooling, any input size."""
+
+    def __init__(self, in_channels: int = 3, ndf: int = 64, layers: int = 3, norm: str = "batch",
+                 max_mult: int = 8) -> None:
+        super().__init__()
+        if layers < 1 or ndf < 1:
+            raise GanserveError(f"PatchGAN needs layers >= 1 and ndf >= 1 (got {layers}, {ndf})")
+        bias = norm != "batch"
+        seq: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        ch = ndf
+        for i in range(1, layers + 1):
+            out = ndf * min(2**i, max_mult)
+            stride = 2 if i < layers else 1
+            seq += [nn.Conv2d(ch, out, 4, stride=stride, padding=1, bias=bias), norm_layer(norm, out),
+                    nn.LeakyReLU(0.2, True)]
+            ch = out
+        seq.append(nn.Conv2d(ch, 1, 4, stride=1, padding=1))
+        self.model = nn.Sequential(*seq)
+        self.layers = layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    @property
+    def receptive_field(self) -> int:
+        """Input pixels one output logit sees (70 for layers=3, as in the papers)."""
+        convs = [m for m in self.model if isinstance(m, nn.Conv2d)]
+        field = 1
+        for conv in reversed(convs):
+            field = (field - 1) * conv.stride[0] + conv.kernel_size[0]
+        return field
+
+
+class ImagePool:
+    """History of generated images (Shrivastava et al. 2017, used by CycleGAN): the discriminator sees, for each
+    new image, with probability 1/2 a stored older one (which the new image replaces) once the pool is full."""
+
+    def __init__(self, size: int = 50) -> None:
+        if size < 0:
+            raise GanserveError(f"pool size must be >= 0, got {size}")
+        self.size = size
+        self.images: list[torch.Tensor] = []
+
+    def query(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The batch for the discriminator; all randomness comes from ``generator``."""
+        if self.size == 0:
+            return images
+        out = []
+        for image in images.detach():
+            image = image.unsqueeze(0)
+            if len(self.images) < self.size:
+                self.images.append(image.clone())
+                out.append(image)
+                continue
+            if float(torch.rand((), generator=generator)) < 0.5:
+                k = int(torch.randint(self.size, (1,), generator=generator))
+                out.append(self.images[k].clone())
+                self.images[k] = image.clone()
+            else:
+                out.append(image)
+        return torch.cat(out, dim=0)
