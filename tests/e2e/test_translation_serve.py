@@ -1,0 +1,169 @@
+"""Translation end to end: tiny pix2pix and CycleGAN (both directions) trained, exported, served; served output equal
+to in-process ONNX output (image API with padding to the spatial multiple, OIP, `ganserve client translate`)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as tc
+from PIL import Image
+
+from export.card import file_sha256, source_facts, training_facts
+from export.exporter import export_checkpoint, export_from_spec, read_card
+from ganserve.cli import main as ganserve_main
+from serving.client import ImagesClient
+from serving.server import ServerConfig, ServerThread
+from training.checkpoint import build_from_checkpoint, load_checkpoint
+from training.trainer import train
+
+P2P = {"depth": 5, "ngf": 4, "max_mult": 2, "ndf": 4, "d_max_mult": 2, "crop": 32, "batch_size": 2,
+       "log_every": 1, "eval_every": 0, "sample_every": 0, "ckpt_every": 0}
+CYC = {"ngf": 4, "blocks": 1, "ndf": 4, "d_max_mult": 2, "crop": 32, "batch_size": 2, "pool_size": 3,
+       "log_every": 1, "eval_every": 0, "sample_every": 0, "ckpt_every": 0}
+
+
+def _export_direction(ckpt: Path, repo: Path, direction: str) -> None:
+    """What `ganserve export CKPT --option export_direction=...` does, through the public export API."""
+    app = build_from_checkpoint(ckpt, {"export_direction": direction})
+    spec = app.export_spec()
+    payload = load_checkpoint(ckpt)
+    export_from_spec(spec, repo, f"cyclegan-{direction}", training=training_facts(payload, spec),
+                     source=source_facts(payload, file_sha256(ckpt), app.config))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    """(apps by model name, repo, server, checkpoints): pix2pix, cyclegan-ab and cyclegan-ba, trained 2 steps each
+    and served."""
+    root = tmp_path_factory.mktemp("translation")
+    p2p = train("pix2pix", P2P, steps=2, out_dir=root / "p2p", progress=False)
+    cyc = train("cyclegan", CYC, steps=2, out_dir=root / "cyc", progress=False)
+    export_checkpoint(p2p, root / "repo", name="pix2pix")
+    for direction in ("ab", "ba"):
+        _export_direction(cyc, root / "repo", direction)
+    config = ServerConfig(repo=root / "repo", port=0, metrics_port=0, grace_seconds=5)
+    config.runtime.intra_op_threads = 1
+    config.images.tile_size = 64  # small tiles, which none of these whole-image models may get
+    server = ServerThread(config)
+    server.start()
+    apps = {"pix2pix": build_from_checkpoint(p2p), "cyclegan-ab": build_from_checkpoint(cyc),
+            "cyclegan-ba": build_from_checkpoint(cyc, {"export_direction": "ba"})}
+    yield apps, root / "repo", server, {"pix2pix": p2p, "cyclegan": cyc}
+    server.stop()
+
+
+def _session(repo: Path, name: str) -> ort.InferenceSession:
+    return ort.InferenceSession(str(repo / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+def _png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _nchw(image: np.ndarray) -> np.ndarray:
+    return (image.astype(np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
+
+
+def _to8(y: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(y[0], 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
+
+
+def test_cards_describe_each_model(served) -> None:
+    apps, repo, _, _ = served
+    p2p = read_card(repo / "pix2pix" / "1")
+    assert (p2p.task, p2p.spatial_multiple, p2p.tile_safe, p2p.scale) == ("translation", 32, False, 1)
+    assert p2p.metrics["quality_key"] == "psnr" and p2p.parity["max_abs_error"] < 1e-4
+    assert p2p.metrics["psnr"] == pytest.approx(apps["pix2pix"].evaluate()["psnr"], abs=1e-3)
+    full = apps["cyclegan-ab"].evaluate()
+    for direction in ("ab", "ba"):
+        card = read_card(repo / f"cyclegan-{direction}" / "1")
+        assert (card.task, card.spatial_multiple, card.tile_safe) == ("translation", 4, False)
+        assert card.metrics["quality_key"] == f"psnr_{direction}" and card.training["direction"] == direction
+        assert card.metrics[f"psnr_{direction}"] == pytest.approx(full[f"psnr_{direction}"], abs=1e-3)
+        assert card.parity["max_abs_error"] < 1e-4
+    ab = _session(repo, "cyclegan-ab").run(None, {"image": np.full((1, 3, 8, 8), 0.5, np.float32)})[0]
+    ba = _session(repo, "cyclegan-ba").run(None, {"image": np.full((1, 3, 8, 8), 0.5, np.float32)})[0]
+    assert np.abs(ab - ba).max() > 1e-4  # two different generators
+
+
+def test_onnx_dropout_is_off_and_matches_torch_at_a_new_size(served) -> None:
+    apps, repo, _, _ = served
+    x = np.random.default_rng(0).uniform(0, 1, (2, 3, 64, 96)).astype(np.float32)
+    session = _session(repo, "pix2pix")
+    first, second = session.run(None, {"image": x})[0], session.run(None, {"image": x})[0]
+    expected = apps["pix2pix"]._predict(x)
+    assert np.array_equal(first, second) and np.abs(first - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["pix2pix", "cyclegan-ab", "cyclegan-ba"])
+def test_served_translate_equals_in_process_onnx(served, name: str) -> None:
+    apps, repo, server, _ = served
+    card = read_card(repo / name / "1")
+    session = _session(repo, name)
+    example = apps[name].demo_examples(1)[0].image
+    with ImagesClient(f"127.0.0.1:{server.port}", timeout=60) as client:
+        for image in (example[:70, :90], example[:64, :128]):  # 70x90 is padded to the spatial multiple
+            reply = client.translate(name, _png(image))
+            got = np.asarray(Image.open(io.BytesIO(reply.image)).convert("RGB"))
+            h, w = image.shape[:2]
+            m = card.spatial_multiple
+            padded = np.pad(_nchw(image), ((0, 0), (0, 0), (0, -h % m), (0, -w % m)), mode="reflect")
+            expected = _to8(session.run(["translated"], {"image": padded})[0][:, :, :h, :w])
+            assert got.shape == (h, w, 3) and reply.tiles == 1  # whole-image models are never tiled
+            assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_oip_infer_equals_in_process(served) -> None:
+    _, repo, server, _ = served
+    x = np.random.default_rng(1).uniform(0, 1, (2, 3, 32, 36)).astype(np.float32)
+    client = tc.InferenceServerClient(f"127.0.0.1:{server.port}")
+    try:
+        tensor = tc.InferInput("image", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        got = client.infer("cyclegan-ba", [tensor], outputs=[tc.InferRequestedOutput("translated")]).as_numpy("translated")
+    finally:
+        client.close()
+    expected = _session(repo, "cyclegan-ba").run(["translated"], {"image": x})[0]
+    assert got.shape == x.shape and np.abs(got - expected).max() < 1e-5
+
+
+def test_client_translate_command(served, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    apps, _, server, _ = served
+    image = apps["cyclegan-ab"].demo_examples(1)[0].image[:100, :120]
+    src, dst = tmp_path / "in.png", tmp_path / "out.png"
+    src.write_bytes(_png(image))
+    address = f"127.0.0.1:{server.port}"
+    assert ganserve_main(["client", "--server", address, "translate", str(src), str(dst), "--model", "cyclegan-ab"]) == 0
+    assert "120x100" in capsys.readouterr().out
+    with ImagesClient(address, timeout=60) as client:
+        direct = np.asarray(Image.open(io.BytesIO(client.translate("cyclegan-ab", _png(image)).image)))
+    assert np.array_equal(np.asarray(Image.open(dst)), direct)
+    assert ganserve_main(["client", "--server", address, "translate", str(src), str(dst), "--model", "nope"]) == 2
+
+
+def test_quality_report_tables_models_against_baselines(served, tmp_path: Path) -> None:
+    from benchmarks.translation_quality import main as report
+
+    apps, _, _, ckpts = served
+    p2p, cyc = ckpts["pix2pix"], ckpts["cyclegan"]
+    l1 = train("pix2pix", {**P2P, "gan_weight": 0.0}, steps=1, out_dir=tmp_path / "l1", progress=False)
+    out = tmp_path / "report"
+    assert report(["--pix2pix", str(p2p), "--l1", str(l1), "--cyclegan", str(cyc), "--out", str(out)]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    rows = {r["method"]: r for r in doc["pix2pix"]}
+    assert set(rows) == {"identity (edge map)", "L1-only U-Net", "pix2pix"}
+    assert rows["pix2pix"]["psnr"] == pytest.approx(apps["pix2pix"].evaluate()["psnr"], abs=1e-6)
+    assert rows["L1-only U-Net"]["steps"] == 1 and rows["pix2pix"]["steps"] == 2
+    cyc_rows = {(r["method"], r["direction"]): r for r in doc["cyclegan"]}
+    assert cyc_rows[("identity", "ab")]["psnr"] == pytest.approx(cyc_rows[("identity", "ba")]["psnr"])
+    assert ("CycleGAN", "ab") in cyc_rows and ("CycleGAN", "ba") in cyc_rows
+    table = (out / "results.md").read_text()
+    assert "| pix2pix |" in table and "| CycleGAN | A -> B |" in table
+    assert (out / "pix2pix.png").stat().st_size > 1000 and (out / "cyclegan.png").stat().st_size > 1000
