@@ -23,13 +23,14 @@ from tqdm import tqdm
 from benchmarks import report
 from benchmarks.flops import count_flops
 from benchmarks.loadgen import ProcessMonitor, Stats, closed_loop, summarise, timed_loop
-from benchmarks.machine import cpu_info, matmul_peak_gflops
-from ganserve.contract import CARD_FILE, MODEL_FILE, ModelCard, model_versions
+from benchmarks.machine import bf16_peak_gflops, cpu_info, matmul_peak_gflops
+from ganserve.contract import CARD_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, model_versions
 from ganserve.errors import GanserveError
 
 log = logging.getLogger("ganserve.bench")
 
 SERVED_PATHS = ("oip-raw", "image-api", "tritonclient-aio", "peer-torchserve")
+FAST_CPU_PATHS = ("ort-candidates", "openvino-native", "modes", "codecs")
 
 
 @dataclass
@@ -43,7 +44,7 @@ class BenchConfig:
     requests: int | None = None  # or a fixed number of requests per configuration
     out: Path | None = None
     checkpoint: Path | None = None  # for torch eager and the peer; default: the card's source checkpoint
-    paths: list[str] = field(default_factory=lambda: ["torch", "ort", *SERVED_PATHS])
+    paths: list[str] = field(default_factory=lambda: ["torch", "ort", *FAST_CPU_PATHS, *SERVED_PATHS])
     server_args: list[str] = field(default_factory=list)
     command: str = ""
 
@@ -65,6 +66,13 @@ def _png_of(x: np.ndarray, card: ModelCard) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _split(stats: Stats, split: list[tuple[float, float, float]]) -> None:
+    """Median decode / inference / encode ms of the image API's requests (the server's own Timing fields)."""
+    if split:
+        arr = np.median(np.asarray(split, dtype=np.float64), axis=0)
+        stats.extra.update(decode_ms=float(arr[0]), infer_ms=float(arr[1]), encode_ms=float(arr[2]))
 
 
 class Bench:
@@ -97,6 +105,8 @@ class Bench:
         gflop = self.flops[stats.size] / 1e9
         stats.extra["gflops_per_s"] = gflop * stats.images_per_s
         self.rows.append(stats)
+        if self.bar.n >= (self.bar.total or 0):
+            self.bar.total = self.bar.n + 1
         self.bar.set_postfix_str(f"{stats.path} s{stats.size} b{stats.batch} c{stats.concurrency}: p50 {stats.p50_ms:.1f} ms")
         self.bar.update(1)
 
@@ -142,20 +152,63 @@ class Bench:
         self.torch_module = module
 
     def run_ort(self) -> None:
-        from serving.runtime import OrtRunner, RuntimeSettings
+        from serving.runtime import RuntimeSettings, choose_runner
 
-        runner = OrtRunner(self.onnx_path, RuntimeSettings())
-        self.notes.append(f"in-process ORT: {runner.provider}, intra-op threads {RuntimeSettings().threads()} "
-                          "(the server's own session settings)")
+        version_dir = self.onnx_path.parent
+        choice = choose_runner(version_dir, self.card, version_dir / REFERENCE_FILE if (version_dir / REFERENCE_FILE).exists()
+                               else None, RuntimeSettings())
+        runner = choice.runner
+        self.choice = choice
+        self.notes.append(f"in-process ORT: the server's own choice at load, {choice.summary}, intra-op threads "
+                          f"{RuntimeSettings().threads()}")
         for size in self.cfg.sizes:
             for batch in self.cfg.batches:
                 feeds = {self.input_name: _image_input(self.card, size, batch)}
                 lat, wall = timed_loop(lambda: runner.run(feeds), **self._amount(), warmup=1)
                 self._add(summarise("ort-inprocess", size, batch, 1, lat, 0, wall))
 
+    def _inputs(self, size: int, batch: int) -> dict[str, np.ndarray]:
+        return {self.input_name: _image_input(self.card, size, batch)}
+
+    def run_fast_cpu(self) -> None:
+        """Issue 14's in-process rows: every ORT candidate, native OpenVINO, latency vs throughput mode, codecs."""
+        from benchmarks import inprocess
+
+        threads = os.cpu_count() or 1
+        runs: list = []
+        if "ort-candidates" in self.cfg.paths or "modes" in self.cfg.paths:
+            runs, notes = inprocess.candidate_runs(self.onnx_path.parent, self.card, threads)
+            self.skipped += notes
+            self.candidates = [{"path": r.label, "provider": r.provider, "precision": r.precision,
+                                "reference_check": r.quality, "passed": r.passed} for r in runs]
+        if "ort-candidates" in self.cfg.paths:
+            inprocess.time_candidates(runs, self._inputs, self.cfg.sizes, self.cfg.batches, self._amount(), self._add)
+        if "openvino-native" in self.cfg.paths:
+            native, why = inprocess.openvino_native(self.onnx_path, self.torch_bf16, threads)
+            if why:
+                self.skipped.append(why)
+            inprocess.time_native(native, self._inputs, self.cfg.sizes, self.cfg.batches, self._amount(), self._add)
+        if "modes" in self.cfg.paths and runs:
+            passing = [r for r in runs if r.passed]
+            best = min(passing or runs, key=lambda r: min(x.p50_ms for x in self.rows if x.path == r.label)
+                       if any(x.path == r.label for x in self.rows) else 0.0)
+            size = self.cfg.sizes[0]
+            inprocess.time_modes(best, self._inputs(size, 1), size, threads, self.cfg.concurrency, self._amount(),
+                                 self._add)
+        if "codecs" in self.cfg.paths:
+            self.codecs = {}
+            for size in self.cfg.sizes:
+                x = _image_input(self.card, size, 1)
+                spec = self.card.outputs[0]
+                lo, hi = spec.value_range or [0.0, 1.0]
+                y = np.repeat(np.repeat(x, max(1, self.card.scale), 2), max(1, self.card.scale), 3)  # output-sized stand-in
+                img = ((y[0].transpose(1, 2, 0) - lo) / (hi - lo) * 255).round().clip(0, 255).astype(np.uint8)
+                self.codecs[str(size)] = inprocess.codec_table(img)
+
     # -- served paths --------------------------------------------------------------------------------------------
     async def _sweep(self, path: str, size: int, batch: int, make_send: Callable[[int], Awaitable[Callable]],
-                     monitor: ProcessMonitor, cleanup: Callable[[], None] | None = None) -> None:
+                     monitor: ProcessMonitor, cleanup: Callable[[], None] | None = None,
+                     on_row: Callable[[Stats], None] | None = None) -> None:
         for conc in self.cfg.concurrency:
             send = await make_send(conc)
             try:
@@ -163,7 +216,10 @@ class Bench:
                 monitor.start()
                 lat, errors, wall = await closed_loop(send, conc, **self._amount(), warmup=0)
                 cpu, rss = monitor.stop()
-                self._add(summarise(path, size, batch, conc, lat, errors, wall, cpu, rss))
+                stats = summarise(path, size, batch, conc, lat, errors, wall, cpu, rss)
+                if on_row:
+                    on_row(stats)
+                self._add(stats)
             finally:
                 if cleanup:
                     cleanup()
@@ -204,11 +260,20 @@ class Bench:
                         if rpc is None:
                             self.skipped.append(f"image-api: task {self.card.task} has no plain image RPC in bench")
                         else:
-                            async def mk_img(conc, ireq=ireq, rpc=rpc):
-                                async def send():
-                                    await rpc(ireq, timeout=600)
-                                return send
-                            await self._sweep("image-api", size, 1, mk_img, monitor)
+                            for fmt in ("PNG", "JPEG"):
+                                ireq = images_pb2.ImageRequest(model=self.cfg.model, image=png)
+                                ireq.options.output_format = fmt
+                                split: list[tuple[float, float, float]] = []
+
+                                async def mk_img(conc, ireq=ireq, rpc=rpc, split=split):
+                                    split.clear()
+
+                                    async def send():
+                                        r = await rpc(ireq, timeout=600)
+                                        split.append((r.timing.decode_ms, r.timing.infer_ms, r.timing.encode_ms))
+                                    return send
+                                name = "image-api" if fmt == "PNG" else "image-api-jpeg"
+                                await self._sweep(name, size, 1, mk_img, monitor, on_row=lambda st, split=split: _split(st, split))
                     if "tritonclient-aio" in self.cfg.paths:
                         await self._triton(target, size, monitor)
         finally:
@@ -282,11 +347,13 @@ class Bench:
     # -- the whole run ------------------------------------------------------------------------------------------
     def run(self) -> dict:
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        machine = {**cpu_info(), "matmul_peak_gflops": matmul_peak_gflops()}
+        machine = {**cpu_info(), "matmul_peak_gflops": matmul_peak_gflops(), "bf16_matmul_peak_gflops": bf16_peak_gflops()}
         if "torch" in self.cfg.paths:
             self.run_torch()
         if "ort" in self.cfg.paths:
             self.run_ort()
+        if any(p in self.cfg.paths for p in FAST_CPU_PATHS):
+            self.run_fast_cpu()
         if any(p in self.cfg.paths for p in ("oip-raw", "image-api", "tritonclient-aio")):
             asyncio.run(self.run_served())
         if "peer-torchserve" in self.cfg.paths:
@@ -297,6 +364,8 @@ class Bench:
             d = s.to_dict()
             d["gflops_per_s"] = d["extra"].pop("gflops_per_s")
             d["pct_of_peak"] = 100.0 * d["gflops_per_s"] / machine["matmul_peak_gflops"]
+            if machine["bf16_matmul_peak_gflops"]:
+                d["pct_of_bf16_peak"] = 100.0 * d["gflops_per_s"] / machine["bf16_matmul_peak_gflops"]
             rows.append(d)
         doc = {
             "model": self.cfg.model, "onnx": str(self.onnx_path), "precision": self.card.precision,
@@ -306,6 +375,8 @@ class Bench:
                          "duration_s": self.cfg.duration, "requests": self.cfg.requests},
             "server_peak_rss_mb": getattr(self, "server_peak_rss_mb", None),
             "results": rows, "skipped": self.skipped, "notes": self.notes,
+            "candidates": getattr(self, "candidates", []), "codecs": getattr(self, "codecs", {}),
+            "choice": [t.as_dict() for t in self.choice.table] if getattr(self, "choice", None) else [],
             "perf_analyzer": None,  # room for NVIDIA perf_analyzer's CSV where a user has it (README shows how)
         }
         doc["ratios"] = report.compute_ratios(rows, self.cfg.sizes)

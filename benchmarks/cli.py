@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ganserve.errors import GanserveError
 
-PATHS = ("torch", "ort", "oip-raw", "image-api", "tritonclient-aio", "peer-torchserve")
+PATHS = ("torch", "ort", "ort-candidates", "openvino-native", "modes", "codecs", "oip-raw", "image-api",
+         "tritonclient-aio", "peer-torchserve")
 
 
 def _ints(text: str) -> list[int]:

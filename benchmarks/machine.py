@@ -21,3 +21,22 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
         a @ b
         best = min(best, time.perf_counter() - t0)
     return 2.0 * n**3 / best / 1e9
+
+
+def bf16_peak_gflops(n: int = 2048, repeats: int = 5) -> float | None:
+    """Best bf16 matmul rate of torch in GFLOP/s where the CPU has bf16 hardware (None elsewhere or without torch)."""
+    if not cpu_info()["bf16_hardware"]:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    a = torch.randn(n, n, dtype=torch.bfloat16)
+    b = torch.randn(n, n, dtype=torch.bfloat16)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9

@@ -50,6 +50,17 @@ def compute_ratios(rows: list[dict], sizes: list[int]) -> list[dict]:
         if ours and peer:
             # p99 at the concurrency where each side has its best throughput
             ratio("ganserve / TorchServe p99", ours, peer, "p99_ms", s)
+        inproc = max((r for r in rows if r["size"] == s and r["concurrency"] == 1 and r["batch"] == 1 and
+                      (r["path"].startswith(("ort-", "torch-", "openvino-native")) and r["path"] != "ort-inprocess")
+                      and r.get("extra", {}).get("passed", True)),
+                     key=lambda r: r["images_per_s"], default=None)
+        ratio("served / best in-process path throughput (b1)", served, inproc, "images_per_s", s)
+        ratio("served / torch bf16 autocast throughput", served, best(rows, "torch-bf16-cl", s), "images_per_s", s)
+        passing = max((r for r in rows if r["size"] == s and r["batch"] == 1 and r["concurrency"] == 1 and
+                       r["path"].startswith("ort-") and r.get("extra", {}).get("passed")),
+                      key=lambda r: r["images_per_s"], default=None)
+        ratio("best passing ORT candidate / ORT CPU fp32 (b1)", passing, best(rows, "ort-cpu-fp32", s, batch=1),
+              "images_per_s", s)
         one_ort = next((r for r in rows if r["path"] == "ort-inprocess" and r["size"] == s and r["batch"] == 1), None)
         one_srv = next((r for r in rows if r["path"] == "oip-raw" and r["size"] == s and r["batch"] == 1
                         and r["concurrency"] == 1), None)
@@ -66,7 +77,9 @@ def markdown(doc: dict) -> str:
         f"# ganserve bench — {doc['model']}",
         "",
         f"- machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, ISA: {', '.join(m['isa']) or '-'}; "
-        f"numpy sgemm peak {m['matmul_peak_gflops']:.0f} GFLOP/s",
+        f"numpy sgemm peak {m['matmul_peak_gflops']:.0f} GFLOP/s; bf16 matmul peak "
+        f"{_fmt(m.get('bf16_matmul_peak_gflops'), 0) if m.get('bf16_matmul_peak_gflops') else 'n/a (no bf16 hardware)'}"
+        + (" GFLOP/s" if m.get("bf16_matmul_peak_gflops") else ""),
         f"- command: `{doc['command']}`",
         f"- started {doc['started']}; warm-up excluded; `n` = requests each row rests on",
         "",
@@ -84,6 +97,26 @@ def markdown(doc: dict) -> str:
         lines += ["", "| ratio | size | value | from |", "|---|---|---|---|"]
         for q in doc["ratios"]:
             lines.append(f"| {q['ratio']} | {q['size']} | {q['value']:.2f} | {q['numerator']} ÷ {q['denominator']} |")
+    if doc.get("candidates"):
+        lines += ["", "Candidates (reference-set check, the server's quality rule):", "",
+                  "| path | provider | precision | passes | check |", "|---|---|---|---|---|"]
+        for c in doc["candidates"]:
+            lines.append(f"| {c['path']} | {c['provider']} | {c['precision']} | {'yes' if c['passed'] else 'NO'} | "
+                         f"{c['reference_check']} |")
+    split = [r for r in doc["results"] if "decode_ms" in r.get("extra", {})]
+    if split:
+        lines += ["", "Image API, median time per request inside the server:", "",
+                  "| path | size | conc. | decode ms | inference ms (queue + runs) | encode ms |", "|---|---|---|---|---|---|"]
+        for r in split:
+            e = r["extra"]
+            lines.append(f"| {r['path']} | {r['size']} | {r['concurrency']} | {e['decode_ms']:.1f} | {e['infer_ms']:.1f} | "
+                         f"{e['encode_ms']:.1f} |")
+    for size, table in (doc.get("codecs") or {}).items():
+        lines += ["", f"Codecs on a {size}×{size} input's output-sized picture (in-process, median):", "",
+                  "| codec | encode ms | decode ms | bytes | lossless |", "|---|---|---|---|---|"]
+        for c in table:
+            lines.append(f"| {c['codec']} | {c['encode_ms']:.2f} | {c['decode_ms']:.2f} | {c['bytes']} | "
+                         f"{'yes' if c['lossless'] else 'no'} |")
     if doc.get("skipped"):
         lines += ["", "Not measured:"] + [f"- {s}" for s in doc["skipped"]]
     if doc.get("notes"):

@@ -267,3 +267,13 @@ def test_the_choice_is_a_prometheus_metric(served) -> None:
     assert any('model="pinned"' in line and 'precision="fp32"' in line for line in chosen)
     value = float(next(line for line in chosen if 'model="auto"' in line).rsplit(" ", 1)[1])
     assert 0 < value < 1000
+
+
+@pytest.mark.skipif(OV not in ort.get_available_providers(), reason="onnxruntime-openvino is not the installed flavour")
+def test_openvino_candidates_run_with_an_explicit_precision_hint(tmp_path: Path) -> None:
+    choice = _choose(write_model(tmp_path, "ident", None), providers=["openvino"], bf16_hardware=False)
+    rows = _rows(choice)
+    assert choice.runner.provider == OV and choice.candidate.precision == "fp32"
+    assert rows[f"{OV}/fp32"].status == "chosen" and "drop +0.000" in rows[f"{OV}/fp32"].quality
+    x = _smooth((1, 3, 24, 24), 3)
+    np.testing.assert_allclose(choice.runner.run({"x": x})["y"], x, atol=1e-5)
