@@ -196,3 +196,29 @@ def test_demo_examples_are_held_out_faces_with_their_truth() -> None:
         target = AGE_GROUPS.index(e.condition)
         assert target != age_group(fa.DEMO_SOURCE_AGE)
         assert np.array_equal(e.truth, render(identity("held_out", i), GROUP_CENTRES[target], scene("held_out", i)))
+
+
+def test_quality_benchmark_writes_consistent_results(tmp_path: Path, nets: dict[str, str]) -> None:
+    from benchmarks.face_aging_quality import main as bench
+
+    cfg = {**TINY, "loss_net": nets["loss_net"], "age_judge": nets["age_judge"], "id_judge": nets["id_judge"],
+           "eval_identities": 2}
+    ckpt = train("face-aging", cfg, steps=1, out_dir=tmp_path / "run", progress=False)
+    judges = Path(nets["age_judge"]).parent
+    out = tmp_path / "bench"
+    assert bench([str(ckpt), "--judges", str(judges), "--identities", "2", "--out", str(out), "--grid-rows", "2"]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    model = doc["model"]["summary"]
+    evaluated = build_from_checkpoint(ckpt).evaluate()  # the app's own evaluation: the same figures
+    assert model == pytest.approx({k: evaluated[k] for k in model}, abs=1e-9)
+    matrix = np.array(doc["model"]["matrices"]["target_age_accuracy"])
+    assert matrix.shape == (6, 6)
+    assert matrix[~np.eye(6, dtype=bool)].mean() == pytest.approx(model["target_age_accuracy_changed"])
+    assert doc["true render"]["summary"]["ssim_changed"] == pytest.approx(1.0)
+    assert doc["input unchanged"]["summary"]["psnr"] == pytest.approx(
+        (6 * fa.PSNR_CAP + 30 * doc["input unchanged"]["summary"]["psnr_changed"]) / 36)
+    assert "| model |" in (out / "results.md").read_text()
+    from PIL import Image
+
+    assert Image.open(out / "grid.png").size == (64 * 2 * 13 + 6 * 4, 18 + 2 * 64 * 2)
+    assert bench([str(ckpt), "--judges", str(judges), "--source", "90+", "--out", str(out)]) == 2

@@ -130,9 +130,9 @@ def identity(pool: str, index: int) -> FaceIdentity:
         hair_style=int(r.integers(4)),
         hair_volume=float(r.uniform(0.08, 0.22)),
         ear=float(r.uniform(0.16, 0.24)),
-        grey_onset=float(r.uniform(30.0, 46.0)),
+        grey_onset=float(r.uniform(33.0, 41.0)),
         balding=float(0.0 if r.uniform() < 0.55 else r.uniform(0.35, 1.0)),
-        wrinkling=float(r.uniform(0.75, 1.25)),
+        wrinkling=float(r.uniform(0.88, 1.12)),
         spots=int(r.integers(2**31)),
     )
 
@@ -219,8 +219,8 @@ def render(f: FaceIdentity, age: float, sc: Scene, size: int = 64) -> np.ndarray
     c = _Canvas(size * 2, sc)
     child = float(np.clip((18.0 - age) / 18.0, 0.0, 1.0))
     old = _ramp(age, 30, 45)
-    lines = float(np.clip(f.wrinkling * _ramp(age, 27, 40), 0, 1.2))
-    grey = _ramp(age, f.grey_onset, 26)
+    lines = float(np.clip(f.wrinkling * _ramp(age, 30, 36), 0, 1.2))
+    grey = _ramp(age, f.grey_onset, 24)
     recede = f.balding * _ramp(age, 24, 40)
     skin_v = np.asarray(f.skin) * (1 - 0.08 * old) + np.array([8.0, 4.0, -6.0]) * old  # sallower with age
     skin = _mix(skin_v, skin_v, 0)
@@ -270,16 +270,16 @@ def render(f: FaceIdentity, age: float, sc: Scene, size: int = 64) -> np.ndarray
         c.poly(_arc(0, 0, w, h * 0.9, math.pi + delta, 2 * math.pi - delta, 20), skin)
 
     # forehead lines and nasolabial folds under everything else on the face
-    crease = _mix(skin_v, (60, 30, 20), 0.3 + 0.25 * min(lines, 1))
-    if lines > 0.15:
-        count = 1 + int(3 * min(lines, 1))
+    crease = _mix(skin_v, (60, 30, 20), 0.35 + 0.3 * min(lines, 1))
+    if lines > 0.05:  # one crease in the thirties, then one more per decade
+        count = 1 + int(3.2 * min(lines, 1))
         top = max(line_y + 0.12, -h * 0.7)
         for k in range(count):
             y = eye_y - 0.28 - k * 0.1
             if y < top:
                 break
-            c.line(_wave(-0.45 * w, 0.45 * w, y, 0.02, f.spots + k), crease, 0.018 + 0.012 * min(lines, 1))
-    fold = float(np.clip(f.wrinkling * _ramp(age, 24, 36), 0, 1))
+            c.line(_wave(-0.45 * w, 0.45 * w, y, 0.02, f.spots + k), crease, 0.02 + 0.015 * min(lines, 1))
+    fold = float(np.clip(f.wrinkling * _ramp(age, 22, 40), 0, 1))
     if fold > 0.05:
         for side in (-1, 1):
             c.line([(side * f.nose_w * 1.1, nose_tip - 0.03), (side * (f.mouth_w * 0.62 + 0.05), mouth_y - 0.02),
@@ -290,7 +290,7 @@ def render(f: FaceIdentity, age: float, sc: Scene, size: int = 64) -> np.ndarray
             c.ellipse(side * w * 0.55, mouth_y - 0.12, 0.16, 0.11, _mix(skin_v, (230, 110, 110), 0.22 * child))
 
     # eyes, bags and crow's feet
-    bag = float(np.clip(f.wrinkling * _ramp(age, 38, 30), 0, 1))
+    bag = float(np.clip(f.wrinkling * _ramp(age, 40, 28), 0, 1))
     crow = float(np.clip(f.wrinkling * _ramp(age, 36, 30), 0, 1))
     for side in (-1, 1):
         ex = side * f.eye_sep * (1 - 0.06 * child)
@@ -333,7 +333,7 @@ def render(f: FaceIdentity, age: float, sc: Scene, size: int = 64) -> np.ndarray
            0.014)
 
     # age spots: positions fixed per identity, more and darker with age
-    n_spots = int(14 * _ramp(age, 52, 28))
+    n_spots = int(14 * _ramp(age, 50, 25))
     if n_spots:
         r = np.random.default_rng(f.spots)
         where = r.uniform([-0.7, -0.9], [0.7, 0.6], size=(14, 2))
