@@ -215,8 +215,8 @@ class Pix2PixApp(Application):
         c = self.config
         m = self.multiple
         module = Translator(copy.deepcopy(self.generator).cpu().eval()).eval()
-        edges = self._held_out_images(0)
-        small, larger = te.crops(edges, 1, m, m), te.crops(edges, 2, 2 * m, 3 * m)
+        flower = self._held_out_images(0)[:1]  # 427x640: room for m x 2m crops up to unet_256's m = 256
+        small, larger = te.crops(flower, 1, m, m), te.crops(flower, 2, m, 2 * m)
 
         def evaluate(predictor: Any) -> dict[str, float]:
             return self.evaluate_predictor(lambda x: predictor({"image": x})["translated"])
