@@ -48,6 +48,8 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
                    help="also write faster variants beside the fp32 model (int8, fp16) as <version>/model.<P>.onnx; "
                         "the server picks among them per machine, checked against the reference set")
     p.add_argument("--half-io", action="store_true", help="fp16 only: take and return float16 (default: float32 I/O)")
+    p.add_argument("--option", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a config value of the checkpoint's model before export, e.g. export_direction=ba")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
 
@@ -59,11 +61,13 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.checkpoint).is_file():  # answered before torch is imported
         raise CheckpointError(f"{args.checkpoint}: no such checkpoint file")
     from export.exporter import export_checkpoint
+    from training.config import parse_set
 
     out = export_checkpoint(
         args.checkpoint, args.repo,
         name=args.name, version=args.version, precision=args.precision, opset=args.opset,
         overwrite=args.overwrite, keep_io_fp32=not args.half_io, variants=args.variants, progress=not args.quiet,
+        options=parse_set(args.option) or None,
     )
     card = ModelCard.load(out.parent / CARD_FILE)
     key = card.metrics.get("quality_key")

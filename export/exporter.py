@@ -176,8 +176,11 @@ def export_checkpoint(
     keep_io_fp32: bool = True,
     variants: tuple[str, ...] = (),
     progress: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> Path:
-    """Rebuild the model a checkpoint names and export it (see export_from_spec); returns the version folder."""
+    """Rebuild the model a checkpoint names and export it (see export_from_spec); returns the version folder.
+
+    ``options`` override config values of the rebuilt application before ``export_spec()`` (``--option``)."""
     from training.checkpoint import build_from_checkpoint, load_checkpoint
 
     checkpoint = Path(checkpoint)
@@ -186,7 +189,7 @@ def export_checkpoint(
     payload = load_checkpoint(checkpoint)
     name = name or str(payload["model"])
     check_target(repo, name, version, overwrite)  # refuse a bad destination before the slow part
-    app = build_from_checkpoint(checkpoint)
+    app = build_from_checkpoint(checkpoint, options)
     spec = app.export_spec()
     if not isinstance(spec, ExportSpec):
         raise GanserveError(f"model {payload['model']!r}: export_spec() returned {type(spec).__name__}, not an ExportSpec")

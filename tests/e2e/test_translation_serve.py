@@ -13,27 +13,17 @@ import pytest
 import tritonclient.grpc as tc
 from PIL import Image
 
-from export.card import file_sha256, source_facts, training_facts
-from export.exporter import export_checkpoint, export_from_spec, read_card
+from export.exporter import export_checkpoint, read_card
 from ganserve.cli import main as ganserve_main
 from serving.client import ImagesClient
 from serving.server import ServerConfig, ServerThread
-from training.checkpoint import build_from_checkpoint, load_checkpoint
+from training.checkpoint import build_from_checkpoint
 from training.trainer import train
 
 P2P = {"depth": 5, "ngf": 4, "max_mult": 2, "ndf": 4, "d_max_mult": 2, "crop": 32, "batch_size": 2,
        "log_every": 1, "eval_every": 0, "sample_every": 0, "ckpt_every": 0}
 CYC = {"ngf": 4, "blocks": 1, "ndf": 4, "d_max_mult": 2, "crop": 32, "batch_size": 2, "pool_size": 3,
        "log_every": 1, "eval_every": 0, "sample_every": 0, "ckpt_every": 0}
-
-
-def _export_direction(ckpt: Path, repo: Path, direction: str) -> None:
-    """What `ganserve export CKPT --option export_direction=...` does, through the public export API."""
-    app = build_from_checkpoint(ckpt, {"export_direction": direction})
-    spec = app.export_spec()
-    payload = load_checkpoint(ckpt)
-    export_from_spec(spec, repo, f"cyclegan-{direction}", training=training_facts(payload, spec),
-                     source=source_facts(payload, file_sha256(ckpt), app.config))
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +34,10 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     p2p = train("pix2pix", P2P, steps=2, out_dir=root / "p2p", progress=False)
     cyc = train("cyclegan", CYC, steps=2, out_dir=root / "cyc", progress=False)
     export_checkpoint(p2p, root / "repo", name="pix2pix")
-    for direction in ("ab", "ba"):
-        _export_direction(cyc, root / "repo", direction)
+    export_checkpoint(cyc, root / "repo", name="cyclegan-ab")  # the config's export_direction: ab
+    rc = ganserve_main(["export", str(cyc), "--repo", str(root / "repo"), "--name", "cyclegan-ba",
+                        "--option", "export_direction=ba", "--quiet"])
+    assert rc == 0
     config = ServerConfig(repo=root / "repo", port=0, metrics_port=0, grace_seconds=5)
     config.runtime.intra_op_threads = 1
     config.images.tile_size = 64  # small tiles, which none of these whole-image models may get
@@ -91,6 +83,15 @@ def test_cards_describe_each_model(served) -> None:
     ab = _session(repo, "cyclegan-ab").run(None, {"image": np.full((1, 3, 8, 8), 0.5, np.float32)})[0]
     ba = _session(repo, "cyclegan-ba").run(None, {"image": np.full((1, 3, 8, 8), 0.5, np.float32)})[0]
     assert np.abs(ab - ba).max() > 1e-4  # two different generators
+
+
+def test_export_option_must_be_a_config_key(served, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cyc = served[3]["cyclegan"]
+    rc = ganserve_main(["export", str(cyc), "--repo", str(tmp_path), "--option", "export_way=ba", "--quiet"])
+    assert rc == 2 and "unknown config key(s) export_way" in capsys.readouterr().err
+    rc = ganserve_main(["export", str(cyc), "--repo", str(tmp_path), "--option", "export_direction=up", "--quiet"])
+    assert rc == 2 and "export_direction must be ab or ba" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_onnx_dropout_is_off_and_matches_torch_at_a_new_size(served) -> None:
