@@ -37,7 +37,11 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8", "fp16"],
                    help="auto: per model, the fastest provider/precision that passes the reference check; "
                         "else pin this precision (a model's config.pbtxt parameters can pin its own)")
-    p.add_argument("--intra-op-threads", type=int, default=0, help="ORT threads per session (0 = number of cores)")
+    p.add_argument("--intra-op-threads", type=int, default=0,
+                   help="threads per run (0 = the cores divided among the streams)")
+    p.add_argument("--streams", type=int, default=1,
+                   help="runs of one model in flight at once: 1 = latency mode (default; measured best with the "
+                        "dynamic batcher on 2 cores), N = throughput mode with cores/N threads each")
     p.add_argument("--max-message-mb", type=int, default=64, help="gRPC max message size, both directions")
     p.add_argument("--allow-model-control", action="store_true", help="allow RepositoryModelLoad/Unload")
     p.add_argument("--max-batch-size", type=int, default=None, help="override config.pbtxt max_batch_size")
@@ -63,14 +67,15 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise GanserveError(f"{args.repo}: model repository not found")
     for flag, value, low in (("--max-message-mb", args.max_message_mb, 1), ("--max-pixels", args.max_pixels, 1),
                              ("--tile-size", args.tile_size, 0), ("--tile-overlap", args.tile_overlap, 0),
-                             ("--intra-op-threads", args.intra_op_threads, 0)):
+                             ("--intra-op-threads", args.intra_op_threads, 0), ("--streams", args.streams, 1)):
         if value < low:
             raise GanserveError(f"{flag} must be >= {low}, got {value}")
     providers = [s for s in args.providers.split(",") if s.strip()]
     select_providers(providers)  # fail fast on an unknown provider name
     config = ServerConfig(
         repo=args.repo, host=args.host, port=args.port, metrics_port=args.metrics_port,
-        runtime=RuntimeSettings(providers=providers, intra_op_threads=args.intra_op_threads, precision=args.precision),
+        runtime=RuntimeSettings(providers=providers, intra_op_threads=args.intra_op_threads, precision=args.precision,
+                                streams=args.streams),
         batching=BatchingOverrides(max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
                                    max_queue_size=args.max_queue_size, disabled=args.no_batching),
         images=ImageSettings(max_pixels=args.max_pixels, tile_size=args.tile_size, tile_overlap=args.tile_overlap),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from concurrent.futures import Executor
@@ -187,7 +188,8 @@ class ModelManager:
         self.metrics.set_candidates(source.name, version, [(t.provider, t.precision, t.status, t.p50_ms)
                                                            for t in choice.table if t.p50_ms is not None])
         stats = Stats()
-        batcher = Batcher(self._timed_run(source.name, runner, stats), batching_config(source.config, self.overrides),
+        batching = dataclasses.replace(batching_config(source.config, self.overrides), workers=self.settings.streams)
+        batcher = Batcher(self._timed_run(source.name, runner, stats), batching,
                           name=source.name, observer=VersionObserver(stats, self.metrics), executor=self.executor)
         self.metrics.track_queue(source.name, batcher.queue_depth)
         return ServedVersion(version=version, runner=runner, batcher=batcher, stats=stats, choice=choice)

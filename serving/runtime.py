@@ -65,13 +65,17 @@ class RuntimeSettings:
     precision: str = "auto"  # auto = the fastest candidate that passes the reference check; else pinned
     bf16_hardware: bool | None = None  # None = read /proc/cpuinfo
     timing_size: int = 64  # spatial size of the typical input the candidates are timed on
+    streams: int = 1  # runs of one model in flight at once: 1 = latency mode, >1 = throughput mode
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", *PRECISIONS):
             raise RepositoryError(f"unknown precision {self.precision!r} (auto, {', '.join(PRECISIONS)})")
+        if self.streams < 1:
+            raise RepositoryError(f"streams must be >= 1, got {self.streams}")
 
     def threads(self) -> int:
-        return self.intra_op_threads or os.cpu_count() or 1
+        """Threads per run: the flag's, else the cores shared among the streams."""
+        return self.intra_op_threads or max(1, (os.cpu_count() or 1) // self.streams)
 
 
 class OrtRunner:

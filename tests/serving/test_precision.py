@@ -269,6 +269,30 @@ def test_the_choice_is_a_prometheus_metric(served) -> None:
     assert 0 < value < 1000
 
 
+def test_throughput_mode_runs_several_batches_at_once_with_the_cores_shared(tmp_path: Path) -> None:
+    import asyncio
+    import os
+
+    from serving.metrics import ServerMetrics
+    from serving.models import BatchingOverrides, ModelManager
+
+    assert RuntimeSettings(streams=2, intra_op_threads=0).threads() == max(1, (os.cpu_count() or 1) // 2)
+    assert RuntimeSettings(streams=2, intra_op_threads=3).threads() == 3
+    with pytest.raises(RepositoryError, match="streams must be >= 1"):
+        RuntimeSettings(streams=0)
+    write_model(tmp_path / "repo", "ident", None)
+
+    async def load() -> tuple[int, int]:
+        manager = ModelManager(tmp_path / "repo", RuntimeSettings(streams=2, providers=["cpu"]), BatchingOverrides(),
+                               ServerMetrics())
+        model = await manager.load("ident")
+        version = model.latest()
+        await manager.close()
+        return version.batcher.config.workers, version.runner.session.get_session_options().intra_op_num_threads
+    workers, threads = asyncio.run(load())
+    assert (workers, threads) == (2, max(1, (os.cpu_count() or 1) // 2))
+
+
 @pytest.mark.skipif(OV not in ort.get_available_providers(), reason="onnxruntime-openvino is not the installed flavour")
 def test_openvino_candidates_run_with_an_explicit_precision_hint(tmp_path: Path) -> None:
     choice = _choose(write_model(tmp_path, "ident", None), providers=["openvino"], bf16_hardware=False)
