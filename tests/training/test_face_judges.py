@@ -62,7 +62,7 @@ def test_training_lowers_the_loss_and_files_round_trip(tmp_path: Path) -> None:
 
 
 def test_command_writes_three_nets_and_a_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    report = fj.train_all(tmp_path / "j", minutes=0.01, identities=3, per_identity=2, max_steps=2)
+    report = fj.train_all(tmp_path / "j", minutes=1.0, identities=3, per_identity=2, max_steps=2)
     assert sorted(p.name for p in (tmp_path / "j").iterdir()) == ["age_judge.pt", "id_judge.pt", "judges.json",
                                                                   "loss_net.pt"]
     saved = json.loads((tmp_path / "j" / "judges.json").read_text())
