@@ -261,7 +261,7 @@ def score_pairs(outputs: np.ndarray, judges: Judges | None) -> dict[str, np.ndar
     tau = float(np.quantile((te @ te.T)[owner[:, None] != owner[None, :]], 0.99))
     # similarity of each output to every identity's true render at the output's target age
     sims = np.einsum("istd,jtd->istj", out_emb, true_emb)  # (ids, src, tgt, ids)
-    own = np.take_along_axis(sims, np.arange(ids)[:, None, None, None].repeat(GROUPS, 1).repeat(GROUPS, 2), axis=3)[..., 0]
+    own = sims[np.arange(ids), :, :, np.arange(ids)]  # (ids, src, tgt): each output against its own identity
     rows["id_verified"] = (own >= tau).astype(np.float64)
     rows["id_rank1"] = (sims.argmax(axis=3) == np.arange(ids)[:, None, None]).astype(np.float64)
     others = sims.copy()
