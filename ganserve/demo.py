@@ -6,14 +6,10 @@ A second run reuses what the first made: runs/demo/ checkpoints, the model repos
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 from ganserve.contract import CARD_FILE, ModelCard, model_versions
 from ganserve.errors import GanserveError
@@ -29,6 +25,8 @@ class DemoConfig:
     runs: Path = Path("runs/demo")
     train_minutes: float = 3.0  # per application, only where no shipped or earlier model exists
     bench_requests: int = 20
+    examples: int = 3  # held-out requests per model
+    models: list[str] = field(default_factory=list)  # entry names to run; empty = every shipped model
     retrain: bool = False
     tiny: bool = False  # tests: tiny networks and a few steps
 
@@ -37,25 +35,62 @@ def say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
-# -- step 1: a trained model ------------------------------------------------------------------------------
-def sr_checkpoint(cfg: DemoConfig) -> tuple[Path, str]:
-    """The SR checkpoint to serve and where it came from: shipped > earlier demo run > train now."""
-    shipped = SHIPPED / "srresnet" / "checkpoint.pt"
-    if shipped.is_file() and not cfg.retrain and not cfg.tiny:
-        return shipped, f"shipped model {shipped.relative_to(ROOT)}"
+# -- step 1: trained models -----------------------------------------------------------------------------------
+@dataclass
+class DemoModel:
+    name: str  # served name (the shipped entry's name)
+    checkpoint: Path
+    origin: str
+
+
+def _train_sr(cfg: DemoConfig) -> DemoModel:
+    """The SR model when nothing is shipped (or --tiny): an earlier demo run's, else trained now on the built-in photos."""
     run_dir = cfg.runs / "srresnet"
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.is_file() and not cfg.retrain:
-        return ckpt, f"reused {ckpt} from an earlier run"
+        return DemoModel("srresnet", ckpt, f"reused {ckpt} from an earlier run")
     from training.trainer import train
 
     overrides = {"blocks": 1, "channels": 8, "batch_size": 4} if cfg.tiny else {}
     recipe = ROOT / "training" / "configs" / "srresnet_cpu30.yaml"
-    say(f"no trained SR model found: training srresnet on the built-in photos ({recipe.name} {overrides})")
+    say(f"no shipped SR model in use: training srresnet on the built-in photos ({recipe.name} {overrides})")
     path = train("srresnet", overrides, steps=2 if cfg.tiny else None, config_file=recipe,
                  budget_minutes=None if cfg.tiny else cfg.train_minutes, out_dir=run_dir, progress=not cfg.tiny)
     budget = "2 steps (tiny)" if cfg.tiny else f"{cfg.train_minutes:g} min budget"
-    return path, f"trained now ({recipe.name}, {budget}, {overrides or 'no overrides'})"
+    return DemoModel("srresnet", path, f"trained now ({recipe.name}, {budget}, {overrides or 'no overrides'})")
+
+
+def _retrain(cfg: DemoConfig, entry: Path) -> DemoModel:
+    """--retrain: the entry's recorded recipe (config and seed) for the demo's time budget."""
+    from training.ship import read_entry
+    from training.trainer import train
+
+    card = read_entry(entry)
+    say(f"{entry.name}: retraining {card['model']} from its recorded config for {cfg.train_minutes:g} min")
+    path = train(card["model"], dict(card["config"]), budget_minutes=cfg.train_minutes, out_dir=cfg.runs / entry.name)
+    return DemoModel(entry.name, path, f"retrained now ({card['model']}, recorded config, {cfg.train_minutes:g} min)")
+
+
+def trained_models(cfg: DemoConfig) -> list[DemoModel]:
+    """Every application's model: shipped (default), retrained (--retrain), or the SR fallback when none ships."""
+    from training.ship import entry_checkpoint, shipped_entries
+
+    entries = [e for e in shipped_entries(SHIPPED) if not cfg.models or e.name in cfg.models]
+    unknown = sorted(set(cfg.models) - {e.name for e in entries} - {"srresnet"})
+    if unknown:
+        raise GanserveError(f"--models: no shipped model {', '.join(unknown)} (shipped: "
+                            f"{', '.join(e.name for e in shipped_entries(SHIPPED))})")
+    found = []
+    for entry in entries:
+        if entry.name == "srresnet" and cfg.tiny:
+            continue
+        if cfg.retrain:
+            found.append(_retrain(cfg, entry))
+        else:
+            found.append(DemoModel(entry.name, entry_checkpoint(entry), f"shipped model models/{entry.name}"))
+    if not any(m.name == "srresnet" for m in found) and (not cfg.models or "srresnet" in cfg.models):
+        found.insert(0, _train_sr(cfg))
+    return found
 
 
 # -- step 2: export -------------------------------------------------------------------------------------------
@@ -77,111 +112,105 @@ def ensure_exported(ckpt: Path, repo: Path, name: str) -> ModelCard:
     return ModelCard.load(card_path)
 
 
-# -- step 3/4: serve and request ---------------------------------------------------------------------------
-def super_resolve_held_out(server: str, card: ModelCard, out: Path) -> list[dict]:
-    """Send every held-out photo's LR version to the server's SuperResolve; write side-by-sides; measure quality."""
-    import torch
-
+# -- step 4: requests ------------------------------------------------------------------------------------------
+def request_examples(server: str, model: DemoModel, card: ModelCard, cfg: DemoConfig) -> list[dict]:
+    """Send the application's held-out examples through the image API; write side-by-sides; return the rows."""
+    from ganserve.demo_tasks import TASKS
     from serving.client import ImagesClient
-    from training import metrics
-    from training.data.images import upscale_bicubic
-    from training.models.sr_eval import held_out_pairs, labelled_row, to_pil
+    from training.checkpoint import build_from_checkpoint
+    from training.models.sr_eval import labelled_row
 
-    scale = card.scale
+    examples = build_from_checkpoint(model.checkpoint).demo_examples(cfg.examples)
+    folder = cfg.out / model.name
+    folder.mkdir(parents=True, exist_ok=True)
     rows = []
     with ImagesClient(server) as client:
-        for i, (hr, lr) in enumerate(held_out_pairs(scale)):
-            lr_img = to_pil(lr[0].transpose(1, 2, 0))
-            buf = io.BytesIO()
-            lr_img.save(buf, format="PNG")
-            t0 = time.perf_counter()
-            reply = client.super_resolve(card.name, buf.getvalue())
-            latency_ms = (time.perf_counter() - t0) * 1e3
-            sr_img = Image.open(io.BytesIO(reply.image)).convert("RGB")
-            sr = np.asarray(sr_img, dtype=np.float64) / 255.0
-            # bicubic from the same 8-bit LR image the server received
-            lr8 = np.asarray(lr_img, dtype=np.float32)[None].transpose(0, 3, 1, 2) / 255.0
-            bic = upscale_bicubic(torch.from_numpy(lr8), scale)[0].permute(1, 2, 0).clamp(0, 1).numpy().astype(np.float64)
-            row = {
-                "image": i, "lr_size": list(lr.shape[2:]), "sr_size": [sr_img.height, sr_img.width],
-                "psnr_y": metrics.psnr_y(sr, hr, scale), "ssim_y": metrics.ssim_y(sr, hr, scale),
-                "bicubic_psnr_y": metrics.psnr_y(bic, hr, scale), "bicubic_ssim_y": metrics.ssim_y(bic, hr, scale),
-                "sharpness": metrics.sharpness_ratio(sr, hr, scale),
-                "bicubic_sharpness": metrics.sharpness_ratio(bic, hr, scale),
-                "client_latency_ms": latency_ms,
-            }
-            rows.append(row)
-            labelled_row([
-                (lr_img.resize(sr_img.size, Image.NEAREST), "input (LR, nearest)"),
-                (to_pil(bic), f"bicubic {row['bicubic_psnr_y']:.2f} dB"),
-                (sr_img, f"{card.name} {row['psnr_y']:.2f} dB"),
-                (to_pil(hr), "ground truth"),
-            ]).save(out / f"sr_held_out_{i}.png")
-            sr_img.save(out / f"sr_held_out_{i}_output.png")
+        for ex in examples:
+            outcome = TASKS[card.task](client, card, ex)
+            labelled_row(outcome.panels).save(folder / f"{ex.name}.png")
+            rows.append({**outcome.row, "side_by_side": str(folder / f"{ex.name}.png")})
     return rows
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _report(models: list[DemoModel], cards: dict[str, ModelCard], results: dict[str, list[dict]],
+            latency_md: str) -> list[str]:
+    from ganserve.demo_tasks import summarise
+
+    lines = ["# ganserve demo", "", "Every model was served by ganserve over gRPC on 127.0.0.1 and asked through the "
+             "image API about held-out data it never trained on.", "",
+             "| model | task | from | examples | model PSNR-Y | baseline PSNR-Y | model SSIM-Y | baseline SSIM-Y | "
+             "accuracy | mean request ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in models:
+        card, summary = cards[m.name], summarise(results[m.name])
+        cells = [summary.get(k) for k in ("psnr_y", "baseline_psnr_y", "ssim_y", "baseline_ssim_y", "accuracy", "request_ms")]
+        lines.append(f"| {m.name} | {card.task} | {m.origin} | {int(summary['examples'])} | "
+                     + " | ".join("–" if c is None else f"{c:.4g}" for c in cells) + " |")
+    lines += ["", "Baselines: bicubic upscaling (super-resolution); the input itself (translation, deraining, face "
+              "aging). Side-by-side pictures are in one folder per model.", ""]
+    for m in models:
+        rows = results[m.name]
+        keys = [k for k in rows[0] if k not in ("side_by_side",)] if rows else []
+        lines += [f"## {m.name}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(_fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
+        lines.append("")
+    return lines + [latency_md.replace("# ganserve bench", "## Latency")]
 
 
 # -- the whole job -----------------------------------------------------------------------------------------------
 def run_demo(cfg: DemoConfig) -> dict:
     from benchmarks.bench import BenchConfig, run_bench
+    from ganserve.demo_tasks import summarise
     from serving.server import start_subprocess
 
     t_start = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
     say("step 1/5: trained models")
-    ckpt, origin = sr_checkpoint(cfg)
-    say(f"srresnet: {origin}")
+    models = trained_models(cfg)
+    for m in models:
+        say(f"{m.name}: {m.origin}")
     say("step 2/5: export to the model repository")
-    card = ensure_exported(ckpt, cfg.repo, "srresnet")
+    cards = {m.name: ensure_exported(m.checkpoint, cfg.repo, m.name) for m in models}
     say("step 3/5: start the server on 127.0.0.1")
     proc, port, metrics_port = start_subprocess(cfg.repo)
     server = f"127.0.0.1:{port}"
     say(f"server ready at {server} (metrics on :{metrics_port})")
+    results: dict[str, list[dict]] = {}
     try:
-        say("step 4/5: super-resolve the held-out photos through the image API")
-        rows = super_resolve_held_out(server, card, cfg.out)
+        say("step 4/5: held-out requests through the image API")
+        for m in models:
+            results[m.name] = request_examples(server, m, cards[m.name], cfg)
+            figures = summarise(results[m.name])
+            say(f"{m.name} ({cards[m.name].task}): " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    for r in rows:
-        say(f"held-out image {r['image']}: {r['lr_size']} -> {r['sr_size']}: PSNR-Y {r['psnr_y']:.2f} dB "
-            f"(bicubic {r['bicubic_psnr_y']:.2f}), {r['client_latency_ms']:.0f} ms")
     say("step 5/5: latency table (torch eager vs in-process onnxruntime vs served)")
+    sr = next((m for m in models if cards[m.name].task == "super_resolution"), models[0])
     bench_doc, files = run_bench(BenchConfig(
-        repo=cfg.repo, model="srresnet", sizes=[32 if cfg.tiny else 64], batches=[1], concurrency=[1, 4],
-        duration=None, requests=4 if cfg.tiny else cfg.bench_requests, out=cfg.out / "latency", checkpoint=ckpt,
+        repo=cfg.repo, model=sr.name, sizes=[32 if cfg.tiny else 64], batches=[1], concurrency=[1, 4],
+        duration=None, requests=4 if cfg.tiny else cfg.bench_requests, out=cfg.out / "latency", checkpoint=sr.checkpoint,
         paths=["torch", "ort", "oip-raw", "image-api"], command="ganserve demo (latency step)"))
     summary = {
-        "model": "srresnet", "checkpoint": str(ckpt), "origin": origin, "card_metrics": card.metrics,
-        "held_out_requests": rows,
-        "mean_psnr_y": float(np.mean([r["psnr_y"] for r in rows])),
-        "mean_bicubic_psnr_y": float(np.mean([r["bicubic_psnr_y"] for r in rows])),
+        "models": {m.name: {"task": cards[m.name].task, "checkpoint": str(m.checkpoint), "origin": m.origin,
+                            "card_metrics": cards[m.name].metrics, "requests": results[m.name]} for m in models},
         "latency_report": str(files["markdown"]), "wall_seconds": time.perf_counter() - t_start,
     }
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    lines = [
-        "# ganserve demo", "",
-        f"Model: srresnet ({origin}); served by ganserve over gRPC on 127.0.0.1.", "",
-        "| held-out image | LR size | PSNR-Y model | PSNR-Y bicubic | SSIM-Y model | SSIM-Y bicubic | request ms |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(f"| {r['image']} | {r['lr_size'][0]}×{r['lr_size'][1]} | {r['psnr_y']:.2f} | "
-                     f"{r['bicubic_psnr_y']:.2f} | {r['ssim_y']:.4f} | {r['bicubic_ssim_y']:.4f} | "
-                     f"{r['client_latency_ms']:.0f} |")
-    lines += ["", "Side-by-side (input, bicubic, model, ground truth): "
-              + ", ".join(f"`sr_held_out_{r['image']}.png`" for r in rows), "",
-              files["markdown"].read_text().replace("# ganserve bench", "## Latency")]
-    (cfg.out / "summary.md").write_text("\n".join(lines) + "\n")
+    (cfg.out / "summary.md").write_text("\n".join(_report(models, cards, results, files["markdown"].read_text())) + "\n")
     say(f"done in {summary['wall_seconds']:.0f} s: see {cfg.out}/summary.md")
     return summary
 
 
 def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
     p = subparsers.add_parser(name, help="the main job: models, export, serve, requests, report",
-                              description="Use the shipped SR model (or reuse/train one), export it, serve it on "
-                                          "127.0.0.1, super-resolve the held-out photos through the image API and "
-                                          "write side-by-side images, quality figures and a latency table.")
+                              description="Use the shipped models (models/; or retrain them), export them, serve them "
+                                          "on 127.0.0.1, send each application's held-out examples through the "
+                                          "image API and write side-by-side images, quality figures against "
+                                          "their baselines and a latency table.")
     p.add_argument("--out", type=Path, default=DemoConfig.out, help="output folder (default demo-output)")
     p.add_argument("--repo", type=Path, default=DemoConfig.repo, help="model repository (default model-repository)")
     p.add_argument("--runs", type=Path, default=DemoConfig.runs, help="training runs folder (default runs/demo)")
@@ -189,15 +218,19 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
                    help="training budget per model where none is shipped or reusable (default 3)")
     p.add_argument("--bench-requests", type=int, default=DemoConfig.bench_requests,
                    help="requests per latency-table row (default 20)")
-    p.add_argument("--retrain", action="store_true", help="train even where a shipped or earlier model exists")
+    p.add_argument("--models", default="", help="comma-separated shipped model names (default: all of models/)")
+    p.add_argument("--examples", type=int, default=DemoConfig.examples, help="held-out requests per model (default 3)")
+    p.add_argument("--retrain", action="store_true",
+                   help="retrain every model from its recorded config for --train-minutes instead of using it")
     p.add_argument("--tiny", action="store_true", help="tiny networks and a few steps (for tests)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.train_minutes <= 0 or args.bench_requests < 1:
-        raise GanserveError("--train-minutes and --bench-requests must be positive")
+    if args.train_minutes <= 0 or args.bench_requests < 1 or args.examples < 1:
+        raise GanserveError("--train-minutes, --bench-requests and --examples must be positive")
     cfg = DemoConfig(out=args.out, repo=args.repo, runs=args.runs, train_minutes=args.train_minutes,
-                     bench_requests=args.bench_requests, retrain=args.retrain, tiny=args.tiny)
+                     bench_requests=args.bench_requests, examples=args.examples,
+                     models=[m.strip() for m in args.models.split(",") if m.strip()], retrain=args.retrain, tiny=args.tiny)
     run_demo(cfg)
     return 0

@@ -18,8 +18,8 @@ class DemoExample:
     """One held-out request the main job (`ganserve demo`) sends to the served model, with the answer where known."""
 
     name: str  # short file-name-safe label, e.g. "flower" or "id3_to_60+"
-    image: np.ndarray | None = None  # HxWx3 uint8 request image (None for generation)
-    truth: np.ndarray | None = None  # HxWx3 uint8 true output where known (SR: the HR crop; derain: the clean image)
+    image: np.ndarray | None = None  # HxWx3 (or HxW grey) uint8 request image (None for generation)
+    truth: np.ndarray | None = None  # HxWx3 (or HxW) uint8 true output where known (SR: the HR crop; derain: the clean image)
     condition: str = ""  # target age group (AgeFace) or class label (Generate)
     label: str = ""  # the true class (Classify)
     seed: int = 0  # latent seed (Generate)

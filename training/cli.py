@@ -102,8 +102,9 @@ def _add_ship(subparsers: Any, name: str) -> None:
         "write models/NAME/{checkpoint.pt, card.json, metrics.jsonl, config.pbtxt, model_card.json, 1/model.onnx} "
         "atomically. Refuses an entry over 10 MB and one that does not beat the entry it replaces.",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a finished checkpoint written by `ganserve train`")
-    p.add_argument("--name", required=True, help="entry name under models/ (also its model name when served)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", help="a finished checkpoint written by `ganserve train`")
+    p.add_argument("--name", help="entry name under models/ (also its model name when served)")
+    p.add_argument("--list", action="store_true", help="print the table of shipped models (Markdown) and exit")
     p.add_argument("--command", default="", help="the exact `ganserve train ...` command that trained it")
     p.add_argument("--target", default="", help="the application's quality target, one line, for the card")
     p.add_argument("--models-dir", default=None, metavar="DIR", help="where entries live (default: the project's models/)")
@@ -113,8 +114,13 @@ def _add_ship(subparsers: Any, name: str) -> None:
 
 
 def _run_ship(args: argparse.Namespace) -> int:
-    from training.ship import SHIPPED, ship
+    from training.ship import SHIPPED, ship, shipped_table
 
+    if args.list:
+        print(shipped_table(args.models_dir or SHIPPED))
+        return 0
+    if not args.checkpoint or not args.name:
+        raise GanserveError("give CHECKPOINT and --name (or --list)")
     if not Path(args.checkpoint).is_file():
         raise GanserveError(f"{args.checkpoint}: no such checkpoint file")
     out = ship(args.checkpoint, args.name, command=args.command, target=args.target, note=args.note,

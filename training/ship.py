@@ -174,3 +174,30 @@ def ship(
         shutil.rmtree(stage, ignore_errors=True)
     say(f"[ship] {final}: {key} {held_out[key]:.4f} ({_folder_bytes(final) / 2**20:.2f} MB)")
     return final
+
+
+def _headline(card: dict[str, Any]) -> str:
+    """The headline metric and its baseline(s) as text, e.g. 'psnr_y 30.21 (bicubic_psnr_y 28.72)'."""
+    held = card["held_out"]
+    key = card["quality_key"]
+    baselines = [k for k in held if k != key and (k.startswith(("baseline", "bicubic", "identity", "input"))
+                                                   and k.endswith(key))]
+    text = f"{key} {held[key]:.4g}"
+    if baselines:
+        text += " (" + ", ".join(f"{k} {held[k]:.4g}" for k in baselines) + ")"
+    return text
+
+
+def shipped_table(models_dir: str | Path = SHIPPED) -> str:
+    """A Markdown table of the shipped models, from their cards (the README's table is this output)."""
+    lines = ["| entry | model | size | training | CPU | held-out headline (baseline) | target |",
+             "|---|---|---|---|---|---|---|"]
+    for entry in shipped_entries(models_dir):
+        card = read_entry(entry)
+        t = card.get("training", {})
+        wall = t.get("wall_seconds")
+        trained = f"{t.get('steps')} steps, {wall / 60:.1f} min" if wall else f"{t.get('steps')} steps"
+        cpu = str(t.get("cpu", "")).split(" (the shipping")[0]
+        lines.append(f"| {entry.name} | {card['model']} | {_folder_bytes(entry) / 2**20:.1f} MB | {trained} | {cpu} | "
+                     f"{_headline(card)} | {card.get('target', '')} |")
+    return "\n".join(lines)

@@ -13,40 +13,64 @@ from ganserve.cli import main
 from ganserve.demo import DemoConfig, run_demo
 
 
+DIGITS = ["ssgan", "cvaegan"]  # shipped digit models: the classification and generation steps at full size
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoConfig, dict]:
     root = tmp_path_factory.mktemp("demo")
-    cfg = DemoConfig(out=root / "out", repo=root / "repo", runs=root / "runs", tiny=True)
+    cfg = DemoConfig(out=root / "out", repo=root / "repo", runs=root / "runs", tiny=True, examples=2,
+                     models=["srresnet", *DIGITS])
     return cfg, run_demo(cfg)
 
 
 def test_demo_writes_images_quality_and_latency(demo: tuple[DemoConfig, dict]) -> None:
     cfg, summary = demo
-    rows = summary["held_out_requests"]
-    assert len(rows) == 2  # both held-out photos went through the server
-    for r in rows:
-        assert r["sr_size"] == [4 * r["lr_size"][0], 4 * r["lr_size"][1]]  # x4 model, cropped back exactly
-        assert math.isfinite(r["psnr_y"]) and r["psnr_y"] > 0 and 20 < r["bicubic_psnr_y"] < 50
-        sheet = Image.open(cfg.out / f"sr_held_out_{r['image']}.png")
-        assert sheet.width == 4 * r["sr_size"][1]  # input | bicubic | model | ground truth
-    assert (cfg.out / "summary.md").read_text().count("| oip-raw |") == 2
+    assert set(summary["models"]) == {"srresnet", *DIGITS}
+    sr = summary["models"]["srresnet"]
+    assert sr["task"] == "super_resolution" and "trained now" in sr["origin"]
+    assert len(sr["requests"]) == 2  # both held-out photos went through the server
+    for r in sr["requests"]:
+        assert r["output_size"] == [4 * r["input_size"][0], 4 * r["input_size"][1]]  # x4 model, cropped back exactly
+        assert math.isfinite(r["psnr_y"]) and r["psnr_y"] > 0 and 20 < r["baseline_psnr_y"] < 50
+        sheet = Image.open(r["side_by_side"])
+        assert sheet.width == 4 * r["output_size"][1]  # input | bicubic | model | ground truth
+    md = (cfg.out / "summary.md").read_text()
+    assert md.count("| oip-raw |") == 2 and "| srresnet | super_resolution |" in md
     latency = json.loads((cfg.out / "latency" / "results.json").read_text())
     assert {r["path"] for r in latency["results"]} >= {"torch-fp32", "ort-inprocess", "oip-raw", "image-api"}
+
+
+def test_demo_classifies_and_generates_through_the_server(demo: tuple[DemoConfig, dict]) -> None:
+    cfg, summary = demo
+    cls, gen = summary["models"]["ssgan"], summary["models"]["cvaegan"]
+    assert cls["task"] == "classification" and "shipped" in cls["origin"]
+    assert [r["label"] for r in cls["requests"]] == ["0", "1"]  # one held-out digit per class in turn
+    assert all(r["predicted"] == r["label"] for r in cls["requests"])  # the shipped classifier gets these right
+    assert gen["task"] == "generation" and [r["condition"] for r in gen["requests"]] == ["0", "1"]
+    for r in cls["requests"] + gen["requests"]:
+        assert r["request_ms"] > 0 and Image.open(r["side_by_side"]).height >= 192
 
 
 def test_demo_second_run_reuses(demo: tuple[DemoConfig, dict], capsys: pytest.CaptureFixture) -> None:
     cfg, first = demo
     second = run_demo(cfg)
     out = capsys.readouterr().out
-    assert "reused" in second["origin"] and "already holds srresnet" in out
-    assert second["checkpoint"] == first["checkpoint"]
+    assert "reused" in second["models"]["srresnet"]["origin"] and "already holds srresnet" in out
+    assert "already holds ssgan" in out and "already holds cvaegan" in out
+    assert {k: v["checkpoint"] for k, v in second["models"].items()} == {
+        k: v["checkpoint"] for k, v in first["models"].items()}
+
+
+def test_demo_refuses_an_unknown_model(tmp_path: Path) -> None:
+    assert main(["demo", "--models", "nope", "--out", str(tmp_path / "o")]) == 2
 
 
 def test_bench_report_is_well_formed(demo: tuple[DemoConfig, dict], tmp_path: Path) -> None:
     cfg, summary = demo
     out = tmp_path / "bench"
     rc = main(["bench", "--repo", str(cfg.repo), "--model", "srresnet", "--sizes", "16", "--batch", "1,2",
-               "--concurrency", "1,2", "--requests", "3", "--checkpoint", summary["checkpoint"], "--out", str(out),
+               "--concurrency", "1,2", "--requests", "3", "--checkpoint", summary["models"]["srresnet"]["checkpoint"], "--out", str(out),
                "--paths", "torch,ort,oip-raw,image-api,tritonclient-aio"])
     assert rc == 0
     doc = json.loads((out / "results.json").read_text())

@@ -19,7 +19,7 @@ from torch import nn
 
 from ganserve.contract import TensorSpec
 from ganserve.errors import GanserveError
-from training.application import Application, TrainContext
+from training.application import Application, DemoExample, TrainContext
 from training.config import CommonConfig, config_dict
 from training.data import digits_gen
 from training.data.images import step_generator
@@ -207,6 +207,11 @@ class DigitsGenApp(Application):
         n, columns = (80, digits_gen.CLASSES) if self.conditional else (64, 8)
         z = torch.randn((n, self.config.latent_dim), generator=torch.Generator().manual_seed(EVAL_SEED + 1))
         return picture(self.generate(z, self._labels(n)), columns)
+
+    def demo_examples(self, count: int) -> list[DemoExample]:
+        """Seeds to generate from; conditional models ask for each class in turn."""
+        return [DemoExample(name=f"seed{i}", seed=i, condition=LABELS[i % len(LABELS)] if self.conditional else "")
+                for i in range(count)]
 
     def export_spec(self) -> ExportSpec:
         c = self.config

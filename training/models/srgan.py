@@ -22,13 +22,14 @@ from torch import nn
 
 from ganserve.contract import TensorSpec
 from ganserve.errors import GanserveError
-from training.application import Application, TrainContext
+from training.application import Application, DemoExample, TrainContext
 from training.config import CommonConfig, config_dict
 from training.data.images import BUILTIN_TRAIN, SRSource, load_builtin, step_generator, upscale_bicubic
 from training.export_spec import ExportSpec
 from training.models.sr_eval import (
     HELD_OUT_DESCRIPTION,
     evaluate_sr,
+    held_out_pairs,
     held_out_hr_crops,
     held_out_lr_crops,
     picture_grid,
@@ -237,6 +238,13 @@ class SRResNetApp(Application):
         return picture_grid([bic, self._predict(lr), held_out_hr_crops(s, 4, 32, 32)])
 
     # -- export ------------------------------------------------------------------------------------------
+    def demo_examples(self, count: int) -> list[DemoExample]:
+        """The held-out photos downscaled by the model's factor (the request), with the original as the truth."""
+        examples = []
+        for i, (hr, lr) in enumerate(held_out_pairs(self.config.scale)[:count]):
+            examples.append(DemoExample(name=f"photo{i}", image=_uint8(lr[0].transpose(1, 2, 0)), truth=_uint8(hr)))
+        return examples
+
     def export_spec(self) -> ExportSpec:
         c = self.config
         module = SRInference(copy.deepcopy(self.generator).cpu().eval()).eval()
@@ -371,3 +379,8 @@ class SRGANApp(SRResNetApp):
             "loss_pix": float(pix.detach()),
             "loss_adv": float(adv.detach()),
         }
+
+
+def _uint8(image: np.ndarray) -> np.ndarray:
+    """A [0, 1] float picture as the 8-bit one a PNG carries."""
+    return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)

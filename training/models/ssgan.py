@@ -26,7 +26,7 @@ from torch import nn
 
 from ganserve.contract import TensorSpec
 from ganserve.errors import GanserveError
-from training.application import Application, TrainContext
+from training.application import Application, DemoExample, TrainContext
 from training.config import CommonConfig, config_dict
 from training.data.digits import SemiSupervisedSplit, semi_supervised_split
 from training.data.images import step_generator
@@ -398,6 +398,16 @@ class SSGANApp(Application):
         return np.repeat(np.rint(grid * 255).astype(np.uint8)[:, :, None], 3, axis=2)
 
     # -- export ---------------------------------------------------------------------------------------------
+    def demo_examples(self, count: int) -> list[DemoExample]:
+        """The first held-out digits of each class in turn (8-bit grey, as a PNG carries them) with their labels."""
+        held = self.data_split().held_out
+        order = [int(i) for c in range(self.data_split().classes) for i in np.flatnonzero(held.labels == c)[:1]]
+        examples = []
+        for i in order[:count]:
+            grey = np.rint(np.clip(held.images[i][0], 0.0, 1.0) * 255.0).astype(np.uint8)
+            examples.append(DemoExample(name=f"digit{i}", image=grey, label=str(int(held.labels[i]))))
+        return examples
+
     def export_spec(self) -> ExportSpec:
         split = self.data_split()
         module = ClassifierInference(copy.deepcopy(self.discriminator).cpu().eval()).eval()
