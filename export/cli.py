@@ -37,7 +37,8 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
         description="Rebuild the model in CHECKPOINT, export it to ONNX, prove parity with PyTorch, and write "
         "<repo>/<name>/{config.pbtxt, model_card.json, <version>/model.onnx, <version>/reference.npz} atomically.",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by `ganserve train`")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a checkpoint written by `ganserve train`, or a shipped model folder (models/NAME)")
     p.add_argument("--repo", required=True, metavar="DIR", help="model repository folder (created if missing)")
     p.add_argument("--name", help="model name in the repository (default: the checkpoint's model name)")
     p.add_argument("--version", type=_positive, metavar="N", help="version number (default: the next free one)")
@@ -58,16 +59,25 @@ def run(args: argparse.Namespace) -> int:
     """Export, then print the version folder and the figures that matter."""
     if args.half_io and args.precision != "fp16":
         raise GanserveError("--half-io applies to --precision fp16 only")
-    if not Path(args.checkpoint).is_file():  # answered before torch is imported
+    from training.config import parse_set
+
+    options = parse_set(args.option)
+    if Path(args.checkpoint).is_dir():  # a shipped entry: its checkpoint, name and recorded options
+        from training.ship import entry_checkpoint, read_entry
+
+        card = read_entry(args.checkpoint)
+        options = {**card.get("options", {}), **options}
+        args.name = args.name or Path(args.checkpoint).resolve().name
+        args.checkpoint = str(entry_checkpoint(args.checkpoint))
+    if not Path(args.checkpoint).is_file():
         raise CheckpointError(f"{args.checkpoint}: no such checkpoint file")
     from export.exporter import export_checkpoint
-    from training.config import parse_set
 
     out = export_checkpoint(
         args.checkpoint, args.repo,
         name=args.name, version=args.version, precision=args.precision, opset=args.opset,
         overwrite=args.overwrite, keep_io_fp32=not args.half_io, variants=args.variants, progress=not args.quiet,
-        options=parse_set(args.option) or None,
+        options=options or None,
     )
     card = ModelCard.load(out.parent / CARD_FILE)
     key = card.metrics.get("quality_key")

@@ -41,6 +41,7 @@ class DemoModel:
     name: str  # served name (the shipped entry's name)
     checkpoint: Path
     origin: str
+    options: dict = field(default_factory=dict)  # config overrides the entry records (e.g. a CycleGAN direction)
 
 
 def _train_sr(cfg: DemoConfig) -> DemoModel:
@@ -68,12 +69,13 @@ def _retrain(cfg: DemoConfig, entry: Path) -> DemoModel:
     card = read_entry(entry)
     say(f"{entry.name}: retraining {card['model']} from its recorded config for {cfg.train_minutes:g} min")
     path = train(card["model"], dict(card["config"]), budget_minutes=cfg.train_minutes, out_dir=cfg.runs / entry.name)
-    return DemoModel(entry.name, path, f"retrained now ({card['model']}, recorded config, {cfg.train_minutes:g} min)")
+    return DemoModel(entry.name, path, f"retrained now ({card['model']}, recorded config, {cfg.train_minutes:g} min)",
+                     card.get("options") or {})
 
 
 def trained_models(cfg: DemoConfig) -> list[DemoModel]:
     """Every application's model: shipped (default), retrained (--retrain), or the SR fallback when none ships."""
-    from training.ship import entry_checkpoint, shipped_entries
+    from training.ship import entry_checkpoint, read_entry, shipped_entries
 
     entries = [e for e in shipped_entries(SHIPPED) if not cfg.models or e.name in cfg.models]
     unknown = sorted(set(cfg.models) - {e.name for e in entries} - {"srresnet"})
@@ -87,14 +89,15 @@ def trained_models(cfg: DemoConfig) -> list[DemoModel]:
         if cfg.retrain:
             found.append(_retrain(cfg, entry))
         else:
-            found.append(DemoModel(entry.name, entry_checkpoint(entry), f"shipped model models/{entry.name}"))
+            found.append(DemoModel(entry.name, entry_checkpoint(entry), f"shipped model models/{entry.name}",
+                                   read_entry(entry).get("options") or {}))
     if not any(m.name == "srresnet" for m in found) and (not cfg.models or "srresnet" in cfg.models):
         found.insert(0, _train_sr(cfg))
     return found
 
 
 # -- step 2: export -------------------------------------------------------------------------------------------
-def ensure_exported(ckpt: Path, repo: Path, name: str) -> ModelCard:
+def ensure_exported(ckpt: Path, repo: Path, name: str, options: dict | None = None) -> ModelCard:
     """Export `ckpt` as `name` unless the repository already holds an export of this exact checkpoint."""
     from export.card import file_sha256
 
@@ -108,7 +111,7 @@ def ensure_exported(ckpt: Path, repo: Path, name: str) -> ModelCard:
     from export.exporter import export_checkpoint
 
     say(f"exporting {ckpt} -> {repo}/{name} (ONNX, parity check, model card)")
-    export_checkpoint(ckpt, repo, name=name)
+    export_checkpoint(ckpt, repo, name=name, options=options or None)
     return ModelCard.load(card_path)
 
 
@@ -120,7 +123,7 @@ def request_examples(server: str, model: DemoModel, card: ModelCard, cfg: DemoCo
     from training.checkpoint import build_from_checkpoint
     from training.models.sr_eval import labelled_row
 
-    examples = build_from_checkpoint(model.checkpoint).demo_examples(cfg.examples)
+    examples = build_from_checkpoint(model.checkpoint, model.options or None).demo_examples(cfg.examples)
     folder = cfg.out / model.name
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -173,7 +176,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     for m in models:
         say(f"{m.name}: {m.origin}")
     say("step 2/5: export to the model repository")
-    cards = {m.name: ensure_exported(m.checkpoint, cfg.repo, m.name) for m in models}
+    cards = {m.name: ensure_exported(m.checkpoint, cfg.repo, m.name, m.options) for m in models}
     say("step 3/5: start the server on 127.0.0.1")
     proc, port, metrics_port = start_subprocess(cfg.repo)
     server = f"127.0.0.1:{port}"

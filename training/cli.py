@@ -108,6 +108,8 @@ def _add_ship(subparsers: Any, name: str) -> None:
     p.add_argument("--command", default="", help="the exact `ganserve train ...` command that trained it")
     p.add_argument("--target", default="", help="the application's quality target, one line, for the card")
     p.add_argument("--models-dir", default=None, metavar="DIR", help="where entries live (default: the project's models/)")
+    p.add_argument("--option", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a config value before evaluation and export (e.g. export_direction=ba); recorded")
     p.add_argument("--note", default="", help="conditions of the training worth recording (e.g. a shared CPU)")
     p.add_argument("--force", action="store_true", help="replace the entry even if it is not better")
     p.set_defaults(func=_run_ship)
@@ -124,6 +126,7 @@ def _run_ship(args: argparse.Namespace) -> int:
     if not Path(args.checkpoint).is_file():
         raise GanserveError(f"{args.checkpoint}: no such checkpoint file")
     out = ship(args.checkpoint, args.name, command=args.command, target=args.target, note=args.note,
+               options=parse_set(args.option) or None,
                models_dir=args.models_dir or SHIPPED, force=args.force)
     print(out)
     return 0

@@ -91,13 +91,15 @@ def ship(
     command: str = "",
     target: str = "",
     note: str = "",
+    options: dict[str, Any] | None = None,
     models_dir: str | Path = SHIPPED,
     force: bool = False,
     progress: bool = True,
 ) -> Path:
     """Evaluate ``checkpoint`` on held-out data and write it as the entry ``models_dir/name`` (atomically).
 
-    Refuses an entry over 10 MB, a models folder over 60 MB, a model trained on user data, and (unless ``force``)
+    ``options`` override config values before evaluation and export (e.g. which CycleGAN direction); they are
+    recorded in the card so the entry reproduces. Refuses an entry over 10 MB, a models folder over 60 MB, a model trained on user data, and (unless ``force``)
     one whose headline held-out metric does not beat the entry it would replace.
     """
     import torch
@@ -115,7 +117,7 @@ def ship(
         raise GanserveError(f"{checkpoint}: trained on user data {user_data}; a shipped model must train on built-in data")
     say = print if progress else (lambda *_: None)
     say(f"[ship] evaluating {checkpoint} on held-out data")
-    app = build_from_checkpoint(checkpoint)
+    app = build_from_checkpoint(checkpoint, options)
     spec = app.export_spec()
     torch.manual_seed(0)
     held_out = _numbers(app.evaluate())
@@ -137,7 +139,7 @@ def ship(
         stripped = stage / SHIP_CHECKPOINT
         save_checkpoint(stripped, {**payload, "optim": {}})
         say(f"[ship] exporting {name} beside it (ONNX, parity, model card)")
-        export_checkpoint(stripped, stage, name=name, version=1, progress=progress)
+        export_checkpoint(stripped, stage, name=name, version=1, progress=progress, options=options or None)
         os.replace(stripped, entry / SHIP_CHECKPOINT)
         log = Path(checkpoint).with_name("metrics.jsonl")
         if log.is_file():
@@ -148,6 +150,7 @@ def ship(
             "command": command or "(not recorded)",
             "reproduce": f"ganserve train --from models/{name}",
             "config": payload["config"],
+            "options": dict(options or {}),
             "seed": payload["config"].get("seed"),
             "commit": payload.get("commit", "unknown"),
             "created": payload.get("created", ""),

@@ -44,6 +44,16 @@ def test_ship_writes_a_servable_entry_with_its_card(trained: tuple[Path, Path]) 
     assert sorted(p.name for p in (root / "models").iterdir()) == ["tiny-sr"]  # no staging folder left behind
 
 
+def test_export_and_serve_start_from_a_shipped_entry(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    ckpt, root = trained
+    entry = root / "models" / "tiny-sr"
+    if not entry.exists():
+        ship(ckpt, "tiny-sr", models_dir=root / "models", progress=False)
+    assert main(["export", str(entry), "--repo", str(tmp_path / "repo"), "--quiet"]) == 0
+    card = ModelCard.load(tmp_path / "repo" / "tiny-sr" / "model_card.json")  # named after the entry
+    assert card.metrics["psnr_y"] == pytest.approx(read_entry(entry)["held_out"]["psnr_y"], abs=1e-3)
+
+
 def test_ship_refuses_user_data_and_bad_input(trained: tuple[Path, Path], tmp_path: Path) -> None:
     ckpt, root = trained
     user = train("srresnet", {**TINY, "data_dir": str(_photos(tmp_path))}, steps=1, out_dir=tmp_path / "u", progress=False)

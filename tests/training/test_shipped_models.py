@@ -30,7 +30,7 @@ def test_shipped_model_reproduces_its_card(entry: Path) -> None:
     payload = load_checkpoint(ckpt)
     assert payload["model"] == card["model"] and payload["config"] == card["config"]
     assert payload["step"] == card["training"]["steps"] and not payload["optim"]
-    app = build_from_checkpoint(ckpt)
+    app = build_from_checkpoint(ckpt, card.get("options") or None)
     assert app.config.seed == card["seed"]
     torch.manual_seed(0)
     metrics = app.evaluate()
