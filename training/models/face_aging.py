@@ -214,10 +214,12 @@ class Judges:
 
     @torch.no_grad()
     def age_of(self, x: np.ndarray) -> np.ndarray:
+        """Predicted age group (N,) of faces (N, 3, 64, 64) in [0, 1]."""
         return self.age.age_logits(torch.tensor(x)).argmax(1).numpy()
 
     @torch.no_grad()
     def embed(self, x: np.ndarray) -> np.ndarray:
+        """L2-normalised identity embeddings (N, D) of faces (N, 3, 64, 64) in [0, 1]."""
         return self.ident.features(torch.tensor(x)).numpy()
 
 
