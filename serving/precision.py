@@ -159,6 +159,11 @@ def _provider_options(provider: str, precision: str) -> dict[str, str]:
 
 
 # -- quality -------------------------------------------------------------------------------------------
+def _flat(arrays: list[np.ndarray]) -> np.ndarray:
+    """Every case's pixels in one vector, so the PSNR is over the whole set (cases differ in size)."""
+    return np.concatenate([a.ravel() for a in arrays])
+
+
 def _psnr(a: np.ndarray, b: np.ndarray, span: float) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10.0 * math.log10(span**2 / mse)
@@ -182,9 +187,8 @@ def check_quality(card: ModelCard | None, cases: list[ReferenceCase], outputs: l
             total = sum(w.shape[0] for w in want)
             verdicts.append((changed == 0, f"{name}: top-1 changed on {changed}/{total}"))
         elif spec is not None and spec.role == "image" and all(t is not None for t in truth):
-            flat = lambda xs: np.concatenate([x.ravel() for x in xs])  # noqa: E731
-            ref_db = _psnr(flat(want), flat(truth), span)
-            got_db = _psnr(flat(got), flat(truth), span)
+            ref_db = _psnr(_flat(want), _flat(truth), span)
+            got_db = _psnr(_flat(got), _flat(truth), span)
             drop = ref_db - got_db
             verdicts.append((drop <= PSNR_DROP_DB, f"{name}: PSNR {got_db:.3f} dB vs fp32 {ref_db:.3f} dB "
                                                    f"(drop {drop:+.3f}, limit {PSNR_DROP_DB})"))
