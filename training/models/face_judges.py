@@ -173,6 +173,7 @@ def save_net(path: str | Path, net: FaceNet, metrics: dict[str, Any]) -> Path:
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; these files ship with the project
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
