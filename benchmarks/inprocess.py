@@ -113,21 +113,16 @@ def time_modes(run: CandidateRun, feeds: dict[str, np.ndarray], size: int, cores
             s.run(feeds)
         for conc in concurrency:
             pool = ThreadPoolExecutor(max_workers=conc)
-            slots: asyncio.Queue | None = None
 
             async def go() -> tuple[list[float], int, float]:
-                nonlocal slots
-                slots = asyncio.Queue()
-                for s in sessions:
-                    slots.put_nowait(s)
+                locks = [asyncio.Lock() for _ in sessions]  # FIFO: a freed session goes to the longest waiter
+                turn = iter(range(1 << 30))
                 loop = asyncio.get_running_loop()
 
                 async def send() -> None:
-                    session = await slots.get()
-                    try:
-                        await loop.run_in_executor(pool, session.run, feeds)
-                    finally:
-                        slots.put_nowait(session)
+                    i = next(turn) % len(sessions)
+                    async with locks[i]:
+                        await loop.run_in_executor(pool, sessions[i].run, feeds)
                 return await closed_loop(send, conc, **amount, warmup=1)
             try:
                 lat, errors, wall = asyncio.run(go())

@@ -112,7 +112,7 @@ def markdown(doc: dict) -> str:
             lines.append(f"| {r['path']} | {r['size']} | {r['concurrency']} | {e['decode_ms']:.1f} | {e['infer_ms']:.1f} | "
                          f"{e['encode_ms']:.1f} |")
     for size, table in (doc.get("codecs") or {}).items():
-        lines += ["", f"Codecs on a {size}×{size} input's output-sized picture (in-process, median):", "",
+        lines += ["", f"Codecs on the model's output for a {size}×{size} input (in-process, median):", "",
                   "| codec | encode ms | decode ms | bytes | lossless |", "|---|---|---|---|---|"]
         for c in table:
             lines.append(f"| {c['codec']} | {c['encode_ms']:.2f} | {c['decode_ms']:.2f} | {c['bytes']} | "
