@@ -86,7 +86,7 @@ def _image_to_image(send: Callable[[Any, ModelCard, Any], Any]) -> Callable[[Any
         reply, ms = _timed(lambda: send(client, card, ex))
         out_img = Image.open(io.BytesIO(reply.image)).convert("RGB")
         out = np.asarray(out_img)
-        row: dict[str, Any] = {"example": ex.name, "request_ms": ms, "condition": ex.condition}
+        row: dict[str, Any] = {"example": ex.name, "request_ms": ms, **({"condition": ex.condition} if ex.condition else {})}
         panels = [(_shown(Image.fromarray(ex.image), PANEL), "input")]
         label = card.name
         if ex.truth is not None:
