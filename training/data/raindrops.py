@@ -267,9 +267,9 @@ class RainSource:
     def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rainy, clean, mask) NCHW float32 batches; all randomness comes from ``generator``."""
         p = self.patch
+        count = len(self.images) if self.images is not None else len(self.pairs or [])
         out = []
         for _ in range(size):
-            count = len(self.images) if self.images is not None else len(self.pairs or [])
             k = int(torch.randint(count, (1,), generator=generator))
             src = self.images[k] if self.images is not None else self.pairs[k].clean  # type: ignore[index]
             h, w = src.shape[:2]
