@@ -192,21 +192,28 @@ class CycleGANApp(Application):
         rows = []
         for a, b in self.held_out():
             src, truth = (a, b) if direction == "ab" else (b, a)
-            row = te.image_figures(te.to_hwc(predict(te.to_batch(src))), truth)
-            row.update({f"identity_{k}": v for k, v in te.image_figures(src, truth).items()})
-            rows.append(row)
+            rows.append(self._direction_row(te.to_hwc(predict(te.to_batch(src))), src, truth))
         return {f"{k}_{direction}": v for k, v in te.mean_figures(rows).items()}
 
+    @staticmethod
+    def _direction_row(pred: np.ndarray, src: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+        row = te.image_figures(pred, truth)
+        row.update({f"identity_{k}": v for k, v in te.image_figures(src, truth).items()})
+        return row
+
     def evaluate(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for direction in DIRECTIONS:
-            out.update(self.evaluate_direction(direction, lambda x, d=direction: self._predict(d, x)))
+        # each generator runs twice per image (translation, then the cycle back), shared by all the figures
+        rows: dict[str, list[dict[str, float]]] = {"ab": [], "ba": []}
         cyc_a, cyc_b = [], []
         for a, b in self.held_out():
-            rec_a = self._predict("ba", self._predict("ab", te.to_batch(a)))
-            rec_b = self._predict("ab", self._predict("ba", te.to_batch(b)))
-            cyc_a.append(float(np.abs(te.to_hwc(rec_a) - a).mean()))
-            cyc_b.append(float(np.abs(te.to_hwc(rec_b) - b).mean()))
+            fake_b, fake_a = self._predict("ab", te.to_batch(a)), self._predict("ba", te.to_batch(b))
+            rows["ab"].append(self._direction_row(te.to_hwc(fake_b), a, b))
+            rows["ba"].append(self._direction_row(te.to_hwc(fake_a), b, a))
+            cyc_a.append(float(np.abs(te.to_hwc(self._predict("ba", fake_b)) - a).mean()))
+            cyc_b.append(float(np.abs(te.to_hwc(self._predict("ab", fake_a)) - b).mean()))
+        out: dict[str, float] = {}
+        for direction, figures in rows.items():
+            out.update({f"{k}_{direction}": v for k, v in te.mean_figures(figures).items()})
         out["cycle_l1_a"], out["cycle_l1_b"] = float(np.mean(cyc_a)), float(np.mean(cyc_b))
         out["eval_images"] = float(len(cyc_a))
         return out
