@@ -179,12 +179,14 @@ def ship(
     return final
 
 
+BASELINE_PREFIXES = ("baseline", "bicubic", "identity", "input", "rainy", "chance")
+
+
 def _headline(card: dict[str, Any]) -> str:
     """The headline metric and its baseline(s) as text, e.g. 'psnr_y 30.21 (bicubic_psnr_y 28.72)'."""
     held = card["held_out"]
     key = card["quality_key"]
-    baselines = [k for k in held if k != key and (k.startswith(("baseline", "bicubic", "identity", "input"))
-                                                   and k.endswith(key))]
+    baselines = [f"{p}_{key}" for p in BASELINE_PREFIXES if f"{p}_{key}" in held]
     text = f"{key} {held[key]:.4g}"
     if baselines:
         text += " (" + ", ".join(f"{k} {held[k]:.4g}" for k in baselines) + ")"
