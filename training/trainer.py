@@ -203,7 +203,7 @@ class Trainer:
         self.last_eval = self.app.evaluate()
         assert self.metrics_log is not None
         self.metrics_log.write({"kind": "eval", "step": self.step, **self.last_eval})
-        headline = ", ".join(f"{k}={v:.4g}" for k, v in self.last_eval.items() if k in ("psnr_y", "psnr_gain_y", "ssim_y"))
+        headline = ", ".join(f"{k}={v:.4g}" for k, v in list(self.last_eval.items())[:6] if isinstance(v, (int, float)))
         log.info("eval at step %d: %s", self.step, headline)
 
     def _sample(self) -> None:
