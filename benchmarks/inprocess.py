@@ -31,8 +31,10 @@ class CandidateRun:
     passed: bool
 
 
-def candidate_runs(version_dir: Path, card: ModelCard, threads: int) -> tuple[list[CandidateRun], list[str]]:
-    """Every candidate the server would consider on this machine, built and checked; plus why others are absent."""
+def candidate_runs(version_dir: Path, card: ModelCard, threads: int,
+                   providers: list[str] | None = None) -> tuple[list[CandidateRun], list[str]]:
+    """Every candidate the server would consider on this machine (default providers unless given), built and
+    checked; plus why others are absent."""
     import onnxruntime as ort
 
     from ganserve.machine import cpu_info
@@ -40,7 +42,7 @@ def candidate_runs(version_dir: Path, card: ModelCard, threads: int) -> tuple[li
     from serving.runtime import OrtRunner, RuntimeSettings, requested_providers
 
     files = version_files(version_dir, card.precision)
-    cands, skipped = list_candidates(files, requested_providers(None), ort.get_available_providers(),
+    cands, skipped = list_candidates(files, requested_providers(providers), ort.get_available_providers(),
                                      bool(cpu_info()["bf16_hardware"]))
     cases = load_reference_cases(version_dir / REFERENCE_FILE if (version_dir / REFERENCE_FILE).exists() else None)
     runs, notes = [], [f"ORT {t.provider}/{t.precision}: {t.reason}" for t in skipped]

@@ -15,7 +15,7 @@ from test_precision import fast, write_model
 
 def test_candidate_rows_carry_the_servers_quality_verdict(tmp_path: Path) -> None:
     folder = write_model(tmp_path, "ident", fast(0.98))
-    runs, notes = inprocess.candidate_runs(folder / "1", ModelCard.load(folder / CARD_FILE), threads=1)
+    runs, notes = inprocess.candidate_runs(folder / "1", ModelCard.load(folder / CARD_FILE), threads=1, providers=["cpu"])
     by = {r.label: r for r in runs}
     assert by["ort-cpu-fp32"].passed and not by["ort-cpu-int8"].passed
     assert "drop +" in by["ort-cpu-int8"].quality
