@@ -61,7 +61,7 @@ class RuntimeSettings:
     """How sessions are built; one-to-one with the serve command's flags."""
 
     providers: list[str] | None = None
-    intra_op_threads: int = 0  # 0 = number of cores
+    intra_op_threads: int = 0  # 0 = the cores divided among the streams
     precision: str = "auto"  # auto = the fastest candidate that passes the reference check; else pinned
     bf16_hardware: bool | None = None  # None = read /proc/cpuinfo
     timing_size: int = 64  # spatial size of the typical input the candidates are timed on
