@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from training.config import config_dict
 from training.export_spec import ExportSpec
 
 
@@ -54,7 +55,17 @@ class Application(nn.Module):
         self.facts: dict[str, Any] = {}  # data and loss facts recorded in checkpoint metrics and the model card
         self._optimizers: dict[str, torch.optim.Optimizer] | None = None
 
+    @property
+    def device(self) -> torch.device:
+        """Where the networks live (the trainer moves the whole application)."""
+        return next(self.parameters()).device
+
     # -- optimisation -------------------------------------------------------------------------------------
+    def adam(self, params: Any, lr: float) -> torch.optim.Adam:
+        """Adam over a module's (or a list of) parameters with the config's betas."""
+        params = params.parameters() if isinstance(params, nn.Module) else params
+        return torch.optim.Adam(params, lr=lr, betas=(self.config.beta1, self.config.beta2))
+
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Create the optimizers by name (e.g. {"g": Adam, "d": Adam}); called once, lazily."""
         raise NotImplementedError
@@ -101,6 +112,21 @@ class Application(nn.Module):
     def export_spec(self) -> ExportSpec:
         """Everything the exporter needs: inference module, named tensors, parity/eval/calibration hooks."""
         raise NotImplementedError
+
+    def run_metrics(self) -> dict[str, Any]:
+        """The metrics the loaded checkpoint recorded (empty for a fresh model)."""
+        return (self.train_info or {}).get("metrics", {}) or {}
+
+    def card_facts(self, value_range: str, training_data: Any, **extra: Any) -> dict[str, Any]:
+        """The training facts every model card records (steps, time, config, commit), plus the application's own."""
+        info, metrics = self.train_info or {}, self.run_metrics()
+        return {
+            "model": self.model_name, "value_range": value_range, "training_data": metrics.get("data", training_data),
+            **extra,
+            "steps": info.get("step"), "elapsed_seconds": metrics.get("elapsed_seconds"),
+            "budget_minutes": metrics.get("budget_minutes"), "config": config_dict(self.config),
+            "commit": info.get("commit"),
+        }
 
     def demo_examples(self, count: int) -> list[DemoExample]:
         """Up to ``count`` held-out requests for the main job, never seen in training (deterministic)."""

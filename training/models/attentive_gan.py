@@ -34,7 +34,7 @@ from torch import nn
 from ganserve.contract import TensorSpec
 from ganserve.errors import GanserveError
 from training.application import Application, DemoExample, TrainContext
-from training.config import CommonConfig, config_dict
+from training.config import CommonConfig
 from training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, load_builtin, step_generator
 from training.data.raindrops import HELD_OUT_COUNT, HELD_OUT_CROP, RainSource, held_out_pairs, stack_pairs
 from training.export_spec import ExportSpec
@@ -336,15 +336,11 @@ class AttentiveGANApp(Application):
         self.content: ContentLoss | None = None
         self.source: RainSource | None = None
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
-        opts = {"g": torch.optim.Adam(self.generator.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))}
+        opts = {"g": self.adam(self.generator, c.lr)}
         if self.discriminator is not None:
-            opts["d"] = torch.optim.Adam(self.discriminator.parameters(), lr=c.d_lr, betas=(c.beta1, c.beta2))
+            opts["d"] = self.adam(self.discriminator, c.d_lr)
         return opts
 
     def setup_training(self, context: TrainContext) -> None:
@@ -476,23 +472,14 @@ class AttentiveGANApp(Application):
         )
 
     def _card_extra(self) -> dict[str, Any]:
-        info = self.train_info or {}
-        metrics = info.get("metrics", {}) or {}
-        return {
-            "model": self.model_name,
-            "value_range": "RGB in [0, 1] in and out (output clamped); attention map in [0, 1]",
-            "training_data": metrics.get("data", {"source": "builtin photos with rendered raindrops",
-                                                  "train": list(BUILTIN_TRAIN), "held_out": list(BUILTIN_HELD_OUT)}),
-            "held_out": HELD_OUT_DESCRIPTION,
-            "steps": info.get("step"),
-            "elapsed_seconds": metrics.get("elapsed_seconds"),
-            "budget_minutes": metrics.get("budget_minutes"),
-            "content_loss": metrics.get("content_loss") or metrics.get("loss"),
-            "receptive_radius_px": receptive_radius(self.config),
-            "tiling": "whole image: the receptive field (radius in receptive_radius_px) exceeds useful tile overlaps",
-            "config": config_dict(self.config),
-            "commit": info.get("commit"),
-        }
+        metrics = self.run_metrics()
+        return self.card_facts(
+            "RGB in [0, 1] in and out (output clamped); attention map in [0, 1]",
+            {"source": "builtin photos with rendered raindrops", "train": list(BUILTIN_TRAIN),
+             "held_out": list(BUILTIN_HELD_OUT)},
+            held_out=HELD_OUT_DESCRIPTION, content_loss=metrics.get("content_loss") or metrics.get("loss"),
+            receptive_radius_px=receptive_radius(self.config),
+            tiling="whole image: the receptive field (radius in receptive_radius_px) exceeds useful tile overlaps")
 
 
 def _parse_weights(text: str) -> tuple[float, float, float]:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ganserve.contract import TensorSpec
 from ganserve.errors import GanserveError
 from training.application import Application, DemoExample, TrainContext
-from training.config import CommonConfig, config_dict
+from training.config import CommonConfig
 from training.data.images import BUILTIN_HELD_OUT, step_generator
 from training.data.unpaired import (
     DOMAIN_A, DOMAIN_B, TRANSFORM_DESCRIPTION, UnpairedSource, builtin_domains, dusk, dusk_uint8, held_out_a,
@@ -86,16 +86,12 @@ class CycleGANApp(Application):
         self.pool_a, self.pool_b = ImagePool(c.pool_size), ImagePool(c.pool_size)
         self.source: UnpairedSource | None = None
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
         g_params = list(self.g_ab.parameters()) + list(self.g_ba.parameters())
         d_params = list(self.d_a.parameters()) + list(self.d_b.parameters())
-        return {"g": torch.optim.Adam(g_params, lr=c.lr, betas=(c.beta1, c.beta2)),
-                "d": torch.optim.Adam(d_params, lr=c.lr, betas=(c.beta1, c.beta2))}
+        return {"g": self.adam(g_params, c.lr),
+                "d": self.adam(d_params, c.lr)}
 
     def setup_training(self, context: TrainContext) -> None:
         super().setup_training(context)
@@ -279,18 +275,7 @@ class CycleGANApp(Application):
         )
 
     def _card_extra(self, direction: str) -> dict[str, Any]:
-        info = self.train_info or {}
-        metrics = info.get("metrics", {}) or {}
-        return {
-            "model": self.model_name,
-            "direction": direction,
-            "value_range": "RGB in [0, 1] in and out (output clamped)",
-            "training_data": metrics.get("data", {"source": "builtin unpaired", "hidden_transform": TRANSFORM_DESCRIPTION}),
-            "held_out": HELD_OUT_DESCRIPTION,
-            "loss": metrics.get("loss"),
-            "steps": info.get("step"),
-            "elapsed_seconds": metrics.get("elapsed_seconds"),
-            "budget_minutes": metrics.get("budget_minutes"),
-            "config": config_dict(self.config),
-            "commit": info.get("commit"),
-        }
+        return self.card_facts(
+            "RGB in [0, 1] in and out (output clamped)",
+            {"source": "builtin unpaired", "hidden_transform": TRANSFORM_DESCRIPTION},
+            direction=direction, held_out=HELD_OUT_DESCRIPTION, loss=self.run_metrics().get("loss"))

@@ -35,7 +35,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from ganserve.contract import TensorSpec
 from ganserve.errors import GanserveError
 from training.application import Application, DemoExample, TrainContext
-from training.config import CommonConfig, config_dict
+from training.config import CommonConfig
 from training.data.faces import (
     AGE_GROUPS,
     GROUP_CENTRES,
@@ -361,10 +361,6 @@ class FaceAgingApp(Application):
         self.groups: torch.Tensor | None = None
 
     @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
     def loss_net(self) -> FaceNet | None:
         """The frozen loss network (identity features + age head), once setup_training has loaded it."""
         return self._loss_net[0] if self._loss_net else None
@@ -372,8 +368,8 @@ class FaceAgingApp(Application):
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
         return {
-            "g": torch.optim.Adam(self.generator.parameters(), lr=c.lr, betas=(c.beta1, c.beta2)),
-            "d": torch.optim.Adam(self.discriminator.parameters(), lr=c.d_lr, betas=(c.beta1, c.beta2)),
+            "g": self.adam(self.generator, c.lr),
+            "d": self.adam(self.discriminator, c.d_lr),
         }
 
     # -- training -------------------------------------------------------------------------------------------------
@@ -531,20 +527,10 @@ class FaceAgingApp(Application):
         )
 
     def _card_extra(self) -> dict[str, Any]:
-        info = self.train_info or {}
-        metrics = info.get("metrics", {}) or {}
-        return {
-            "model": self.model_name,
-            "value_range": "RGB in [0, 1], 64x64 faces; age: one-hot over the six groups; output clamped to [0, 1]",
-            "age_groups": list(AGE_GROUPS),
-            "training_data": metrics.get("data", {"source": "face renderer, pool 'train'"}),
-            "held_out": HELD_OUT_DESCRIPTION,
-            "loss_net": metrics.get("loss_net", self.config.loss_net),
-            "judges": {"age": self.config.age_judge, "identity": self.config.id_judge},
-            "steps": info.get("step"),
-            "elapsed_seconds": metrics.get("elapsed_seconds"),
-            "budget_minutes": metrics.get("budget_minutes"),
-            "config": config_dict(self.config),
-            "commit": info.get("commit"),
-            "notes": "trained on procedural cartoon faces: does not transfer to photographs",
-        }
+        return self.card_facts(
+            "RGB in [0, 1], 64x64 faces; age: one-hot over the six groups; output clamped to [0, 1]",
+            {"source": "face renderer, pool 'train'"},
+            age_groups=list(AGE_GROUPS), held_out=HELD_OUT_DESCRIPTION,
+            loss_net=self.run_metrics().get("loss_net", self.config.loss_net),
+            judges={"age": self.config.age_judge, "identity": self.config.id_judge},
+            notes="trained on procedural cartoon faces: does not transfer to photographs")

@@ -20,7 +20,7 @@ from torch import nn
 from ganserve.contract import TensorSpec
 from ganserve.errors import GanserveError
 from training.application import Application, DemoExample, TrainContext
-from training.config import CommonConfig, config_dict
+from training.config import CommonConfig
 from training.data import digits_gen
 from training.data.images import step_generator
 from training.eval.gen_metrics import digits_metrics
@@ -157,10 +157,6 @@ class DigitsGenApp(Application):
         if config.eval_samples < 20:
             raise GanserveError(f"eval_samples must be >= 20, got {config.eval_samples}")
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
     def sampler(self) -> nn.Module:
         """latent [, one-hot class] -> logits N x 1 x S x S."""
         raise NotImplementedError
@@ -263,15 +259,6 @@ class DigitsGenApp(Application):
         return f"DCGAN-style conv decoder, latent {c.latent_dim}, width {c.channels}, {c.image_size} px digits"
 
     def _card_extra(self) -> dict[str, Any]:
-        info = self.train_info or {}
-        metrics = info.get("metrics", {}) or {}
-        return {
-            "model": self.model_name,
-            "value_range": "grey image in [0, 1]; latent z ~ N(0, I)",
-            "training_data": digits_gen.DESCRIPTION.format(size=self.config.image_size),
-            "eval": metrics.get("eval"),
-            "steps": info.get("step"),
-            "elapsed_seconds": metrics.get("elapsed_seconds"),
-            "config": config_dict(self.config),
-            "commit": info.get("commit"),
-        }
+        facts = self.card_facts("grey image in [0, 1]; latent z ~ N(0, I)", "", eval=self.run_metrics().get("eval"))
+        facts["training_data"] = digits_gen.DESCRIPTION.format(size=self.config.image_size)
+        return facts

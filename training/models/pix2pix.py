@@ -21,7 +21,7 @@ from torch import nn
 from ganserve.contract import TensorSpec
 from ganserve.errors import GanserveError
 from training.application import Application, DemoExample, TrainContext
-from training.config import CommonConfig, config_dict
+from training.config import CommonConfig
 from training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, step_generator
 from training.data.paired import (
     CANNY_SIGMA, PairedSource, builtin_train_pairs, held_out_pairs, load_paired_folder, swap_direction,
@@ -96,18 +96,14 @@ class Pix2PixApp(Application):
         self.source: PairedSource | None = None
 
     @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
     def multiple(self) -> int:
         return 2**self.config.depth
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
         return {
-            "g": torch.optim.Adam(self.generator.parameters(), lr=c.lr, betas=(c.beta1, c.beta2)),
-            "d": torch.optim.Adam(self.discriminator.parameters(), lr=c.d_lr, betas=(c.beta1, c.beta2)),
+            "g": self.adam(self.generator, c.lr),
+            "d": self.adam(self.discriminator, c.d_lr),
         }
 
     def setup_training(self, context: TrainContext) -> None:
@@ -252,17 +248,6 @@ class Pix2PixApp(Application):
         )
 
     def _card_extra(self) -> dict[str, Any]:
-        info = self.train_info or {}
-        metrics = info.get("metrics", {}) or {}
-        return {
-            "model": self.model_name,
-            "value_range": "RGB in [0, 1] in and out (output clamped)",
-            "training_data": metrics.get("data", {"source": "builtin edges -> photo", "train": list(BUILTIN_TRAIN)}),
-            "held_out": HELD_OUT_DESCRIPTION,
-            "loss": metrics.get("loss"),
-            "steps": info.get("step"),
-            "elapsed_seconds": metrics.get("elapsed_seconds"),
-            "budget_minutes": metrics.get("budget_minutes"),
-            "config": config_dict(self.config),
-            "commit": info.get("commit"),
-        }
+        return self.card_facts(
+            "RGB in [0, 1] in and out (output clamped)", {"source": "builtin edges -> photo", "train": list(BUILTIN_TRAIN)},
+            held_out=HELD_OUT_DESCRIPTION, loss=self.run_metrics().get("loss"))

@@ -23,7 +23,7 @@ from torch import nn
 from ganserve.contract import TensorSpec
 from ganserve.errors import GanserveError
 from training.application import Application, DemoExample, TrainContext
-from training.config import CommonConfig, config_dict
+from training.config import CommonConfig
 from training.data.images import BUILTIN_TRAIN, SRSource, load_builtin, step_generator, upscale_bicubic
 from training.export_spec import ExportSpec
 from training.models.sr_eval import (
@@ -192,13 +192,9 @@ class SRResNetApp(Application):
         self.pixel_loss = PIXEL_LOSSES[config.pixel_loss]
         self.source: SRSource | None = None
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
-        return {"g": torch.optim.Adam(self.generator.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))}
+        return {"g": self.adam(self.generator, c.lr)}
 
     def setup_training(self, context: TrainContext) -> None:
         super().setup_training(context)
@@ -282,20 +278,9 @@ class SRResNetApp(Application):
         )
 
     def _card_extra(self) -> dict[str, Any]:
-        info = self.train_info or {}
-        metrics = info.get("metrics", {}) or {}
-        return {
-            "model": self.model_name,
-            "value_range": "RGB in [0, 1] in and out (output clamped)",
-            "training_data": metrics.get("data", {"source": "builtin", "train": list(BUILTIN_TRAIN)}),
-            "held_out": HELD_OUT_DESCRIPTION,
-            "steps": info.get("step"),
-            "elapsed_seconds": metrics.get("elapsed_seconds"),
-            "budget_minutes": metrics.get("budget_minutes"),
-            "content_loss": metrics.get("content_loss"),
-            "config": config_dict(self.config),
-            "commit": info.get("commit"),
-        }
+        return self.card_facts(
+            "RGB in [0, 1] in and out (output clamped)", {"source": "builtin", "train": list(BUILTIN_TRAIN)},
+            held_out=HELD_OUT_DESCRIPTION, content_loss=self.run_metrics().get("content_loss"))
 
 
 @register_model("srgan", SRGANConfig)
@@ -315,8 +300,8 @@ class SRGANApp(SRResNetApp):
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
         return {
-            "g": torch.optim.Adam(self.generator.parameters(), lr=c.lr, betas=(c.beta1, c.beta2)),
-            "d": torch.optim.Adam(self.discriminator.parameters(), lr=c.d_lr, betas=(c.beta1, c.beta2)),
+            "g": self.adam(self.generator, c.lr),
+            "d": self.adam(self.discriminator, c.d_lr),
         }
 
     def setup_training(self, context: TrainContext) -> None:

@@ -27,7 +27,7 @@ from torch import nn
 from ganserve.contract import TensorSpec
 from ganserve.errors import GanserveError
 from training.application import Application, DemoExample, TrainContext
-from training.config import CommonConfig, config_dict
+from training.config import CommonConfig
 from training.data.digits import SemiSupervisedSplit, semi_supervised_split
 from training.data.images import step_generator
 from training.export_spec import ExportSpec
@@ -275,16 +275,12 @@ class SSGANApp(Application):
             )
         return self.split
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
     # -- training -----------------------------------------------------------------------------------------
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
-        opts = {"d": torch.optim.Adam(self.discriminator.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))}
+        opts = {"d": self.adam(self.discriminator, c.lr)}
         if self.generator is not None:
-            opts["g"] = torch.optim.Adam(self.generator.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
+            opts["g"] = self.adam(self.generator, c.lr)
         return opts
 
     def setup_training(self, context: TrainContext) -> None:
@@ -441,16 +437,8 @@ class SSGANApp(Application):
         )
 
     def _card_extra(self) -> dict[str, Any]:
-        info = self.train_info or {}
-        metrics = info.get("metrics", {}) or {}
-        return {
-            "model": self.model_name,
-            "value_range": "grey (N, 1, H, W) in [0, 1], ink bright on dark; output: probabilities over the real classes",
-            "training_data": metrics.get("data", self.data_split().facts()),
-            "method": metrics.get("method"),
-            "confusion_matrix": metrics.get("confusion_matrix"),
-            "steps": info.get("step"),
-            "elapsed_seconds": metrics.get("elapsed_seconds"),
-            "config": config_dict(self.config),
-            "commit": info.get("commit"),
-        }
+        metrics = self.run_metrics()
+        return self.card_facts(
+            "grey (N, 1, H, W) in [0, 1], ink bright on dark; output: probabilities over the real classes",
+            metrics.get("data") or self.data_split().facts(),
+            method=metrics.get("method"), confusion_matrix=metrics.get("confusion_matrix"))

@@ -48,7 +48,7 @@ class VAEApp(DigitsGenApp):
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
         params = list(self.encoder.parameters()) + list(self.decoder.parameters())
-        return {"vae": torch.optim.Adam(params, lr=c.lr, betas=(c.beta1, c.beta2))}
+        return {"vae": self.adam(params, c.lr)}
 
     def decoded_output(self, logits: torch.Tensor) -> torch.Tensor:
         """What the likelihood reads: logits (Bernoulli) or the mean in [0, 1] (Gaussian)."""

@@ -55,9 +55,9 @@ class WAEApp(DigitsGenApp):
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
         params = list(self.encoder.parameters()) + list(self.decoder.parameters())
-        opts = {"ae": torch.optim.Adam(params, lr=c.lr, betas=(c.beta1, c.beta2))}
+        opts = {"ae": self.adam(params, c.lr)}
         if self.latent_discriminator is not None:
-            opts["d"] = torch.optim.Adam(self.latent_discriminator.parameters(), lr=c.d_lr, betas=(c.beta1, c.beta2))
+            opts["d"] = self.adam(self.latent_discriminator, c.d_lr)
         return opts
 
     def train_step(self, batch: Any, step: int) -> dict[str, float]:
