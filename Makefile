@@ -2,6 +2,8 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+# ONNX Runtime flavour (mutually exclusive extras): cpu (default), openvino (x86-64), gpu (CUDA).
+ORT ?= cpu
 
 .PHONY: setup demo test bench protos clean
 
@@ -9,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[train,dev]"
+	$(BIN)/pip install --quiet -e ".[$(ORT),train,dev]"
 	touch $@
 
 setup: $(BIN)/.installed
