@@ -19,7 +19,7 @@ from serving import status
 FORMATS = ("PNG", "JPEG")
 DEFAULT_JPEG_QUALITY = 90
 # zlib level 1: a 256x256 SR output encodes in 6.8 ms instead of 30.1 ms at Pillow's default 6, for 22% more bytes
-# (docs/fast_cpu.md); at level 6 the encode cost as much as the network run itself.
+# (README, fast CPU section); at level 6 the encode cost as much as the network run itself.
 PNG_COMPRESS_LEVEL = 1
 
 

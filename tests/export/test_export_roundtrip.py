@@ -23,7 +23,7 @@ TINY_CONFIGS = {
     "srgan": {"blocks": 1, "channels": 8, "d_channels": 8},
     "pix2pix": {"depth": 5, "ngf": 4, "max_mult": 2, "ndf": 4, "d_max_mult": 2, "crop": 32},
     # batch norm here: static int8 QDQ quantizes instance norm's input per tensor, which a random-weight
-    # instance-norm generator amplifies to ~0.5 max abs error (fp16 is fine); see docs/translation.md
+    # instance-norm generator amplifies to ~0.5 max abs error (fp16 is fine); see the README section on image translation
     "cyclegan": {"ngf": 4, "blocks": 1, "ndf": 4, "d_max_mult": 2, "crop": 32, "norm": "batch"},
 }
 ROUND_TRIP = [m for m in registry.available() if not m.startswith("test-broken")]
