@@ -19,6 +19,7 @@ from serving.client import ImagesClient
 from serving.server import ServerConfig, ServerThread
 from training.checkpoint import build_from_checkpoint
 from training.trainer import train
+from rgb8 import png, nchw, to8
 
 TINY = {"arn_channels": 4, "arn_blocks": 1, "ae_width": 4, "d_channels": 4, "patch": 32, "batch_size": 2,
         "log_every": 1, "ckpt_every": 0}
@@ -41,20 +42,6 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 
 def _session(repo: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(repo / NAME / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-
-
-def _png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _nchw(image: np.ndarray) -> np.ndarray:
-    return (image.astype(np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
-
-
-def _to8(y: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(y[0], 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
 
 
 def test_card_declares_image_and_mask_outputs_and_whole_image_serving(served) -> None:
@@ -89,19 +76,19 @@ def test_served_derain_equals_in_process_onnx(served) -> None:
     images = [app.demo_examples(1)[0].image, app.demo_examples(1)[0].image[:50, :70]]  # 50x70: padded to 52x72
     with ImagesClient(f"127.0.0.1:{server.port}", timeout=60) as client:
         for image in images:
-            reply = client.derain(NAME, _png(image))
+            reply = client.derain(NAME, png(image))
             got = np.asarray(Image.open(io.BytesIO(reply.image)).convert("RGB"))
             h, w = image.shape[:2]
-            x = _nchw(image)
+            x = nchw(image)
             padded = np.pad(x, ((0, 0), (0, 0), (0, -h % 4), (0, -w % 4)), mode="reflect")
-            expected = _to8(session.run(["derained"], {"rainy": padded})[0][:, :, :h, :w])
+            expected = to8(session.run(["derained"], {"rainy": padded})[0][:, :, :h, :w])
             assert got.shape == (h, w, 3) and (reply.width, reply.height) == (w, h)
             assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
 
 
 def test_oip_returns_both_outputs_equal_to_in_process(served) -> None:
     _, _, repo, server = served
-    x = _nchw(np.asarray(Image.open(io.BytesIO(_png(np.full((40, 44, 3), 90, np.uint8))))))
+    x = nchw(np.asarray(Image.open(io.BytesIO(png(np.full((40, 44, 3), 90, np.uint8))))))
     client = tc.InferenceServerClient(f"127.0.0.1:{server.port}")
     try:
         tensor = tc.InferInput("rainy", list(x.shape), "FP32")
@@ -119,11 +106,11 @@ def test_client_derain_command(served, tmp_path: Path, capsys: pytest.CaptureFix
     app, _, _, server = served
     image = app.demo_examples(2)[1].image
     src, dst = tmp_path / "rainy.png", tmp_path / "out.png"
-    src.write_bytes(_png(image))
+    src.write_bytes(png(image))
     rc = ganserve_main(["client", "--server", f"127.0.0.1:{server.port}", "derain", str(src), str(dst), "--model", NAME])
     assert rc == 0 and "128x128" in capsys.readouterr().out
     with ImagesClient(f"127.0.0.1:{server.port}", timeout=60) as client:
-        direct = np.asarray(Image.open(io.BytesIO(client.derain(NAME, _png(image)).image)))
+        direct = np.asarray(Image.open(io.BytesIO(client.derain(NAME, png(image)).image)))
     assert np.array_equal(np.asarray(Image.open(dst)), direct)
     assert ganserve_main(["client", "--server", f"127.0.0.1:{server.port}", "derain", str(tmp_path / "missing.png"),
                           str(dst), "--model", NAME]) == 2

@@ -21,6 +21,7 @@ from training.checkpoint import build_from_checkpoint
 from training.data.faces import AGE_GROUPS, identity, render, scene
 from training.models.face_judges import render_set, save_net, train_net
 from training.trainer import train
+from rgb8 import png
 
 NAME = "face-aging"
 
@@ -49,12 +50,6 @@ def _faces(count: int) -> np.ndarray:
     return np.stack([render(identity("held_out", i), 35.0, scene("held_out", i), 64) for i in range(count)])
 
 
-def _png(img: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _ort(repo: Path, x: np.ndarray, groups: list[int]) -> np.ndarray:
     session = ort.InferenceSession(str(repo / NAME / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     return session.run(["aged"], {"image": x, "age": np.eye(6, dtype=np.float32)[groups]})[0]
@@ -81,7 +76,7 @@ def test_age_face_equals_in_process_onnx(served) -> None:
     assert np.allclose(expected, app.predict(x, np.eye(6, dtype=np.float32)[targets]), atol=1e-4)
     with ImagesClient(f"127.0.0.1:{server.port}", timeout=30) as client:
         for i, t in enumerate(targets):
-            reply = client.age_face(NAME, _png(faces[i]), AGE_GROUPS[t])
+            reply = client.age_face(NAME, png(faces[i]), AGE_GROUPS[t])
             got = np.asarray(Image.open(io.BytesIO(reply.image)).convert("RGB")).astype(np.int16)
             want = np.rint(np.clip(expected[i].transpose(1, 2, 0), 0, 1) * 255).astype(np.int16)
             assert (reply.width, reply.height) == (64, 64)
@@ -93,7 +88,7 @@ def test_bad_age_group_is_invalid_argument(served) -> None:
     with ImagesClient(f"127.0.0.1:{server.port}", timeout=30) as client:
         for bad in ("70-80", "", "6"):
             with pytest.raises(grpc.RpcError) as err:
-                client.age_face(NAME, _png(_faces(1)[0]), bad)
+                client.age_face(NAME, png(_faces(1)[0]), bad)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 

@@ -19,6 +19,7 @@ from serving.client import ImagesClient
 from serving.server import ServerConfig, ServerThread
 from training.checkpoint import build_from_checkpoint
 from training.trainer import train
+from rgb8 import png, nchw, to8
 
 P2P = {"depth": 5, "ngf": 4, "max_mult": 2, "ndf": 4, "d_max_mult": 2, "crop": 32, "batch_size": 2,
        "log_every": 1, "eval_every": 0, "sample_every": 0, "ckpt_every": 0}
@@ -51,20 +52,6 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 
 def _session(repo: Path, name: str) -> ort.InferenceSession:
     return ort.InferenceSession(str(repo / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-
-
-def _png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _nchw(image: np.ndarray) -> np.ndarray:
-    return (image.astype(np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
-
-
-def _to8(y: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(y[0], 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
 
 
 def test_cards_describe_each_model(served) -> None:
@@ -111,12 +98,12 @@ def test_served_translate_equals_in_process_onnx(served, name: str) -> None:
     example = apps[name].demo_examples(1)[0].image
     with ImagesClient(f"127.0.0.1:{server.port}", timeout=60) as client:
         for image in (example[:70, :90], example[:64, :128]):  # 70x90 is padded to the spatial multiple
-            reply = client.translate(name, _png(image))
+            reply = client.translate(name, png(image))
             got = np.asarray(Image.open(io.BytesIO(reply.image)).convert("RGB"))
             h, w = image.shape[:2]
             m = card.spatial_multiple
-            padded = np.pad(_nchw(image), ((0, 0), (0, 0), (0, -h % m), (0, -w % m)), mode="reflect")
-            expected = _to8(session.run(["translated"], {"image": padded})[0][:, :, :h, :w])
+            padded = np.pad(nchw(image), ((0, 0), (0, 0), (0, -h % m), (0, -w % m)), mode="reflect")
+            expected = to8(session.run(["translated"], {"image": padded})[0][:, :, :h, :w])
             assert got.shape == (h, w, 3) and reply.tiles == 1  # whole-image models are never tiled
             assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
 
@@ -139,12 +126,12 @@ def test_client_translate_command(served, tmp_path: Path, capsys: pytest.Capture
     apps, _, server, _ = served
     image = apps["cyclegan-ab"].demo_examples(1)[0].image[:100, :120]
     src, dst = tmp_path / "in.png", tmp_path / "out.png"
-    src.write_bytes(_png(image))
+    src.write_bytes(png(image))
     address = f"127.0.0.1:{server.port}"
     assert ganserve_main(["client", "--server", address, "translate", str(src), str(dst), "--model", "cyclegan-ab"]) == 0
     assert "120x100" in capsys.readouterr().out
     with ImagesClient(address, timeout=60) as client:
-        direct = np.asarray(Image.open(io.BytesIO(client.translate("cyclegan-ab", _png(image)).image)))
+        direct = np.asarray(Image.open(io.BytesIO(client.translate("cyclegan-ab", png(image)).image)))
     assert np.array_equal(np.asarray(Image.open(dst)), direct)
     assert ganserve_main(["client", "--server", address, "translate", str(src), str(dst), "--model", "nope"]) == 2
 
