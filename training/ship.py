@@ -169,6 +169,7 @@ def ship(
         if others + size > TOTAL_LIMIT:
             raise GanserveError(f"models/ would hold {(others + size) / 2**20:.1f} MB, over the 60 MB limit")
         old = models_dir / f".old-{name}"
+        shutil.rmtree(old, ignore_errors=True)  # left by an interrupted earlier swap
         if final.exists():
             os.replace(final, old)
         os.replace(entry, final)
