@@ -105,7 +105,8 @@ def _add_ship(subparsers: Any, name: str) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", help="a finished checkpoint written by `ganserve train`")
     p.add_argument("--name", help="entry name under models/ (also its model name when served)")
     p.add_argument("--list", action="store_true", help="print the table of shipped models (Markdown) and exit")
-    p.add_argument("--command", default="", help="the exact `ganserve train ...` command that trained it")
+    p.add_argument("--command", dest="train_command", default="",
+                   help="the exact `ganserve train ...` command that trained it")
     p.add_argument("--target", default="", help="the application's quality target, one line, for the card")
     p.add_argument("--models-dir", default=None, metavar="DIR", help="where entries live (default: the project's models/)")
     p.add_argument("--option", metavar="KEY=VALUE", action="append", default=[],
@@ -125,7 +126,7 @@ def _run_ship(args: argparse.Namespace) -> int:
         raise GanserveError("give CHECKPOINT and --name (or --list)")
     if not Path(args.checkpoint).is_file():
         raise GanserveError(f"{args.checkpoint}: no such checkpoint file")
-    out = ship(args.checkpoint, args.name, command=args.command, target=args.target, note=args.note,
+    out = ship(args.checkpoint, args.name, command=args.train_command, target=args.target, note=args.note,
                options=parse_set(args.option) or None,
                models_dir=args.models_dir or SHIPPED, force=args.force)
     print(out)

@@ -54,7 +54,7 @@ def test_export_and_serve_start_from_a_shipped_entry(trained: tuple[Path, Path],
     assert card.metrics["psnr_y"] == pytest.approx(read_entry(entry)["held_out"]["psnr_y"], abs=1e-3)
 
 
-def test_ship_refuses_user_data_and_bad_input(trained: tuple[Path, Path], tmp_path: Path) -> None:
+def test_ship_refuses_user_data_and_bad_input(trained: tuple[Path, Path], tmp_path: Path, capsys) -> None:
     ckpt, root = trained
     user = train("srresnet", {**TINY, "data_dir": str(_photos(tmp_path))}, steps=1, out_dir=tmp_path / "u", progress=False)
     with pytest.raises(GanserveError, match="user data"):
@@ -62,6 +62,9 @@ def test_ship_refuses_user_data_and_bad_input(trained: tuple[Path, Path], tmp_pa
     assert main(["ship", str(tmp_path / "missing.pt"), "--name", "x"]) == 2
     assert main(["ship", str(ckpt), "--name", "bad name!", "--models-dir", str(tmp_path / "m")]) == 2
     assert main(["train", "--from", str(tmp_path)]) == 2  # not an entry
+    capsys.readouterr()
+    assert main(["ship", str(tmp_path / "missing.pt"), "--name", "x", "--command", "ganserve train srresnet"]) == 2
+    assert capsys.readouterr().err.startswith("ganserve ship: error:")  # --command does not clobber the subcommand
 
 
 def test_train_from_reruns_the_recorded_training(trained: tuple[Path, Path], tmp_path: Path) -> None:
