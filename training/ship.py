@@ -99,8 +99,9 @@ def ship(
     """Evaluate ``checkpoint`` on held-out data and write it as the entry ``models_dir/name`` (atomically).
 
     ``options`` override config values before evaluation and export (e.g. which CycleGAN direction); they are
-    recorded in the card so the entry reproduces. Refuses an entry over 10 MB, a models folder over 60 MB, a model trained on user data, and (unless ``force``)
-    one whose headline held-out metric does not beat the entry it would replace.
+    recorded in the card so the entry reproduces. Refuses an entry over 10 MB, a models folder over 60 MB, a model
+    trained on user data, and (unless ``force``) one whose headline held-out metric does not beat the entry it
+    would replace.
     """
     import torch
 
@@ -165,7 +166,8 @@ def ship(
         size = _folder_bytes(entry)
         if size > ENTRY_LIMIT:
             raise GanserveError(f"{name}: the entry is {size / 2**20:.1f} MB, over the 10 MB limit; train a more compact model")
-        others = sum(_folder_bytes(p) for p in shipped_entries(models_dir) if p.name != name)
+        others = sum(f.stat().st_size for p in models_dir.iterdir() if p.name != name and not p.name.startswith(".")
+                     for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())  # judges etc. count too
         if others + size > TOTAL_LIMIT:
             raise GanserveError(f"models/ would hold {(others + size) / 2**20:.1f} MB, over the 60 MB limit")
         old = models_dir / f".old-{name}"
