@@ -16,10 +16,11 @@ from PIL import Image
 from export.exporter import export_checkpoint, read_card
 from ganserve.cli import main as ganserve_main
 from serving.client import ImagesClient
-from serving.server import ServerConfig, ServerThread
+from serving.server import ServerThread
 from training.checkpoint import build_from_checkpoint
 from training.trainer import train
 from rgb8 import png, nchw, to8
+from local_server import server_config
 
 TINY = {"arn_channels": 4, "arn_blocks": 1, "ae_width": 4, "d_channels": 4, "patch": 32, "batch_size": 2,
         "log_every": 1, "ckpt_every": 0}
@@ -32,8 +33,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("derain")
     ckpt = train("attentive-gan", TINY, steps=3, out_dir=root / "run", progress=False)
     export_checkpoint(ckpt, root / "repo", name=NAME)
-    config = ServerConfig(repo=root / "repo", port=0, metrics_port=0, grace_seconds=5)
-    config.runtime.intra_op_threads = 1
+    config = server_config(root / "repo")
     server = ServerThread(config)
     server.start()
     yield build_from_checkpoint(ckpt), ckpt, root / "repo", server

@@ -16,12 +16,13 @@ from PIL import Image
 from export.exporter import export_checkpoint, read_card
 from ganserve.cli import main as ganserve_main
 from serving.client import ImagesClient
-from serving.server import ServerConfig, ServerThread
+from serving.server import ServerThread
 from training.checkpoint import build_from_checkpoint
 from training.data.faces import AGE_GROUPS, identity, render, scene
 from training.models.face_judges import render_set, save_net, train_net
 from training.trainer import train
 from rgb8 import png
+from local_server import server_config
 
 NAME = "face-aging"
 
@@ -37,8 +38,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
            "id_judge": "", "sample_every": 0, "ckpt_every": 0, "log_every": 2}
     ckpt = train(NAME, cfg, steps=4, out_dir=root / "run", progress=False)
     export_checkpoint(ckpt, root / "repo", name=NAME)
-    config = ServerConfig(repo=root / "repo", port=0, metrics_port=0, grace_seconds=5)
-    config.runtime.intra_op_threads = 1
+    config = server_config(root / "repo")
     server = ServerThread(config)
     server.start()
     yield build_from_checkpoint(ckpt), root / "repo", server

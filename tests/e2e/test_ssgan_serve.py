@@ -14,9 +14,10 @@ from PIL import Image
 
 from export.exporter import export_checkpoint, read_card
 from serving.client import ImagesClient
-from serving.server import ServerConfig, ServerThread
+from serving.server import ServerThread
 from training.checkpoint import build_from_checkpoint
 from training.trainer import train
+from local_server import server_config
 
 TINY = {"d_widths": "64,32", "g_widths": "64", "z_dim": 16, "batch_size": 32, "init_batch": 64,
         "labels_per_class": 5, "seed": 2, "log_every": 10, "eval_every": 0, "sample_every": 0, "ckpt_every": 0}
@@ -28,8 +29,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("ssgan")
     ckpt = train("ssgan", TINY, steps=120, out_dir=root / "run", progress=False)
     export_checkpoint(ckpt, root / "repo", name="digits-ssgan")
-    config = ServerConfig(repo=root / "repo", port=0, metrics_port=0, grace_seconds=5)
-    config.runtime.intra_op_threads = 1
+    config = server_config(root / "repo")
     server = ServerThread(config)
     server.start()
     yield build_from_checkpoint(ckpt), root / "repo", server

@@ -16,10 +16,11 @@ from PIL import Image
 from export.exporter import export_checkpoint, read_card
 from ganserve.cli import main as ganserve_main
 from serving.client import ImagesClient
-from serving.server import ServerConfig, ServerThread
+from serving.server import ServerThread
 from training.checkpoint import build_from_checkpoint
 from training.trainer import train
 from rgb8 import png, nchw, to8
+from local_server import server_config
 
 P2P = {"depth": 5, "ngf": 4, "max_mult": 2, "ndf": 4, "d_max_mult": 2, "crop": 32, "batch_size": 2,
        "log_every": 1, "eval_every": 0, "sample_every": 0, "ckpt_every": 0}
@@ -39,8 +40,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     rc = ganserve_main(["export", str(cyc), "--repo", str(root / "repo"), "--name", "cyclegan-ba",
                         "--option", "export_direction=ba", "--quiet"])
     assert rc == 0
-    config = ServerConfig(repo=root / "repo", port=0, metrics_port=0, grace_seconds=5)
-    config.runtime.intra_op_threads = 1
+    config = server_config(root / "repo")
     config.images.tile_size = 64  # small tiles, which none of these whole-image models may get
     server = ServerThread(config)
     server.start()

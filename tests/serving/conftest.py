@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from serving.server import ServerThread
-from serving_models import make_repo, server_config
+from local_server import server_config
+from serving_models import make_repo
 
 
 @pytest.fixture(scope="session")

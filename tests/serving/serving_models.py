@@ -9,7 +9,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ganserve.contract import CARD_FILE, CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, TensorSpec, triton_config
-from serving.server import ServerConfig
 
 AGE_LABELS = ["young", "adult", "old"]
 AGE_SHIFT = np.array([-0.5, 0.0, 0.5], np.float32)
@@ -104,11 +103,3 @@ def make_repo(root: Path, broken: bool = True) -> Path:
         (target / CONFIG_FILE).write_text(triton_config(card))
         (target / "1" / MODEL_FILE).write_bytes(b"this is not an onnx model")
     return repo
-
-
-def server_config(repo: Path, **kw) -> ServerConfig:
-    cfg = ServerConfig(repo=repo, port=0, metrics_port=0, grace_seconds=5)
-    cfg.runtime.intra_op_threads = 1
-    for key, value in kw.items():
-        setattr(cfg, key, value)
-    return cfg

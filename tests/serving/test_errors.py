@@ -14,7 +14,7 @@ from serving.proto.ganserve.v1 import images_pb2, images_pb2_grpc
 from serving.proto.inference import grpc_service_pb2 as pb
 from serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.server import ServerThread
-from serving_models import server_config
+from local_server import server_config
 from test_imaging import bomb_png, png_bytes
 
 GOOD_PNG = png_bytes(np.zeros((8, 8, 3), np.uint8))

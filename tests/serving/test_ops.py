@@ -17,7 +17,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
 from serving.server import ServerThread
-from serving_models import server_config, write_model
+from local_server import server_config
+from serving_models import write_model
 from test_imaging import png_bytes
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,7 +18,8 @@ from ganserve.contract import CARD_FILE, CONFIG_FILE, MODEL_FILE, REFERENCE_FILE
 from ganserve.errors import RepositoryError
 from serving.precision import ReferenceCase, check_quality, list_candidates, load_reference_cases
 from serving.runtime import RuntimeSettings, choose_runner
-from serving.server import ServerConfig, ServerThread
+from serving.server import ServerThread
+from local_server import server_config
 
 CPU, OV, CUDA = "CPUExecutionProvider", "OpenVINOExecutionProvider", "CUDAExecutionProvider"
 CHANNELS, DEPTH = 24, 8
@@ -225,8 +226,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     write_model(repo, "auto", fast(1.0))
     write_model(repo, "pinned", fast(1.0), pins={"precision": "fp32", "providers": "cpu"})
     write_model(repo, "bf16-pinned", None, pins={"precision": "bf16"})
-    config = ServerConfig(repo=repo, port=0, metrics_port=0, grace_seconds=5)
-    config.runtime.intra_op_threads = 1
+    config = server_config(repo)
     config.runtime.bf16_hardware = False
     thread = ServerThread(config)
     thread.start()

@@ -23,6 +23,7 @@ from training.eval.gen_metrics import class_histogram_metrics, frechet_distance,
 from training.models.toygan import train_toy
 from training.objectives.latent import gaussian_kl, imq_mmd, reconstruction_nll, reparameterize
 from training.trainer import train
+from local_server import server_config
 
 TINY = {"image_size": 8, "channels": 8, "latent_dim": 8, "batch_size": 32, "eval_samples": 100, "log_every": 1,
         "sample_every": 0, "ckpt_every": 0}
@@ -213,7 +214,7 @@ def test_ganserve_train_cli(tmp_path: Path) -> None:
 def served(tmp_path_factory: pytest.TempPathFactory):
     """dcgan and cvaegan trained a few steps, exported to one repository, and a server on it."""
     from export.exporter import export_checkpoint
-    from serving.server import ServerConfig, ServerThread
+    from serving.server import ServerThread
 
     root = tmp_path_factory.mktemp("genlib")
     apps = {}
@@ -221,8 +222,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         ckpt = train(name, {**TINY, "eval_samples": 50}, steps=3, out_dir=root / name, progress=False)
         export_checkpoint(ckpt, root / "repo", name=name)
         apps[name] = build_from_checkpoint(ckpt)
-    config = ServerConfig(repo=root / "repo", port=0, metrics_port=-1, grace_seconds=2)
-    config.runtime.intra_op_threads = 1
+    config = server_config(root / "repo", metrics_port=-1, grace_seconds=2)
     thread = ServerThread(config)
     thread.start()
     yield thread, apps

@@ -11,9 +11,10 @@ import torch
 
 from ganserve.contract import ModelCard
 from serving.client import ImagesClient
-from serving.server import ServerConfig, ServerThread
+from serving.server import ServerThread
 from training.checkpoint import build_from_checkpoint, load_checkpoint
 from training.ship import ENTRY_LIMIT, SHIP_CARD, SHIPPED, TOTAL_LIMIT, VOLATILE_KEYS, shipped_entries
+from local_server import server_config
 
 ENTRIES = shipped_entries(SHIPPED)
 
@@ -47,8 +48,7 @@ def test_all_shipped_models_fit_the_budget() -> None:
 
 
 def test_models_folder_serves_as_a_repository() -> None:
-    config = ServerConfig(repo=SHIPPED, port=0, metrics_port=0, grace_seconds=2)
-    config.runtime.intra_op_threads = 1
+    config = server_config(SHIPPED, grace_seconds=2)
     server = ServerThread(config)
     server.start()
     try:
