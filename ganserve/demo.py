@@ -75,7 +75,7 @@ def _retrain(cfg: DemoConfig, entry: Path) -> DemoModel:
 
 def trained_models(cfg: DemoConfig) -> list[DemoModel]:
     """Every application's model: shipped (default), retrained (--retrain), or the SR fallback when none ships."""
-    from training.ship import entry_checkpoint, read_entry, shipped_entries
+    from training.ship import read_entry, shipped_entries
 
     entries = [e for e in shipped_entries(SHIPPED) if not cfg.models or e.name in cfg.models]
     unknown = sorted(set(cfg.models) - {e.name for e in entries} - {"srresnet"})
@@ -89,8 +89,9 @@ def trained_models(cfg: DemoConfig) -> list[DemoModel]:
         if cfg.retrain:
             found.append(_retrain(cfg, entry))
         else:
-            found.append(DemoModel(entry.name, entry_checkpoint(entry), f"shipped model models/{entry.name}",
-                                   read_entry(entry).get("options") or {}))
+            card = read_entry(entry)
+            found.append(DemoModel(entry.name, entry / card["file"], f"shipped model models/{entry.name}",
+                                   card.get("options") or {}))
     if not any(m.name == "srresnet" for m in found) and (not cfg.models or "srresnet" in cfg.models):
         found.insert(0, _train_sr(cfg))
     return found
