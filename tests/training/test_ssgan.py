@@ -236,3 +236,72 @@ def test_recipe_files_resolve() -> None:
     for path in files:
         config = resolve_config("ssgan", path)
         assert config.labels_per_class >= 1 and parse_widths(config.d_widths, "d_widths")
+
+
+def test_conv_classifier_weight_norm_init_and_moving_average(tmp_path: Path) -> None:
+    from training.models.ssgan import ConvDiscriminator, WNConv2d
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 4, 8, 8)
+    conv = WNConv2d(4, 6, stride=2)
+    conv.init_from(x)
+    out = conv(x).transpose(0, 1).flatten(1)  # data-dependent init: each channel has mean 0 and std 1 on x
+    assert torch.allclose(out.mean(dim=1), torch.zeros(6), atol=1e-5)
+    assert torch.allclose(out.std(dim=1), torch.ones(6), atol=1e-4)
+    d = ConvDiscriminator(1, [8, 16], 10, input_noise=0.3, dropout=0.5)
+    logits, features = d(torch.rand(5, 1, 8, 8))
+    assert logits.shape == (5, 10) and features.shape == (5, 16)
+    with pytest.raises(GanserveError, match="d_arch"):
+        registry.build("ssgan", {"d_arch": "rnn"})
+    with pytest.raises(GanserveError, match="ema_decay"):
+        registry.build("ssgan", {"ema_decay": 1.0})
+
+    config = {**TINY, "d_arch": "conv", "d_widths": "8,16", "ema_decay": 0.9, "labels_per_class": 3}
+    ckpt = train("ssgan", config, steps=4, out_dir=tmp_path, progress=False)
+    app = build_from_checkpoint(ckpt)
+    assert app.ema is not None and any(k.startswith("ema.") for k in load_checkpoint(ckpt)["state"])
+    # the average trails the trained weights, and it is what gets evaluated and exported
+    assert not torch.equal(app.ema.head.v, app.discriminator.head.v)
+    assert app.classifier() is app.ema
+    assert app.export_spec().module.discriminator.head.v.data_ptr() != app.discriminator.head.v.data_ptr()
+    held = app.data_split().held_out.images[:4]
+    with torch.no_grad():
+        direct = torch.softmax(app.ema.eval()(torch.from_numpy(held))[0], dim=1).numpy()
+    assert np.allclose(app.predict(held), direct, atol=1e-6)
+
+
+def test_entropy_loss_hand_checked() -> None:
+    from training.models.ssgan import entropy_loss
+
+    uniform = torch.zeros(2, 4)  # p = 1/4 each: entropy log 4
+    assert float(entropy_loss(uniform)) == pytest.approx(math.log(4.0), rel=1e-6)
+    half = torch.tensor([[0.0, 0.0, -1e4]])  # p = (1/2, 1/2, 0): entropy log 2
+    assert float(entropy_loss(half)) == pytest.approx(math.log(2.0), rel=1e-6)
+    assert float(entropy_loss(torch.tensor([[1e4, 0.0]]))) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(GanserveError, match="entropy_weight"):
+        registry.build("ssgan", {"entropy_weight": -1.0})
+
+
+def test_random_shift_moves_each_image_within_bounds_and_is_seeded() -> None:
+    from training.models.ssgan import random_shift
+
+    x = torch.arange(1.0, 17.0).view(1, 1, 4, 4).repeat(32, 1, 1, 1)
+    a = random_shift(x, 1, torch.Generator().manual_seed(3))
+    b = random_shift(x, 1, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == x.shape
+    for img in a[:, 0]:  # each is the original moved by (dy, dx) in [-1, 1]^2 with zeros shifted in
+        found = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                 if torch.equal(img, shifted(x[0, 0], dy, dx))]
+        assert len(found) == 1
+    assert len({tuple(img.flatten().tolist()) for img in a[:, 0]}) > 1  # not all moved alike
+    assert torch.equal(random_shift(x, 0, torch.Generator()), x)
+    with pytest.raises(GanserveError, match="shift"):
+        registry.build("ssgan", {"shift": 8})
+
+
+def shifted(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``img`` translated by (dy, dx) with zeros shifted in (the reference for random_shift)."""
+    out = torch.zeros_like(img)
+    h, w = img.shape
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = img[max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)]
+    return out

@@ -90,3 +90,17 @@ def test_image_pool_zero_size_and_determinism() -> None:
         pool, gen = ImagePool(2), torch.Generator().manual_seed(5)
         runs.append(torch.cat([pool.query(torch.full((2, 1, 1, 1), float(i)), gen) for i in range(10)]))
     assert torch.equal(runs[0], runs[1])
+
+
+def test_residual_resnet_generator_starts_near_the_identity_and_stays_in_range() -> None:
+    torch.manual_seed(0)
+    g = ResnetGenerator(3, 3, ngf=4, blocks=2, norm="none", residual=True)
+    x = torch.rand(2, 3, 16, 20) * 2 - 1
+    y = g(x)
+    assert y.shape == x.shape and float(y.abs().max()) <= 1.0
+    assert float((y - x).abs().max()) < 0.05  # the correction head starts at a tenth of its usual scale
+    with torch.no_grad():
+        g.model[-1].bias.fill_(5.0)  # a large correction is clipped to the image range
+    assert torch.equal(g(x), torch.ones_like(x))
+    with pytest.raises(GanserveError, match="as many output as input channels"):
+        ResnetGenerator(3, 1, ngf=4, blocks=1, residual=True)

@@ -48,6 +48,8 @@ class CycleGANConfig(CommonConfig):
     ngf: int = 64
     blocks: int = 9  # 9 for 256x256 training images, 6 for 128x128 in the paper
     norm: str = "instance"  # instance | batch | none
+    g_norm: str = ""  # the generators' norm when it should differ from the discriminators' ("" = norm)
+    residual: bool = False  # generators add a clipped correction to their input (not in the paper; see ResnetGenerator)
     ndf: int = 64
     d_layers: int = 3  # 70x70 PatchGAN
     d_max_mult: int = 8
@@ -72,15 +74,17 @@ class CycleGANApp(Application):
     def __init__(self, config: CycleGANConfig) -> None:
         super().__init__(config)
         c = config
-        if c.norm not in NORMS:
-            raise GanserveError(f"norm must be one of {', '.join(NORMS)}, got {c.norm!r}")
+        for key in ("norm", "g_norm"):
+            if getattr(c, key) not in NORMS and (key == "norm" or c.g_norm):
+                raise GanserveError(f"{key} must be one of {', '.join(NORMS)}, got {getattr(c, key)!r}")
+        g_norm = c.g_norm or c.norm
         if c.export_direction not in DIRECTIONS:
             raise GanserveError(f"export_direction must be ab or ba, got {c.export_direction!r}")
         if c.crop < 4 or c.crop % 4 or c.batch_size < 1:
             raise GanserveError(f"crop must be a positive multiple of 4 (got {c.crop}) and batch_size >= 1")
         self.objective = get_objective(c.adversarial)
-        self.g_ab = ResnetGenerator(3, 3, c.ngf, c.blocks, c.norm)
-        self.g_ba = ResnetGenerator(3, 3, c.ngf, c.blocks, c.norm)
+        self.g_ab = ResnetGenerator(3, 3, c.ngf, c.blocks, g_norm, c.residual)
+        self.g_ba = ResnetGenerator(3, 3, c.ngf, c.blocks, g_norm, c.residual)
         self.d_a = PatchDiscriminator(3, c.ndf, c.d_layers, c.norm, c.d_max_mult)
         self.d_b = PatchDiscriminator(3, c.ndf, c.d_layers, c.norm, c.d_max_mult)
         self.pool_a, self.pool_b = ImagePool(c.pool_size), ImagePool(c.pool_size)
@@ -253,7 +257,7 @@ class CycleGANApp(Application):
 
         name = "G_AB (A -> B)" if direction == "ab" else "G_BA (B -> A)"
         architecture = (f"{self.model_name} {name}: ResNet generator {c.blocks} blocks x {c.ngf} filters, "
-                        f"{c.norm} norm")
+                        f"{c.g_norm or c.norm} norm" + (", input + clipped correction" if c.residual else ""))
         return ExportSpec(
             module=module,
             example_inputs=(torch.from_numpy(small),),

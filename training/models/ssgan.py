@@ -55,9 +55,29 @@ def unsupervised_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> t
     return 0.5 * (-log_d_real(logits_real).mean() + fake_term.mean())
 
 
+def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of p(y | x, real) = softmax(logits) over a batch (in nats): low when the classifier is confident.
+
+    Not in Salimans et al.; an unlabelled-data term of the later GAN-based semi-supervised work (Dai et al. 2017,
+    "Good Semi-supervised Learning that Requires a Bad GAN"), off unless ``entropy_weight`` > 0.
+    """
+    log_p = F.log_softmax(logits, dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1).mean()
+
+
 def feature_matching_loss(features_real: torch.Tensor, features_fake: torch.Tensor) -> torch.Tensor:
     """Mean over feature units of the squared difference of batch-mean features (real vs generated)."""
     return (features_real.mean(dim=0) - features_fake.mean(dim=0)).pow(2).mean()
+
+
+def random_shift(images: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image (N, C, H, W) translated by its own random (dy, dx) in [-pixels, pixels], zeros shifted in."""
+    if pixels <= 0:
+        return images
+    n, _, h, w = images.shape
+    padded = F.pad(images, (pixels, pixels, pixels, pixels))
+    offsets = torch.randint(0, 2 * pixels + 1, (n, 2), generator=generator)
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
 # -- evaluation -------------------------------------------------------------------------------------------------
@@ -162,6 +182,76 @@ class Discriminator(nn.Module):
         self.head.init_from(h)
 
 
+class WNConv2d(nn.Module):
+    """Weight-normalised 3x3 (or 1x1) convolution, w = g * v / ||v|| per output channel, with data-dependent init."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1) -> None:
+        super().__init__()
+        self.v = nn.Parameter(torch.randn(out_channels, in_channels, kernel, kernel) * 0.05)
+        self.g = nn.Parameter(torch.ones(out_channels))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.stride, self.padding = stride, kernel // 2
+
+    def _direction(self) -> torch.Tensor:
+        return self.v / self.v.flatten(1).norm(dim=1)[:, None, None, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.g[:, None, None, None] * self._direction()
+        return F.conv2d(x, weight, self.bias, stride=self.stride, padding=self.padding)
+
+    @torch.no_grad()
+    def init_from(self, x: torch.Tensor) -> None:
+        """Pick g and b so this layer's outputs on ``x`` have mean 0 and std 1 per channel."""
+        t = F.conv2d(x, self._direction(), stride=self.stride, padding=self.padding).transpose(0, 1).flatten(1)
+        mean, std = t.mean(dim=1), t.std(dim=1) + 1e-6
+        self.g.copy_(1.0 / std)
+        self.bias.copy_(-mean / std)
+
+
+class ConvDiscriminator(nn.Module):
+    """The paper's CIFAR-10 discriminator scaled to 8x8 digits (``d_arch: conv``): input noise, then per width
+    two 3x3 weight-norm convolutions and a strided one (leaky ReLU, dropout after each stage), a 1x1 (NiN) layer,
+    global average pooling (the features feature matching compares) and a weight-norm dense layer to K logits."""
+
+    def __init__(self, in_channels: int, widths: list[int], classes: int, input_noise: float, dropout: float):
+        super().__init__()
+        self.input_noise = GaussianNoise(input_noise)
+        layers: list[WNConv2d] = []
+        channels = in_channels
+        for width in widths:
+            layers += [WNConv2d(channels, width), WNConv2d(width, width), WNConv2d(width, width, stride=2)]
+            channels = width
+        layers.append(WNConv2d(channels, channels, kernel=1))
+        self.convs = nn.ModuleList(layers)
+        self.drop_after = {3 * (i + 1) - 1 for i in range(len(widths))}  # indices of the strided convolutions
+        self.dropout = nn.Dropout(dropout)
+        self.head = WNLinear(channels, classes)
+
+    def _features(self, x: torch.Tensor, init: bool = False) -> torch.Tensor:
+        h = self.input_noise(x)
+        for i, conv in enumerate(self.convs):
+            if init:
+                conv.init_from(h)
+            h = F.leaky_relu(conv(h), 0.2)
+            if i in self.drop_after:
+                h = self.dropout(h)
+        return h.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self._features(x)
+        return self.head(features), features
+
+    @torch.no_grad()
+    def init_from(self, x: torch.Tensor) -> None:
+        """Data-dependent weight-norm init, layer by layer on one batch (noise and dropout off)."""
+        was_training = self.training
+        self.eval()
+        try:
+            self.head.init_from(self._features(x, init=True))
+        finally:
+            self.train(was_training)
+
+
 class Generator(nn.Module):
     """z -> [dense -> batch norm -> softplus] x L -> weight-norm dense -> sigmoid, shaped as (N, 1, H, W)."""
 
@@ -187,7 +277,7 @@ class Generator(nn.Module):
 class ClassifierInference(nn.Module):
     """What gets exported: grey images (N, 1, H, W) in [0, 1] -> probabilities over the K real classes."""
 
-    def __init__(self, discriminator: Discriminator) -> None:
+    def __init__(self, discriminator: nn.Module) -> None:
         super().__init__()
         self.discriminator = discriminator
 
@@ -207,12 +297,17 @@ class SSGANConfig(CommonConfig):
     test_fraction: float = 0.3  # built-in digits: stratified share held out as the fixed test split
     validation_fraction: float = 0.2  # share of the training pool held out when holdout=validation
     split_seed: int = 0  # fixes the test/validation split independently of the run seed
-    d_widths: str = "500,250,250"
+    d_arch: str = "mlp"  # mlp (the paper's MNIST model) | conv (its CIFAR-10 model, scaled to 8x8)
+    d_widths: str = "500,250,250"  # mlp: hidden units per layer; conv: channels per stage (e.g. "64,128")
+    dropout: float = 0.5  # conv: dropout after each strided stage
+    ema_decay: float = 0.0  # > 0: evaluate and export an exponential moving average of the classifier's weights
     g_widths: str = "500,500"
     z_dim: int = 100
     input_noise: float = 0.3
     hidden_noise: float = 0.5
     unsup_weight: float = 1.0
+    shift: int = 0  # > 0: translate every real training image by up to this many pixels (zero fill), both methods
+    entropy_weight: float = 0.0  # > 0: add this times the entropy of p(y | x) on unlabelled images to D's loss
     init_batch: int = 500  # images (and latents) for the data-dependent weight-norm init
     threads: int = 1  # torch threads while training (0 = leave as is): these small MLPs run fastest on one
     batch_size: int = 100  # labelled, unlabelled and generated images per step, each
@@ -249,14 +344,25 @@ class SSGANApp(Application):
         super().__init__(config)
         if config.batch_size < 2 or config.z_dim < 1 or config.init_batch < 2:
             raise GanserveError("batch_size and init_batch must be >= 2 and z_dim >= 1")
-        if config.input_noise < 0 or config.hidden_noise < 0 or config.unsup_weight < 0:
-            raise GanserveError("input_noise, hidden_noise and unsup_weight must be >= 0")
+        if min(config.input_noise, config.hidden_noise, config.unsup_weight, config.entropy_weight) < 0:
+            raise GanserveError("input_noise, hidden_noise, unsup_weight and entropy_weight must be >= 0")
+        if config.d_arch not in ("mlp", "conv"):
+            raise GanserveError(f"d_arch must be mlp or conv, got {config.d_arch!r}")
+        if not 0.0 <= config.dropout < 1.0 or not 0.0 <= config.ema_decay < 1.0:
+            raise GanserveError("dropout and ema_decay must be in [0, 1)")
         self.split: SemiSupervisedSplit | None = None
         self.image_shape, self.classes = self._data_shape()
+        if config.shift < 0 or config.shift >= min(self.image_shape[1:]):
+            raise GanserveError(f"shift must be >= 0 and smaller than the image, got {config.shift}")
         d_widths = parse_widths(config.d_widths, "d_widths")
-        self.discriminator = Discriminator(
-            int(np.prod(self.image_shape)), d_widths, self.classes, config.input_noise, config.hidden_noise
-        )
+        if config.d_arch == "conv":
+            self.discriminator: nn.Module = ConvDiscriminator(
+                self.image_shape[0], d_widths, self.classes, config.input_noise, config.dropout)
+        else:
+            self.discriminator = Discriminator(
+                int(np.prod(self.image_shape)), d_widths, self.classes, config.input_noise, config.hidden_noise)
+        # the weights evaluated and exported when ema_decay > 0 (a checkpointed copy, never trained directly)
+        self.ema = copy.deepcopy(self.discriminator).requires_grad_(False) if config.ema_decay > 0 else None
         self.generator = Generator(config.z_dim, parse_widths(config.g_widths, "g_widths"), self.image_shape) if config.gan else None
 
     def _data_shape(self) -> tuple[tuple[int, int, int], int]:
@@ -289,7 +395,8 @@ class SSGANApp(Application):
             torch.set_num_threads(self.config.threads)
         split = self.data_split()
         self.facts["data"] = {**split.facts(), "labels_per_class": self.config.labels_per_class}
-        self.facts["method"] = "ssgan (feature matching)" if self.generator is not None else "supervised only (baseline)"
+        ent = f" + {self.config.entropy_weight:g} x entropy on unlabelled" if self.config.entropy_weight > 0 else ""
+        self.facts["method"] = f"ssgan (feature matching{ent})" if self.generator is not None else "supervised only (baseline)"
         if not context.resuming:
             # the baseline sees only its labelled images, also for the weight-norm init statistics
             pool = split.unlabeled if self.generator is not None else split.labeled
@@ -299,6 +406,8 @@ class SSGANApp(Application):
             if self.generator is not None:
                 z = torch.rand(self.config.init_batch, self.config.z_dim, generator=gen).to(context.device)
                 self.generator.init_from(z)
+            if self.ema is not None:
+                self.ema.load_state_dict(self.discriminator.state_dict())
         context.note(
             f"{self.facts['method']}: {split.facts()['labeled']} labelled, {split.facts()['unlabeled']} unlabelled "
             f"training images from {split.labeled.source}; evaluation on the {split.held_out_name} split "
@@ -311,11 +420,12 @@ class SSGANApp(Application):
         b, z_dim = self.config.batch_size, self.config.z_dim
         lab = torch.randint(len(split.labeled.labels), (b,), generator=gen).numpy()
         unl = torch.randint(len(split.unlabeled.labels), (2, b), generator=gen).numpy()
+        move = lambda x: random_shift(torch.from_numpy(x), self.config.shift, gen)  # noqa: E731
         return SSBatch(
-            x_lab=torch.from_numpy(split.labeled.images[lab]),
+            x_lab=move(split.labeled.images[lab]),
             y_lab=torch.from_numpy(split.labeled.labels[lab]),
-            x_unl=torch.from_numpy(split.unlabeled.images[unl[0]]),
-            x_unl_g=torch.from_numpy(split.unlabeled.images[unl[1]]),
+            x_unl=move(split.unlabeled.images[unl[0]]),
+            x_unl_g=move(split.unlabeled.images[unl[1]]),
             z=torch.rand(b, z_dim, generator=gen),
             z_g=torch.rand(b, z_dim, generator=gen),
             noise_seed=int(torch.randint(2**62, (1,), generator=gen)),
@@ -334,13 +444,16 @@ class SSGANApp(Application):
         loss_sup = supervised_loss(logits_lab, y_lab)
         if self.generator is None:
             self.optimize("d", loss_sup)
+            self._update_ema()
             return {"loss_sup": float(loss_sup.detach())}
         logits_unl, _ = self.discriminator(batch.x_unl.to(dev))
         with torch.no_grad():
             fake = self.generator(batch.z.to(dev))
         logits_fake, _ = self.discriminator(fake)
         loss_unsup = unsupervised_loss(logits_unl, logits_fake)
-        self.optimize("d", loss_sup + self.config.unsup_weight * loss_unsup)
+        loss_ent = entropy_loss(logits_unl)
+        self.optimize("d", loss_sup + self.config.unsup_weight * loss_unsup + self.config.entropy_weight * loss_ent)
+        self._update_ema()
 
         _, features_real = self.discriminator(batch.x_unl_g.to(dev))
         _, features_fake = self.discriminator(self.generator(batch.z_g.to(dev)))
@@ -350,18 +463,32 @@ class SSGANApp(Application):
             d_real = log_d_real(logits_unl).exp().mean()
             d_fake = log_d_real(logits_fake).exp().mean()
         return {"loss_sup": float(loss_sup.detach()), "loss_unsup": float(loss_unsup.detach()),
+                "entropy_unl": float(loss_ent.detach()),
                 "loss_fm": float(loss_fm.detach()), "d_real": float(d_real), "d_fake": float(d_fake)}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """ema <- decay * ema + (1 - decay) * weights (Polyak averaging, as the paper's CIFAR model evaluates)."""
+        if self.ema is None:
+            return
+        for avg, live in zip(self.ema.parameters(), self.discriminator.parameters()):
+            avg.lerp_(live, 1.0 - self.config.ema_decay)
+
+    def classifier(self) -> nn.Module:
+        """The weights that are evaluated and exported: the moving average when ema_decay > 0."""
+        return self.ema if self.ema is not None else self.discriminator
 
     # -- evaluation and pictures --------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, K) of images (N, 1, H, W) in [0, 1], in eval mode (no noise)."""
-        was_training = self.discriminator.training
-        self.discriminator.eval()
+        net = self.classifier()
+        was_training = net.training
+        net.eval()
         try:
-            logits, _ = self.discriminator(torch.from_numpy(images).to(self.device))
+            logits, _ = net(torch.from_numpy(images).to(self.device))
         finally:
-            self.discriminator.train(was_training)
+            net.train(was_training)
         return torch.softmax(logits, dim=1).cpu().numpy()
 
     def _held_out_report(self, predict: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
@@ -406,7 +533,7 @@ class SSGANApp(Application):
 
     def export_spec(self) -> ExportSpec:
         split = self.data_split()
-        module = ClassifierInference(copy.deepcopy(self.discriminator).cpu().eval()).eval()
+        module = ClassifierInference(copy.deepcopy(self.classifier()).cpu().eval()).eval()
         held, pool = split.held_out, split.unlabeled
         labels = [str(i) for i in range(self.classes)]
 
@@ -419,14 +546,16 @@ class SSGANApp(Application):
 
         c = self.config
         kind = "semi-supervised GAN (feature matching)" if c.gan else "supervised-only baseline"
+        net = "CNN, channels" if c.d_arch == "conv" else "MLP, units"
         return ExportSpec(
             module=module,
             example_inputs=(torch.from_numpy(held.images[:2]),),
             inputs=[TensorSpec("image", list(self.image_shape), "FP32", "image", "NCHW", [0.0, 1.0])],
             outputs=[TensorSpec("probabilities", [self.classes], "FP32", "probabilities", "NC", None, labels)],
             task="classification",
-            architecture=(f"{self.model_name}: {kind}; classifier MLP {c.d_widths} (weight norm, ReLU) -> "
-                          f"{self.classes} logits on {'x'.join(map(str, self.image_shape[1:]))} grey digits"),
+            architecture=(f"{self.model_name}: {kind}; classifier {net} {c.d_widths} (weight norm) -> "
+                          f"{self.classes} logits on {'x'.join(map(str, self.image_shape[1:]))} grey digits"
+                          + (f"; weights: moving average (decay {c.ema_decay})" if self.ema is not None else "")),
             tile_safe=False,
             dynamic_spatial=False,
             parity_inputs=[{"image": held.images[:1]}, {"image": held.images[1:9]}],

@@ -102,15 +102,23 @@ class ResnetBlock(nn.Module):
 
 
 class ResnetGenerator(nn.Module):
-    """CycleGAN's generator: input H and W must be multiples of 4 (two stride-2 stages)."""
+    """CycleGAN's generator: input H and W must be multiples of 4 (two stride-2 stages).
+
+    With ``residual`` (not in the paper) the last convolution predicts a correction that is added to the input and
+    clipped to [-1, 1], starting near the identity: instance norm discards each image's absolute colour levels, so
+    without the skip the output's global tone comes from biases, not from the picture being translated.
+    """
 
     spatial_multiple = 4
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64, blocks: int = 9,
-                 norm: str = "instance") -> None:
+                 norm: str = "instance", residual: bool = False) -> None:
         super().__init__()
         if blocks < 1 or ngf < 1:
             raise GanserveError(f"ResNet generator needs blocks >= 1 and ngf >= 1 (got {blocks}, {ngf})")
+        if residual and in_channels != out_channels:
+            raise GanserveError(f"a residual generator needs as many output as input channels ({in_channels})")
+        self.residual = residual
         bias = norm != "batch"
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=bias),
                                    norm_layer(norm, ngf), nn.ReLU(True)]
@@ -123,10 +131,19 @@ class ResnetGenerator(nn.Module):
             layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
                        norm_layer(norm, ch // 2), nn.ReLU(True)]
             ch //= 2
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_channels, 7), nn.Tanh()]
+        last = nn.Conv2d(ch, out_channels, 7)
+        layers += [nn.ReflectionPad2d(3), last]
+        if residual:
+            with torch.no_grad():  # small corrections at the start
+                last.weight.mul_(0.1)
+                last.bias.zero_()
+        else:
+            layers.append(nn.Tanh())
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.residual:
+            return torch.clamp(x + self.model(x), -1.0, 1.0)
         return self.model(x)
 
 
