@@ -83,3 +83,22 @@ def test_command_reads_a_config_and_refuses_unknown_keys(tmp_path: Path, capsys:
     assert fj.main(["--config", str(cfg), "--out", str(tmp_path / "o")]) == 0
     report = json.loads((tmp_path / "o" / "judges.json").read_text())
     assert (report["identities"], report["per_identity"], report["minutes_each"]) == (2, 1, 0.001)
+
+
+def test_only_retrains_the_named_network_and_keeps_the_others(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "j"
+    fj.train_all(out, minutes=1.0, identities=3, per_identity=2, max_steps=2)
+    kept = {k: (out / fj.FILES[k]).read_bytes() for k in ("loss_net", "id_judge")}
+    old_age = (out / "age_judge.pt").read_bytes()
+    assert fj.main(["--out", str(out), "--only", "age_judge", "--minutes", "0.01", "--identities", "4",
+                    "--per-identity", "3"]) == 0
+    assert all((out / fj.FILES[k]).read_bytes() == v for k, v in kept.items())
+    assert (out / "age_judge.pt").read_bytes() != old_age
+    saved = json.loads((out / "judges.json").read_text())
+    assert saved["age_judge"]["identities"] == 4 and saved["age_judge"]["per_identity"] == 3
+    assert saved["loss_net"]["identities"] == 3 and saved["last_trained"] == ["age_judge"]
+    capsys.readouterr()
+    assert fj.main(["--out", str(out), "--only", "judge"]) == 2
+    assert "unknown face network kind" in capsys.readouterr().err
+    assert fj.main(["--out", str(tmp_path / "empty"), "--only", "age_judge", "--minutes", "1"]) == 2
+    assert "no such face network" in capsys.readouterr().err

@@ -231,20 +231,29 @@ def true_render_report(age_judge: FaceNet, id_judge: FaceNet, identities: int = 
 
 
 def train_all(out: str | Path, minutes: float = 1.5, identities: int = 160, per_identity: int = 16,
-              seed: int = 0, max_steps: int | None = None) -> dict[str, Any]:
-    """Train the loss net (training identities) and both judges (judge identities); write them and judges.json."""
+              seed: int = 0, max_steps: int | None = None, kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
+    """Train the loss net (training identities) and both judges (judge identities); write them and judges.json.
+
+    ``kinds`` retrains only some of them: the others are read from ``out`` as they are, and judges.json keeps their
+    records (each network's record carries its own pool size, renders and time).
+    """
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or not kinds:
+        raise GanserveError(f"unknown face network kind(s) {', '.join(unknown) or '(none)'}; known: {', '.join(KINDS)}")
     out = Path(out)
+    nets = {kind: load_net(out / FILES[kind], kind) for kind in KINDS if kind not in kinds}
+    previous = out / "judges.json"
+    report: dict[str, Any] = json.loads(previous.read_text()) if nets and previous.is_file() else {}
     t0 = time.monotonic()
-    train_set = render_set("train", identities, per_identity, seed)
-    judge_set = render_set("judge", identities, per_identity, seed + 1)
-    render_s = time.monotonic() - t0
-    report: dict[str, Any] = {"render_seconds": render_s, "identities": identities, "per_identity": per_identity,
-                              "minutes_each": minutes, "seed": seed}
-    nets = {}
-    for kind, data in (("loss_net", train_set), ("age_judge", judge_set), ("id_judge", judge_set)):
-        net, facts = train_net(kind, data, minutes * 60, seed=seed, max_steps=max_steps)
-        pool = "train" if kind == "loss_net" else "judge"
-        facts.update({"pool": pool, "identities": identities, "per_identity": per_identity})
+    pools = {"loss_net": ("train", seed), "age_judge": ("judge", seed + 1), "id_judge": ("judge", seed + 1)}
+    data = {pool: render_set(pool, identities, per_identity, pool_seed)
+            for pool, pool_seed in {pools[k] for k in kinds}}
+    report.update({"render_seconds": time.monotonic() - t0, "identities": identities, "per_identity": per_identity,
+                   "minutes_each": minutes, "seed": seed, "last_trained": list(kinds)})
+    for kind in kinds:
+        pool = pools[kind][0]
+        net, facts = train_net(kind, data[pool], minutes * 60, seed=seed, max_steps=max_steps)
+        facts.update({"pool": pool, "identities": identities, "per_identity": per_identity, "minutes": minutes})
         save_net(out / FILES[kind], net, facts)
         nets[kind] = net
         report[kind] = facts
@@ -266,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--identities", type=int, default=None, help="identities per pool (default 160)")
     p.add_argument("--per-identity", type=int, default=None, help="renders per identity (default 16)")
     p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--only", default=",".join(KINDS),
+                   help=f"comma-separated networks to (re)train, the others are kept from --out (default: all of {', '.join(KINDS)})")
     args = p.parse_args(argv)
     try:
         values = {"minutes": 1.5, "identities": 160, "per_identity": 16, "seed": 0}
@@ -282,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         args.per_identity, args.seed = int(values["per_identity"]), int(values["seed"])
         if args.minutes <= 0 or args.identities < 2 or args.per_identity < 1:
             raise GanserveError("--minutes must be > 0, --identities >= 2 and --per-identity >= 1")
-        report = train_all(args.out, args.minutes, args.identities, args.per_identity, args.seed)
+        kinds = tuple(k.strip() for k in args.only.split(",") if k.strip())
+        report = train_all(args.out, args.minutes, args.identities, args.per_identity, args.seed, kinds=kinds)
     except GanserveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
