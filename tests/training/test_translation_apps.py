@@ -151,6 +151,7 @@ def test_demo_examples_are_held_out_requests_with_truth() -> None:
     ("cyclegan", {"export_direction": "ac"}, "export_direction must be ab or ba"),
     ("cyclegan", {"crop": 30}, "multiple of 4"),
     ("cyclegan", {"adversarial": "nope"}, "unknown adversarial objective"),
+    ("cyclegan", {"g_norm": "group"}, "g_norm must be one of"),
 ])
 def test_bad_configs_are_clear_errors(name: str, overrides: dict, message: str) -> None:
     base = P2P if name == "pix2pix" else CYC
@@ -169,3 +170,11 @@ def test_export_direction_override_rebuilds_the_other_generator(tmp_path) -> Non
     assert torch.allclose(spec.module(x), expected)
     with pytest.raises(GanserveError, match="unknown config key"):
         build_from_checkpoint(ckpt, {"export_way": "ba"})
+
+
+def test_cyclegan_generator_norm_and_residual_options_reach_both_generators() -> None:
+    app = registry.build("cyclegan", {**CYC, "norm": "instance", "g_norm": "none", "residual": True})
+    for g in (app.g_ab, app.g_ba):
+        assert g.residual and not any(isinstance(m, torch.nn.InstanceNorm2d) for m in g.modules())
+    assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in app.d_a.modules())  # D keeps `norm`
+    assert "input + clipped correction" in app.export_spec().architecture
