@@ -68,7 +68,9 @@ def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    """Bytes of every file under ``path`` (or of ``path`` itself when it is a file)."""
+    files = [path] if path.is_file() else path.rglob("*")
+    return sum(f.stat().st_size for f in files if f.is_file())
 
 
 def _training_summary(payload: dict[str, Any]) -> dict[str, Any]:
@@ -166,8 +168,8 @@ def ship(
         size = _folder_bytes(entry)
         if size > ENTRY_LIMIT:
             raise GanserveError(f"{name}: the entry is {size / 2**20:.1f} MB, over the 10 MB limit; train a more compact model")
-        others = sum(f.stat().st_size for p in models_dir.iterdir() if p.name != name and not p.name.startswith(".")
-                     for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())  # judges etc. count too
+        others = sum(_folder_bytes(p) for p in models_dir.iterdir()  # judges etc. count too
+                     if p.name != name and not p.name.startswith("."))
         if others + size > TOTAL_LIMIT:
             raise GanserveError(f"models/ would hold {(others + size) / 2**20:.1f} MB, over the 60 MB limit")
         old = models_dir / f".old-{name}"
