@@ -115,6 +115,14 @@ class GaussianNoise(nn.Module):
         return x
 
 
+@torch.no_grad()
+def _normalising_init(layer: nn.Module, unit_outputs: torch.Tensor) -> None:
+    """Set a weight-norm layer's g and bias so its outputs, (units, samples) before g and bias, get mean 0, std 1."""
+    mean, std = unit_outputs.mean(dim=1), unit_outputs.std(dim=1) + 1e-6
+    layer.g.copy_(1.0 / std)
+    layer.bias.copy_(-mean / std)
+
+
 class WNLinear(nn.Module):
     """Weight-normalised dense layer, w = g * v / ||v|| per output unit (Salimans & Kingma 2016)."""
 
@@ -133,10 +141,7 @@ class WNLinear(nn.Module):
     @torch.no_grad()
     def init_from(self, x: torch.Tensor) -> None:
         """Data-dependent init: pick g and b so this layer's outputs on ``x`` have mean 0 and std 1 per unit."""
-        t = F.linear(x, self.v / self.v.norm(dim=1, keepdim=True))
-        mean, std = t.mean(dim=0), t.std(dim=0) + 1e-6
-        self.g.copy_(1.0 / std)
-        self.bias.copy_(-mean / std)
+        _normalising_init(self, F.linear(x, self.v / self.v.norm(dim=1, keepdim=True)).T)
 
 
 def parse_widths(text: str, what: str) -> list[int]:
@@ -202,10 +207,8 @@ class WNConv2d(nn.Module):
     @torch.no_grad()
     def init_from(self, x: torch.Tensor) -> None:
         """Pick g and b so this layer's outputs on ``x`` have mean 0 and std 1 per channel."""
-        t = F.conv2d(x, self._direction(), stride=self.stride, padding=self.padding).transpose(0, 1).flatten(1)
-        mean, std = t.mean(dim=1), t.std(dim=1) + 1e-6
-        self.g.copy_(1.0 / std)
-        self.bias.copy_(-mean / std)
+        t = F.conv2d(x, self._direction(), stride=self.stride, padding=self.padding)
+        _normalising_init(self, t.transpose(0, 1).flatten(1))
 
 
 class ConvDiscriminator(nn.Module):
