@@ -222,3 +222,64 @@ def test_quality_benchmark_writes_consistent_results(tmp_path: Path, nets: dict[
 
     assert Image.open(out / "grid.png").size == (64 * 2 * 13 + 6 * 4, 18 + 2 * 64 * 2)
     assert bench([str(ckpt), "--judges", str(judges), "--source", "90+", "--out", str(out)]) == 2
+
+
+# -- loss-network ensemble and the generator's moving average ------------------------------------------------------
+def test_ensemble_losses_average_the_networks(nets: dict[str, str]) -> None:
+    torch.manual_seed(0)
+    a = load_net(nets["loss_net"], "loss_net")
+    b = load_net(nets["loss_net"], "loss_net")
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # a second, different network
+    pair = torch.rand(8, 3, 64, 64)
+    targets = torch.tensor([0, 2, 4, 5])
+    single = [fa.ensemble_losses((net,), pair, 4, targets) for net in (a, b)]
+    for net, (ident, age, hits) in zip((a, b), single):  # one network: exactly its own losses
+        emb, _, logits = net(pair)
+        assert float(ident) == pytest.approx(float(fa.identity_loss(emb[:4], emb[4:])), rel=1e-6)
+        assert float(age) == pytest.approx(float(fa.age_loss(logits[:4], targets)), rel=1e-6)
+        assert hits == pytest.approx(float((logits[:4].argmax(1) == targets).float().mean()))
+    ident, age, hits = fa.ensemble_losses((a, b), pair, 4, targets)
+    assert float(ident) == pytest.approx((float(single[0][0]) + float(single[1][0])) / 2, rel=1e-6)
+    assert float(age) == pytest.approx((float(single[0][1]) + float(single[1][1])) / 2, rel=1e-6)
+    assert hits == pytest.approx((single[0][2] + single[1][2]) / 2)
+    assert float(single[0][1]) != pytest.approx(float(single[1][1]), rel=1e-4)  # the two really differ
+
+
+def test_loss_net_list_is_parsed_and_loaded(nets: dict[str, str]) -> None:
+    from training.application import TrainContext
+
+    assert fa.loss_net_paths(" a.pt , b.pt") == ["a.pt", "b.pt"]
+    with pytest.raises(GanserveError, match="comma-separated"):
+        fa.loss_net_paths("a.pt,,b.pt")
+    app = fa.FaceAgingApp(fa.FaceAgingConfig(**{**TINY, "loss_net": f"{nets['loss_net']},{nets['loss_net']}"}))
+    app.setup_training(TrainContext(note=lambda m: None))
+    assert len(app.loss_nets) == 2
+    assert {"loss_id", "loss_age", "age_acc"} <= set(app.train_step(app.make_batch(0, 0, 1), 0))
+
+
+def test_moving_average_is_what_is_evaluated_and_exported(tmp_path: Path, nets: dict[str, str]) -> None:
+    with pytest.raises(GanserveError, match="ema_decay"):
+        fa.FaceAgingApp(fa.FaceAgingConfig(**{**TINY, "ema_decay": 1.0}))
+    cfg = {**TINY, "loss_net": nets["loss_net"], "ema_decay": 0.5}
+    ckpt = train("face-aging", cfg, steps=2, out_dir=tmp_path / "run", progress=False)
+    app = build_from_checkpoint(ckpt)
+    assert app.ema is not None and app.inference_generator() is app.ema
+    live = dict(app.generator.named_parameters())
+    assert any(not torch.equal(p, live[k]) for k, p in app.ema.named_parameters())  # it lags the live weights
+    x = np.ascontiguousarray(fa.held_out_faces(2)[:, 1])
+    cond = np.eye(6, dtype=np.float32)[[0, 5]]
+    with torch.no_grad():
+        expected = app.ema.eval()(torch.from_numpy(x), torch.from_numpy(cond)).numpy()
+        live_out = app.generator.eval()(torch.from_numpy(x), torch.from_numpy(cond)).numpy()
+    assert np.allclose(app.predict(x, cond), expected, atol=1e-6)
+    assert not np.allclose(expected, live_out, atol=1e-6)
+    with torch.no_grad():
+        exported = app.export_spec().module(torch.from_numpy(x), torch.from_numpy(cond)).numpy()
+    assert np.allclose(exported, expected, atol=1e-6)
+    # one update moves every averaged weight halfway (decay 0.5) towards the live one
+    before = {k: p.clone() for k, p in app.ema.named_parameters()}
+    app._update_ema()
+    for k, p in app.ema.named_parameters():
+        assert torch.allclose(p, 0.5 * before[k] + 0.5 * live[k], atol=1e-7)

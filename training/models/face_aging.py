@@ -169,6 +169,29 @@ def age_loss(age_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(age_logits, targets.long())
 
 
+def ensemble_losses(nets: tuple[FaceNet, ...], pair: torch.Tensor, n: int,
+                    targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Identity and age losses averaged over the loss networks, for a batch of ``n`` outputs then their ``n`` inputs;
+    also the share of (output, network) verdicts that name the target group."""
+    ident = age = pair.new_zeros(())
+    hits = 0.0
+    for net in nets:
+        emb, _, age_logits = net(pair)
+        assert age_logits is not None
+        ident = ident + identity_loss(emb[:n], emb[n:].detach())
+        age = age + age_loss(age_logits[:n], targets)
+        hits += float((age_logits[:n].argmax(1) == targets).float().mean())
+    return ident / len(nets), age / len(nets), hits / len(nets)
+
+
+def loss_net_paths(text: str) -> list[str]:
+    """'a.pt,b.pt' -> ['a.pt', 'b.pt']; a clear error for an empty entry."""
+    paths = [part.strip() for part in str(text).split(",")]
+    if not all(paths):
+        raise GanserveError(f"loss_net must be one file or comma-separated files, got {text!r}")
+    return paths
+
+
 def reconstruction_loss(output_own_age: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """L1 between the input and the output asked for the input's own age group (that request returns the input)."""
     return F.l1_loss(output_own_age, image)
@@ -321,7 +344,10 @@ class FaceAgingConfig(CommonConfig):
     age_weight: float = 2.0
     id_weight: float = 5.0
     rec_weight: float = 10.0
-    loss_net: str = "models/face-judges/loss_net.pt"  # trained on training identities (face_judges)
+    # trained on training identities (face_judges); several comma-separated files = an ensemble whose age and
+    # identity losses are averaged, so the generator cannot satisfy one network's quirks alone
+    loss_net: str = "models/face-judges/loss_net.pt"
+    ema_decay: float = 0.0  # > 0: evaluate and export an exponential moving average of the generator's weights
     age_judge: str = "models/face-judges/age_judge.pt"  # independent judges; empty = evaluate without them
     id_judge: str = "models/face-judges/id_judge.pt"
     train_identities: int = 500  # renderer identities the generator trains on
@@ -353,17 +379,21 @@ class FaceAgingApp(Application):
             raise GanserveError("train_identities and renders_per_identity must be >= 1")
         if min(config.adv_weight, config.age_weight, config.id_weight, config.rec_weight) < 0:
             raise GanserveError("loss weights must be >= 0")
+        if not 0.0 <= config.ema_decay < 1.0:
+            raise GanserveError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
         self.objective = get_objective(config.adversarial)
         self.generator = AgeGenerator(config.g_channels, config.g_blocks)
         self.discriminator = AgeDiscriminator(config.d_channels)
-        self._loss_net: tuple[FaceNet, ...] = ()  # a tuple, so its frozen weights stay out of the checkpoint
+        # the weights evaluated and exported when ema_decay > 0 (a checkpointed copy, never trained directly)
+        self.ema = copy.deepcopy(self.generator).requires_grad_(False) if config.ema_decay > 0 else None
+        self._loss_nets: tuple[FaceNet, ...] = ()  # a tuple, so their frozen weights stay out of the checkpoint
         self.images: torch.Tensor | None = None
         self.groups: torch.Tensor | None = None
 
     @property
-    def loss_net(self) -> FaceNet | None:
-        """The frozen loss network (identity features + age head), once setup_training has loaded it."""
-        return self._loss_net[0] if self._loss_net else None
+    def loss_nets(self) -> tuple[FaceNet, ...]:
+        """The frozen loss network(s) (identity features + age head), once setup_training has loaded them."""
+        return self._loss_nets
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
@@ -379,10 +409,12 @@ class FaceAgingApp(Application):
         # channels-last convolutions train ~25% faster on CPU here; the weights are the same tensors
         self.generator.to(memory_format=torch.channels_last)
         self.discriminator.to(memory_format=torch.channels_last)
+        if self.ema is not None:
+            self.ema.to(memory_format=torch.channels_last)
         if (c.age_weight > 0 or c.id_weight > 0) and not c.loss_net:
             raise GanserveError("age_weight/id_weight need loss_net (python -m training.models.face_judges)")
         if c.loss_net and (c.age_weight > 0 or c.id_weight > 0):
-            self._loss_net = (load_net(c.loss_net, "loss_net").to(context.device),)
+            self._loss_nets = tuple(load_net(p, "loss_net").to(context.device) for p in loss_net_paths(c.loss_net))
             self.facts["loss_net"] = str(c.loss_net)
         t0 = time.monotonic()
         if c.data_dir:
@@ -430,31 +462,39 @@ class FaceAgingApp(Application):
         rec = reconstruction_loss(own, x[:r])
         loss_g = c.adv_weight * adv + c.rec_weight * rec
         logs = {"loss_d": float(loss_d.detach()), "loss_adv": float(adv.detach()), "loss_rec": float(rec.detach())}
-        if self.loss_net is not None:
+        if self.loss_nets:
             gen = torch.Generator().manual_seed(batch["jitter_seed"])
-            pair = jitter(torch.cat([fake, x]), gen)
-            emb, _, age_logits = self.loss_net(pair)
-            assert age_logits is not None
-            ident = identity_loss(emb[:n], emb[n:].detach())
-            age = age_loss(age_logits[:n], t)
+            ident, age, hits = ensemble_losses(self.loss_nets, jitter(torch.cat([fake, x]), gen), n, t)
             loss_g = loss_g + c.id_weight * ident + c.age_weight * age
-            logs.update({"loss_id": float(ident.detach()), "loss_age": float(age.detach()),
-                         "age_acc": float((age_logits[:n].argmax(1) == t).float().mean())})
+            logs.update({"loss_id": float(ident.detach()), "loss_age": float(age.detach()), "age_acc": hits})
         self.optimize("g", loss_g)
+        self._update_ema()
         self.discriminator.requires_grad_(True)
         logs["loss_g"] = float(loss_g.detach())
         return logs
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """ema <- decay * ema + (1 - decay) * weights, after every generator update (damps the step-to-step swing)."""
+        if self.ema is not None:
+            for avg, live in zip(self.ema.parameters(), self.generator.parameters()):
+                avg.lerp_(live, 1.0 - self.config.ema_decay)
+
+    def inference_generator(self) -> AgeGenerator:
+        """The weights that are evaluated and exported: the moving average when ema_decay > 0."""
+        return self.ema if self.ema is not None else self.generator
 
     # -- evaluation and pictures ----------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, image: np.ndarray, cond: np.ndarray) -> np.ndarray:
         """Generator output (eval mode) for float32 faces (N,3,64,64) in [0,1] and one-hot groups (N,6)."""
-        was_training = self.generator.training
-        self.generator.eval()
+        net = self.inference_generator()
+        was_training = net.training
+        net.eval()
         try:
-            out = self.generator(torch.tensor(image, device=self.device), torch.tensor(cond, device=self.device))
+            out = net(torch.tensor(image, device=self.device), torch.tensor(cond, device=self.device))
         finally:
-            self.generator.train(was_training)
+            net.train(was_training)
         return out.cpu().numpy()
 
     def judges(self) -> Judges | None:
@@ -493,7 +533,7 @@ class FaceAgingApp(Application):
     # -- export -------------------------------------------------------------------------------------------------------
     def export_spec(self) -> ExportSpec:
         c = self.config
-        module = FaceAgingInference(copy.deepcopy(self.generator).cpu().eval()).eval()
+        module = FaceAgingInference(copy.deepcopy(self.inference_generator()).cpu().eval()).eval()
         faces = held_out_faces(3)
         one = np.ascontiguousarray(faces[0, 1:2])
         six = np.ascontiguousarray(faces[:, 2:4].reshape(-1, 3, SIZE, SIZE))
@@ -533,4 +573,6 @@ class FaceAgingApp(Application):
             age_groups=list(AGE_GROUPS), held_out=HELD_OUT_DESCRIPTION,
             loss_net=self.run_metrics().get("loss_net", self.config.loss_net),
             judges={"age": self.config.age_judge, "identity": self.config.id_judge},
+            generator_weights=(f"moving average (decay {self.config.ema_decay:g})" if self.ema is not None
+                               else "as trained"),
             notes="trained on procedural cartoon faces: does not transfer to photographs")
