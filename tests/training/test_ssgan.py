@@ -305,3 +305,29 @@ def shifted(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     h, w = img.shape
     out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = img[max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)]
     return out
+
+
+def test_consistency_loss_hand_checked_and_wired(tmp_path: Path) -> None:
+    from training.models.ssgan import consistency_loss
+
+    same = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]])
+    assert float(consistency_loss(same, same)) == pytest.approx(0.0, abs=1e-7)
+    # p = (1, 0) vs (0, 1): squared distance 2; vs (1/2, 1/2): 0.5; mean over the two images
+    a, b = torch.tensor([[1e4, 0.0], [1e4, 0.0]]), torch.tensor([[0.0, 1e4], [0.0, 0.0]])
+    assert float(consistency_loss(a, b)) == pytest.approx((2.0 + 0.5) / 2, rel=1e-6)
+    with pytest.raises(GanserveError, match="consistency"):
+        registry.build("ssgan", {"consistency_weight": -1.0})
+
+    app = registry.build("ssgan", {**TINY, "consistency_weight": 2.0, "consistency_shift": 1, "consistency_rampup": 4})
+    assert [app.consistency_ramp(s) for s in (0, 1, 3, 10)] == pytest.approx([0.5, 1.0, 2.0, 2.0])
+    from training.application import TrainContext
+
+    app.setup_training(TrainContext(note=lambda m: None))
+    batch = app.make_batch(0, 0, 1)
+    assert batch.x_unl_view is not None and batch.x_unl_view.shape == batch.x_unl.shape
+    assert not torch.equal(batch.x_unl_view, batch.x_unl)  # shifted by up to a pixel
+    plain = registry.build("ssgan", {**TINY})
+    plain.setup_training(TrainContext(note=lambda m: None))
+    other = plain.make_batch(0, 0, 1)  # the option off: the same batch as before, and no second view
+    assert other.x_unl_view is None and torch.equal(other.x_unl, batch.x_unl) and torch.equal(other.z_g, batch.z_g)
+    assert "loss_cons" in app.train_step(batch, 0) and "loss_cons" not in plain.train_step(other, 0)

@@ -65,6 +65,16 @@ def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
     return -(log_p.exp() * log_p).sum(dim=1).mean()
 
 
+def consistency_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Mean over images of the squared distance between the class distributions of two views of the same images.
+
+    Not in Salimans et al.: the consistency regularisation of the discriminator in CR-GAN (Zhang et al. 2020), here
+    on p(y | x, real) as in the Pi-model (Laine & Aila 2017); the views differ by the discriminator's own noise and,
+    with ``consistency_shift``, a translation. Off unless ``consistency_weight`` > 0.
+    """
+    return (F.softmax(logits_a, dim=1) - F.softmax(logits_b, dim=1)).pow(2).sum(dim=1).mean()
+
+
 def feature_matching_loss(features_real: torch.Tensor, features_fake: torch.Tensor) -> torch.Tensor:
     """Mean over feature units of the squared difference of batch-mean features (real vs generated)."""
     return (features_real.mean(dim=0) - features_fake.mean(dim=0)).pow(2).mean()
@@ -311,6 +321,11 @@ class SSGANConfig(CommonConfig):
     unsup_weight: float = 1.0
     shift: int = 0  # > 0: translate every real training image by up to this many pixels (zero fill), both methods
     entropy_weight: float = 0.0  # > 0: add this times the entropy of p(y | x) on unlabelled images to D's loss
+    # > 0: add this times consistency_loss between two noisy views of the unlabelled images to D's loss, ramped up
+    # linearly over consistency_rampup steps; consistency_shift > 0 also translates the second view (1 px = 12%)
+    consistency_weight: float = 0.0
+    consistency_shift: int = 0
+    consistency_rampup: int = 500
     init_batch: int = 500  # images (and latents) for the data-dependent weight-norm init
     threads: int = 1  # torch threads while training (0 = leave as is): these small MLPs run fastest on one
     batch_size: int = 100  # labelled, unlabelled and generated images per step, each
@@ -325,7 +340,8 @@ class SSGANConfig(CommonConfig):
 
 @dataclass
 class SSBatch:
-    """One step's data: labelled images and labels, two unlabelled batches, two latent batches, a noise seed."""
+    """One step's data: labelled images and labels, two unlabelled batches, two latent batches, a noise seed, and
+    with the consistency term a second view of the first unlabelled batch."""
 
     x_lab: torch.Tensor
     y_lab: torch.Tensor
@@ -334,6 +350,7 @@ class SSBatch:
     z: torch.Tensor
     z_g: torch.Tensor
     noise_seed: int
+    x_unl_view: torch.Tensor | None = None
 
 
 # -- the application --------------------------------------------------------------------------------------------
@@ -347,8 +364,10 @@ class SSGANApp(Application):
         super().__init__(config)
         if config.batch_size < 2 or config.z_dim < 1 or config.init_batch < 2:
             raise GanserveError("batch_size and init_batch must be >= 2 and z_dim >= 1")
-        if min(config.input_noise, config.hidden_noise, config.unsup_weight, config.entropy_weight) < 0:
-            raise GanserveError("input_noise, hidden_noise, unsup_weight and entropy_weight must be >= 0")
+        if min(config.input_noise, config.hidden_noise, config.unsup_weight, config.entropy_weight,
+               config.consistency_weight, config.consistency_shift, config.consistency_rampup) < 0:
+            raise GanserveError("input_noise, hidden_noise, unsup_weight, entropy_weight and the consistency_* "
+                                "options must be >= 0")
         if config.d_arch not in ("mlp", "conv"):
             raise GanserveError(f"d_arch must be mlp or conv, got {config.d_arch!r}")
         if not 0.0 <= config.dropout < 1.0 or not 0.0 <= config.ema_decay < 1.0:
@@ -398,7 +417,10 @@ class SSGANApp(Application):
             torch.set_num_threads(self.config.threads)
         split = self.data_split()
         self.facts["data"] = {**split.facts(), "labels_per_class": self.config.labels_per_class}
-        ent = f" + {self.config.entropy_weight:g} x entropy on unlabelled" if self.config.entropy_weight > 0 else ""
+        c = self.config
+        ent = f" + {c.entropy_weight:g} x entropy on unlabelled" if c.entropy_weight > 0 else ""
+        if c.consistency_weight > 0:
+            ent += f" + {c.consistency_weight:g} x consistency on unlabelled (shift {c.consistency_shift})"
         self.facts["method"] = f"ssgan (feature matching{ent})" if self.generator is not None else "supervised only (baseline)"
         if not context.resuming:
             # the baseline sees only its labelled images, also for the weight-norm init statistics
@@ -424,7 +446,7 @@ class SSGANApp(Application):
         lab = torch.randint(len(split.labeled.labels), (b,), generator=gen).numpy()
         unl = torch.randint(len(split.unlabeled.labels), (2, b), generator=gen).numpy()
         move = lambda x: random_shift(torch.from_numpy(x), self.config.shift, gen)  # noqa: E731
-        return SSBatch(
+        batch = SSBatch(
             x_lab=move(split.labeled.images[lab]),
             y_lab=torch.from_numpy(split.labeled.labels[lab]),
             x_unl=move(split.unlabeled.images[unl[0]]),
@@ -433,14 +455,22 @@ class SSGANApp(Application):
             z_g=torch.rand(b, z_dim, generator=gen),
             noise_seed=int(torch.randint(2**62, (1,), generator=gen)),
         )
+        if self.config.consistency_weight > 0 and self.generator is not None:  # drawn last: other fields unchanged
+            batch.x_unl_view = random_shift(batch.x_unl, self.config.consistency_shift, gen)
+        return batch
 
     def train_step(self, batch: SSBatch, step: int) -> dict[str, float]:
         # the noise layers draw from a step-seeded RNG, so a resumed run repeats the same steps exactly
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(batch.noise_seed)
-            return self._train_step(batch)
+            return self._train_step(batch, step)
 
-    def _train_step(self, batch: SSBatch) -> dict[str, float]:
+    def consistency_ramp(self, step: int) -> float:
+        """The consistency weight at ``step``: linear from 0 to consistency_weight over consistency_rampup steps."""
+        c = self.config
+        return c.consistency_weight * min(1.0, (step + 1) / c.consistency_rampup) if c.consistency_rampup else c.consistency_weight
+
+    def _train_step(self, batch: SSBatch, step: int) -> dict[str, float]:
         dev = self.device
         x_lab, y_lab = batch.x_lab.to(dev), batch.y_lab.to(dev)
         logits_lab, _ = self.discriminator(x_lab)
@@ -455,7 +485,12 @@ class SSGANApp(Application):
         logits_fake, _ = self.discriminator(fake)
         loss_unsup = unsupervised_loss(logits_unl, logits_fake)
         loss_ent = entropy_loss(logits_unl)
-        self.optimize("d", loss_sup + self.config.unsup_weight * loss_unsup + self.config.entropy_weight * loss_ent)
+        loss_d = loss_sup + self.config.unsup_weight * loss_unsup + self.config.entropy_weight * loss_ent
+        loss_cons = None
+        if batch.x_unl_view is not None:
+            loss_cons = consistency_loss(logits_unl, self.discriminator(batch.x_unl_view.to(dev))[0])
+            loss_d = loss_d + self.consistency_ramp(step) * loss_cons
+        self.optimize("d", loss_d)
         self._update_ema()
 
         _, features_real = self.discriminator(batch.x_unl_g.to(dev))
@@ -465,9 +500,12 @@ class SSGANApp(Application):
         with torch.no_grad():
             d_real = log_d_real(logits_unl).exp().mean()
             d_fake = log_d_real(logits_fake).exp().mean()
-        return {"loss_sup": float(loss_sup.detach()), "loss_unsup": float(loss_unsup.detach()),
+        logs = {"loss_sup": float(loss_sup.detach()), "loss_unsup": float(loss_unsup.detach()),
                 "entropy_unl": float(loss_ent.detach()),
                 "loss_fm": float(loss_fm.detach()), "d_real": float(d_real), "d_fake": float(d_fake)}
+        if loss_cons is not None:
+            logs["loss_cons"] = float(loss_cons.detach())
+        return logs
 
     @torch.no_grad()
     def _update_ema(self) -> None:
