@@ -285,3 +285,27 @@ def test_cli_generate_writes_the_served_sample(served, tmp_path, capsys) -> None
     assert np.array_equal(_png(out.read_bytes()), _png(reply.image))
     assert main(["client", "--server", server, "generate", str(out), "--model", "nope"]) == 2
     assert "NOT_FOUND" in capsys.readouterr().err
+
+
+def test_metric_classifier_is_the_committed_file_not_retrained() -> None:
+    """Every machine measures Frechet distances with the same weights (retraining differs across CPU kinds)."""
+    from training.eval import gen_metrics as gm
+
+    path = gm.classifier_file(16)
+    assert path.is_file()
+    clf = gm.digits_classifier(16)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    assert all(torch.equal(clf.model.state_dict()[k], v) for k, v in saved.items())
+    # the accuracy every shipped card records for it (inference only, so the same on any CPU within one image)
+    assert clf.test_accuracy == pytest.approx(0.959259, abs=1.5 / 540)
+    x, _ = gm.digits_gen.digits(16, "test")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two, _ = clf.features_probs(x[:64])
+        torch.set_num_threads(1)
+        one, _ = clf.features_probs(x[:64])
+    finally:
+        torch.set_num_threads(threads)
+    assert np.allclose(one, two, atol=1e-5)
+    assert not gm.classifier_file(12).exists()  # other sizes are still trained in-process

@@ -1,6 +1,6 @@
 """Sample-quality metrics for the generative models, computed the same way for every model.
 
-Digits: a small CNN trained here on the digits' training split (fixed seed and steps, cached per process) gives
+Digits: a small CNN trained here on the digits' training split (fixed seed and steps) gives
 features (its 64-unit penultimate layer) and class probabilities. The Frechet distance between the Gaussians fitted
 to generated and held-out real features is the FID formula on this classifier's features -- it is NOT the Inception
 FID and its values are not comparable with published FIDs. Also: classes covered (classes that receive at least a
@@ -8,16 +8,26 @@ quarter of their uniform share of the predictions), KL(generated class histogram
 mean absolute finite-difference gradient of the samples divided by that of the held-out digits (1 = as sharp as
 real digits; blurry samples score below 1).
 
+The classifier's weights are read from ``digits_classifier_<size>.pt`` beside this module when it exists: training
+it again gives a different network on a CPU whose float kernels differ (AVX2 vs AVX-512 paths: 95.9% vs 95.6% test
+accuracy, Frechet 20.80 vs 20.99 for the same generator), so every machine must measure with the same weights.
+The shipped file is what ``_train_classifier`` produces on the AVX2 code path (``ATEN_CPU_CAPABILITY=avx2``), the
+path every recorded figure was measured with; ``python -m training.eval.gen_metrics --write SIZE`` rewrites it.
+
 Toy ring: a sample is high quality when it lies within 3 standard deviations of its nearest mode centre; a mode is
 covered when at least 1% of the samples are high-quality samples of that mode.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import math
+import os
+import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -70,18 +80,35 @@ class TrainedClassifier:
         return torch.cat(feats).double().numpy(), torch.cat(logits).softmax(1).double().numpy()
 
 
+def classifier_file(size: int) -> Path:
+    """Where the fixed metric classifier for ``size`` px digits lives (beside this module)."""
+    return Path(__file__).with_name(f"digits_classifier_{size}.pt")
+
+
 @functools.lru_cache(maxsize=None)
 def digits_classifier(size: int) -> TrainedClassifier:
-    """The project's metric classifier for ``size`` px digits: trained once per process, deterministically.
+    """The project's metric classifier for ``size`` px digits: the committed weights where they exist, else
+    trained once per process, deterministically (the same on one machine, not across CPU kinds).
 
-    Trained on one thread: the network is tiny, and a second thread only adds synchronisation (which becomes very
+    Run on one thread: the network is tiny, and a second thread only adds synchronisation (which becomes very
     costly when onnxruntime's worker threads are spinning in the same process, as during an export)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train_classifier(size)
+        path = classifier_file(size)
+        if not path.is_file():
+            return _train_classifier(size)
+        model = DigitsClassifier(size)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return TrainedClassifier(model.eval(), _test_accuracy(model.eval(), size))
     finally:
         torch.set_num_threads(threads)
+
+
+def _test_accuracy(model: DigitsClassifier, size: int) -> float:
+    xt, yt = digits_gen.digits(size, "test")
+    with torch.no_grad():
+        return float((model(xt)[1].argmax(1) == yt).float().mean())
 
 
 def _train_classifier(size: int) -> TrainedClassifier:
@@ -100,10 +127,7 @@ def _train_classifier(size: int) -> TrainedClassifier:
         loss.backward()
         opt.step()
     model.eval()
-    xt, yt = digits_gen.digits(size, "test")
-    with torch.no_grad():
-        accuracy = float((model(xt)[1].argmax(1) == yt).float().mean())
-    return TrainedClassifier(model, accuracy)
+    return TrainedClassifier(model, _test_accuracy(model, size))
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -163,3 +187,25 @@ def toy_metrics(samples: torch.Tensor, modes: int = 8, radius: float = RADIUS, s
     counts = torch.bincount(which[good], minlength=modes)
     need = max(1, math.ceil(TOY_MODE_FRACTION * samples.shape[0]))
     return {"modes_covered": int((counts >= need).sum()), "high_quality_fraction": float(good.double().mean())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train the metric classifier for one size and write it where ``digits_classifier`` reads it (atomically)."""
+    parser = argparse.ArgumentParser(prog="python -m training.eval.gen_metrics", description=main.__doc__)
+    parser.add_argument("--write", type=int, required=True, metavar="SIZE", help="digit size in pixels, e.g. 16")
+    args = parser.parse_args(argv)
+    if args.write < 4 or args.write % 4:
+        print(f"error: --write: SIZE must be a multiple of 4 and >= 4, got {args.write}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    trained = _train_classifier(args.write)
+    path = classifier_file(args.write)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(trained.model.state_dict(), tmp)
+    os.replace(tmp, path)
+    print(f"{path}: test accuracy {trained.test_accuracy:.6f} (cpu capability {torch.backends.cpu.get_cpu_capability()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
