@@ -283,3 +283,11 @@ def test_moving_average_is_what_is_evaluated_and_exported(tmp_path: Path, nets: 
     app._update_ema()
     for k, p in app.ema.named_parameters():
         assert torch.allclose(p, 0.5 * before[k] + 0.5 * live[k], atol=1e-7)
+
+
+def test_headline_is_the_target_age_accuracy_where_judges_exist(nets: dict[str, str]) -> None:
+    judged = fa.FaceAgingApp(fa.FaceAgingConfig(**{**TINY, "age_judge": nets["age_judge"], "id_judge": nets["id_judge"]}))
+    spec = judged.export_spec()
+    assert spec.quality_key == "target_age_accuracy_changed"
+    assert spec.quality_key in judged.evaluate()  # shipping can compare it
+    assert fa.FaceAgingApp(fa.FaceAgingConfig(**TINY)).export_spec().quality_key == "psnr_changed"
