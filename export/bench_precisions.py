@@ -96,6 +96,12 @@ def _num(value: float | None, fmt: str) -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
+def _ms(value: float) -> str:
+    """Milliseconds with one decimal, or three significant digits below 1 ms (tiny models on a fast CPU run in
+    microseconds, which one decimal would print as 0.0)."""
+    return f"{value:.1f}" if value >= 1.0 else f"{value:.3g}"
+
+
 def markdown(rows: list[dict[str, Any]], sizes: list[int], cpu: str) -> str:
     """The README table: one line per precision, latencies as p50 ms (runs timed)."""
     key = rows[0]["quality_key"] or "quality"
@@ -106,7 +112,7 @@ def markdown(rows: list[dict[str, Any]], sizes: list[int], cpu: str) -> str:
     for r in rows:
         cells = [r["precision"], _num(r["max_abs_error"], ".2e"), _num(r["quality"], ".3f"), _num(r["delta"], "+.3f"),
                  f"{r['size_mb']:.2f} MB"]
-        cells += ["n/a" if r[f"p50_{s}"] is None else f"{r[f'p50_{s}'][0]:.1f} ms ({r[f'p50_{s}'][1]} runs)" for s in sizes]
+        cells += ["n/a" if r[f"p50_{s}"] is None else f"{_ms(r[f'p50_{s}'][0])} ms ({r[f'p50_{s}'][1]} runs)" for s in sizes]
         lines.append("| " + " | ".join(cells) + " |")
     if rows[0]["baselines"]:
         lines += ["", "Baselines: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[0]["baselines"].items())]
