@@ -133,6 +133,13 @@ class Application(nn.Module):
         raise NotImplementedError
 
 
+@torch.no_grad()
+def update_average(average: nn.Module, live: nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * live, parameter by parameter (Polyak / EMA weight averaging)."""
+    for avg, param in zip(average.parameters(), live.parameters()):
+        avg.lerp_(param, 1.0 - decay)
+
+
 def _all_reduce_mean(tensors: list[torch.Tensor]) -> None:
     """Average tensors across ranks in one flat all-reduce (what DistributedDataParallel does to gradients)."""
     if not tensors:

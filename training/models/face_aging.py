@@ -34,7 +34,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from ganserve.contract import TensorSpec
 from ganserve.errors import GanserveError
-from training.application import Application, DemoExample, TrainContext
+from training.application import Application, DemoExample, TrainContext, update_average
 from training.config import CommonConfig
 from training.data.faces import (
     AGE_GROUPS,
@@ -479,12 +479,10 @@ class FaceAgingApp(Application):
         logs["loss_g"] = float(loss_g.detach())
         return logs
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
-        """ema <- decay * ema + (1 - decay) * weights, after every generator update (damps the step-to-step swing)."""
+        """The moving average follows every generator update (damps the step-to-step swing)."""
         if self.ema is not None:
-            for avg, live in zip(self.ema.parameters(), self.generator.parameters()):
-                avg.lerp_(live, 1.0 - self.config.ema_decay)
+            update_average(self.ema, self.generator, self.config.ema_decay)
 
     def inference_generator(self) -> AgeGenerator:
         """The weights that are evaluated and exported: the moving average when ema_decay > 0."""

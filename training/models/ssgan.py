@@ -26,7 +26,7 @@ from torch import nn
 
 from ganserve.contract import TensorSpec
 from ganserve.errors import GanserveError
-from training.application import Application, DemoExample, TrainContext
+from training.application import Application, DemoExample, TrainContext, update_average
 from training.config import CommonConfig
 from training.data.digits import SemiSupervisedSplit, semi_supervised_split
 from training.data.images import step_generator
@@ -507,13 +507,10 @@ class SSGANApp(Application):
             logs["loss_cons"] = float(loss_cons.detach())
         return logs
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
-        """ema <- decay * ema + (1 - decay) * weights (Polyak averaging, as the paper's CIFAR model evaluates)."""
-        if self.ema is None:
-            return
-        for avg, live in zip(self.ema.parameters(), self.discriminator.parameters()):
-            avg.lerp_(live, 1.0 - self.config.ema_decay)
+        """The moving average follows every classifier update (Polyak averaging, as the paper's CIFAR model evaluates)."""
+        if self.ema is not None:
+            update_average(self.ema, self.discriminator, self.config.ema_decay)
 
     def classifier(self) -> nn.Module:
         """The weights that are evaluated and exported: the moving average when ema_decay > 0."""
