@@ -12,7 +12,8 @@ The classifier's weights are read from ``digits_classifier_<size>.pt`` beside th
 it again gives a different network on a CPU whose float kernels differ (AVX2 vs AVX-512 paths: 95.9% vs 95.6% test
 accuracy, Frechet 20.80 vs 20.99 for the same generator), so every machine must measure with the same weights.
 The shipped file is what ``_train_classifier`` produces on the AVX2 code path (``ATEN_CPU_CAPABILITY=avx2``), the
-path every recorded figure was measured with; ``python -m training.eval.gen_metrics --write SIZE`` rewrites it.
+path every recorded figure was measured with; ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m
+training.eval.gen_metrics --write SIZE`` rewrites it (bit for bit on an AVX-512 CPU; both variables are needed).
 
 Toy ring: a sample is high quality when it lies within 3 standard deviations of its nearest mode centre; a mode is
 covered when at least 1% of the samples are high-quality samples of that mode.
