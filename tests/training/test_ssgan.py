@@ -317,6 +317,8 @@ def test_consistency_loss_hand_checked_and_wired(tmp_path: Path) -> None:
     assert float(consistency_loss(a, b)) == pytest.approx((2.0 + 0.5) / 2, rel=1e-6)
     with pytest.raises(GanserveError, match="consistency"):
         registry.build("ssgan", {"consistency_weight": -1.0})
+    with pytest.raises(GanserveError, match="consistency_shift"):
+        registry.build("ssgan", {"consistency_shift": 8})
 
     app = registry.build("ssgan", {**TINY, "consistency_weight": 2.0, "consistency_shift": 1, "consistency_rampup": 4})
     assert [app.consistency_ramp(s) for s in (0, 1, 3, 10)] == pytest.approx([0.5, 1.0, 2.0, 2.0])

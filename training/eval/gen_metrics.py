@@ -101,7 +101,8 @@ def digits_classifier(size: int) -> TrainedClassifier:
             return _train_classifier(size)
         model = DigitsClassifier(size)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return TrainedClassifier(model.eval(), _test_accuracy(model.eval(), size))
+        model.eval()
+        return TrainedClassifier(model, _test_accuracy(model, size))
     finally:
         torch.set_num_threads(threads)
 

@@ -374,8 +374,9 @@ class SSGANApp(Application):
             raise GanserveError("dropout and ema_decay must be in [0, 1)")
         self.split: SemiSupervisedSplit | None = None
         self.image_shape, self.classes = self._data_shape()
-        if config.shift < 0 or config.shift >= min(self.image_shape[1:]):
-            raise GanserveError(f"shift must be >= 0 and smaller than the image, got {config.shift}")
+        for name in ("shift", "consistency_shift"):
+            if not 0 <= getattr(config, name) < min(self.image_shape[1:]):
+                raise GanserveError(f"{name} must be >= 0 and smaller than the image, got {getattr(config, name)}")
         d_widths = parse_widths(config.d_widths, "d_widths")
         if config.d_arch == "conv":
             self.discriminator: nn.Module = ConvDiscriminator(
