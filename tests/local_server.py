@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from serving.runtime import OrtRunner
 from serving.server import ServerConfig
 
 
@@ -14,3 +15,11 @@ def server_config(repo: Path, **kw) -> ServerConfig:
     for key, value in kw.items():
         setattr(cfg, key, value)
     return cfg
+
+
+def chosen_runner(server, name: str, version: str = ""):
+    """A fresh in-process OrtRunner for the candidate the running server chose for ``name`` (same provider,
+    precision, model file and thread settings), so served output can be compared with in-process output exactly
+    whichever ONNX Runtime flavour is installed."""
+    _, served = server.server.models.get(name, version)
+    return OrtRunner(served.choice.candidate.path, server.config.runtime, served.choice.candidate)

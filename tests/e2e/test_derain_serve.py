@@ -20,7 +20,7 @@ from serving.server import ServerThread
 from training.checkpoint import build_from_checkpoint
 from training.trainer import train
 from rgb8 import png, nchw, to8
-from local_server import server_config
+from local_server import chosen_runner, server_config
 
 TINY = {"arn_channels": 4, "arn_blocks": 1, "ae_width": 4, "d_channels": 4, "patch": 32, "batch_size": 2,
         "log_every": 1, "ckpt_every": 0}
@@ -72,7 +72,7 @@ def test_onnx_matches_torch_at_sizes_not_traced(served, size: tuple[int, int]) -
 
 def test_served_derain_equals_in_process_onnx(served) -> None:
     app, _, repo, server = served
-    session = _session(repo)
+    runner = chosen_runner(server, NAME)  # the server's provider and precision, whichever flavour is installed
     images = [app.demo_examples(1)[0].image, app.demo_examples(1)[0].image[:50, :70]]  # 50x70: padded to 52x72
     with ImagesClient(f"127.0.0.1:{server.port}", timeout=60) as client:
         for image in images:
@@ -81,7 +81,7 @@ def test_served_derain_equals_in_process_onnx(served) -> None:
             h, w = image.shape[:2]
             x = nchw(image)
             padded = np.pad(x, ((0, 0), (0, 0), (0, -h % 4), (0, -w % 4)), mode="reflect")
-            expected = to8(session.run(["derained"], {"rainy": padded})[0][:, :, :h, :w])
+            expected = to8(runner.run({"rainy": padded})["derained"][:, :, :h, :w])
             assert got.shape == (h, w, 3) and (reply.width, reply.height) == (w, h)
             assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
 
@@ -98,7 +98,8 @@ def test_oip_returns_both_outputs_equal_to_in_process(served) -> None:
         got = result.as_numpy("derained"), result.as_numpy("attention")
     finally:
         client.close()
-    expected = _session(repo).run(["derained", "attention"], {"rainy": x})
+    outputs = chosen_runner(server, NAME).run({"rainy": x})
+    expected = outputs["derained"], outputs["attention"]
     assert all(np.abs(g - e).max() < 1e-5 for g, e in zip(got, expected))
 
 

@@ -22,7 +22,7 @@ from training.data.faces import AGE_GROUPS, identity, render, scene
 from training.models.face_judges import render_set, save_net, train_net
 from training.trainer import train
 from rgb8 import png
-from local_server import server_config
+from local_server import chosen_runner, server_config
 
 NAME = "face-aging"
 
@@ -55,6 +55,11 @@ def _ort(repo: Path, x: np.ndarray, groups: list[int]) -> np.ndarray:
     return session.run(["aged"], {"image": x, "age": np.eye(6, dtype=np.float32)[groups]})[0]
 
 
+def _served_ort(server, x: np.ndarray, groups: list[int]) -> np.ndarray:
+    """The same model run in-process on the provider and precision the server chose."""
+    return chosen_runner(server, NAME).run({"image": x, "age": np.eye(6, dtype=np.float32)[groups]})["aged"]
+
+
 def test_card_describes_an_age_conditional_model(served) -> None:
     app, repo, _ = served
     card = read_card(repo / NAME / "1")
@@ -74,6 +79,7 @@ def test_age_face_equals_in_process_onnx(served) -> None:
     targets = [5, 0, 3]
     expected = _ort(repo, x, targets)
     assert np.allclose(expected, app.predict(x, np.eye(6, dtype=np.float32)[targets]), atol=1e-4)
+    expected = _served_ort(server, x, targets)
     with ImagesClient(f"127.0.0.1:{server.port}", timeout=30) as client:
         for i, t in enumerate(targets):
             reply = client.age_face(NAME, png(faces[i]), AGE_GROUPS[t])
@@ -101,7 +107,7 @@ def test_client_age_command(served, tmp_path: Path, capsys: pytest.CaptureFixtur
                         str(src), str(out)])
     assert rc == 0 and "64x64" in capsys.readouterr().out
     got = np.asarray(Image.open(out).convert("RGB")).astype(np.int16)
-    want = _ort(repo, face.transpose(2, 0, 1)[None].astype(np.float32) / 255.0, [5])[0]
+    want = _served_ort(server, face.transpose(2, 0, 1)[None].astype(np.float32) / 255.0, [5])[0]
     assert np.abs(got - np.rint(np.clip(want.transpose(1, 2, 0), 0, 1) * 255)).max() <= 1
     assert ganserve_main(["client", "--server", f"127.0.0.1:{server.port}", "age", "--model", NAME, "--target",
                           "99+", str(src), str(out)]) == 2
@@ -119,4 +125,4 @@ def test_oip_infer_equals_in_process(served) -> None:
         got = client.infer(NAME, inputs, outputs=[tc.InferRequestedOutput("aged")]).as_numpy("aged")
     finally:
         client.close()
-    assert got.shape == (2, 3, 64, 64) and np.allclose(got, _ort(repo, x, [1, 4]), atol=1e-5)
+    assert got.shape == (2, 3, 64, 64) and np.allclose(got, _served_ort(server, x, [1, 4]), atol=1e-5)

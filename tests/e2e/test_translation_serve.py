@@ -20,7 +20,7 @@ from serving.server import ServerThread
 from training.checkpoint import build_from_checkpoint
 from training.trainer import train
 from rgb8 import png, nchw, to8
-from local_server import server_config
+from local_server import chosen_runner, server_config
 
 P2P = {"depth": 5, "ngf": 4, "max_mult": 2, "ndf": 4, "d_max_mult": 2, "crop": 32, "batch_size": 2,
        "log_every": 1, "eval_every": 0, "sample_every": 0, "ckpt_every": 0}
@@ -94,7 +94,7 @@ def test_onnx_dropout_is_off_and_matches_torch_at_a_new_size(served) -> None:
 def test_served_translate_equals_in_process_onnx(served, name: str) -> None:
     apps, repo, server, _ = served
     card = read_card(repo / name / "1")
-    session = _session(repo, name)
+    runner = chosen_runner(server, name)  # the server's provider and precision, whichever flavour is installed
     example = apps[name].demo_examples(1)[0].image
     with ImagesClient(f"127.0.0.1:{server.port}", timeout=60) as client:
         for image in (example[:70, :90], example[:64, :128]):  # 70x90 is padded to the spatial multiple
@@ -103,7 +103,7 @@ def test_served_translate_equals_in_process_onnx(served, name: str) -> None:
             h, w = image.shape[:2]
             m = card.spatial_multiple
             padded = np.pad(nchw(image), ((0, 0), (0, 0), (0, -h % m), (0, -w % m)), mode="reflect")
-            expected = to8(session.run(["translated"], {"image": padded})[0][:, :, :h, :w])
+            expected = to8(runner.run({"image": padded})["translated"][:, :, :h, :w])
             assert got.shape == (h, w, 3) and reply.tiles == 1  # whole-image models are never tiled
             assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
 
@@ -118,7 +118,7 @@ def test_oip_infer_equals_in_process(served) -> None:
         got = client.infer("cyclegan-ba", [tensor], outputs=[tc.InferRequestedOutput("translated")]).as_numpy("translated")
     finally:
         client.close()
-    expected = _session(repo, "cyclegan-ba").run(["translated"], {"image": x})[0]
+    expected = chosen_runner(server, "cyclegan-ba").run({"image": x})["translated"]
     assert got.shape == x.shape and np.abs(got - expected).max() < 1e-5
 
 
