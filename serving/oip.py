@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 
 import serving
 from serving import status
@@ -14,7 +15,7 @@ from serving.calls import CallGate
 from serving.models import READY, ModelManager
 from serving.proto.inference import grpc_service_pb2 as pb
 from serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
-from serving.tensors import config_datatype, decode_inputs, encode_outputs, requested_outputs
+from serving.tensors import config_datatype, decode_inputs, requested_outputs, serialized_response, varint
 
 EXTENSIONS = ["model_configuration", "model_repository", "statistics", "binary_tensor_data"]
 
@@ -63,7 +64,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return pb.ModelConfigResponse(config=model.config)
         return await self.gate.run(context, "ModelConfig", request.name, work)
 
-    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> bytes:
+        """One inference, answered as the serialized ModelInferResponse (raw outputs copied once)."""
         model, version = self.models.get(request.model_name, request.model_version)
         inputs = decode_inputs(request, model.config)
         wanted = requested_outputs(request, model.config)
@@ -75,10 +77,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise
         version.stats.record(True, time.perf_counter_ns() - start)
         response = pb.ModelInferResponse(model_name=model.name, model_version=str(version.version), id=request.id)
-        encode_outputs(response, outputs, wanted)
-        return response
+        return serialized_response(response, outputs, wanted)
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
         deadline = self.gate.deadline(context)
         return await self.gate.run(context, "ModelInfer", request.model_name, lambda: self._infer(request, deadline))
 
@@ -88,12 +89,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         deadline = self.gate.deadline(context)
         pending: asyncio.Queue[asyncio.Task | None] = asyncio.Queue()
 
-        async def one(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+        async def one(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse | bytes:
             result, err = await self.gate.outcome("ModelStreamInfer", request.model_name,
                                                   lambda: self._infer(request, deadline))
             if err is not None:
                 return pb.ModelStreamInferResponse(error_message=f"{err.code.name}: {err.message}")
-            return pb.ModelStreamInferResponse(infer_response=result)
+            return stream_answer(result)
 
         async def reader() -> None:
             try:
@@ -165,3 +166,66 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await self.models.unload(request.model_name)
             return pb.RepositoryModelUnloadResponse()
         return await self.gate.run(context, "RepositoryModelUnload", request.model_name, work)
+
+
+# ModelStreamInferResponse.infer_response is field 2, length-delimited: tag byte (2 << 3) | 2.
+_STREAM_INFER_TAG = bytes([(2 << 3) | 2])
+
+
+def stream_answer(serialized_infer_response: bytes) -> bytes:
+    """A serialized ModelStreamInferResponse around an already serialized ModelInferResponse (one copy)."""
+    return b"".join([_STREAM_INFER_TAG, varint(len(serialized_infer_response)), serialized_infer_response])
+
+
+def _serialize(message: object) -> bytes:
+    """Answers may come already serialized (ModelInfer's, see serialized_response) or as messages."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def _parsed_unary(method: Callable, request_type: type) -> Callable:
+    """Wrap a unary servicer method so a body that is not protobuf is INVALID_ARGUMENT, not UNKNOWN."""
+    async def handler(raw: bytes, context: grpc.aio.ServicerContext):
+        try:
+            request = request_type.FromString(raw)
+        except DecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request body is not a valid {request_type.__name__} "
+                                                                  f"protobuf message ({exc})")
+        return await method(request, context)
+    return handler
+
+
+def _parsed_stream(method: Callable, request_type: type) -> Callable:
+    """Wrap a bidirectional servicer method the same way: the stream ends with INVALID_ARGUMENT at a bad body."""
+    async def handler(raw_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext):
+        async def requests():
+            async for raw in raw_iterator:
+                try:
+                    yield request_type.FromString(raw)
+                except DecodeError as exc:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                        f"stream message is not a valid {request_type.__name__} protobuf message ({exc})")
+        async for answer in method(requests(), context):
+            yield answer
+    return handler
+
+
+def add_inference_servicer(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """Register inference.GRPCInferenceService for `servicer`, one handler per method of the service descriptor.
+
+    Unlike the generated registration it parses request bodies itself (a body that is not protobuf gets
+    INVALID_ARGUMENT with the reason) and sends ModelInfer's pre-serialized answers as they are.
+    """
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers = {}
+    for method in service.methods:
+        request_type = getattr(pb, method.input_type.name)
+        implementation = getattr(servicer, method.name)
+        if method.client_streaming and method.server_streaming:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                _parsed_stream(implementation, request_type), response_serializer=_serialize)
+        elif not method.client_streaming and not method.server_streaming:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _parsed_unary(implementation, request_type), response_serializer=_serialize)
+        else:
+            raise TypeError(f"{method.full_name}: one-way streaming methods are not served")
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

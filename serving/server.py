@@ -26,10 +26,10 @@ from serving.calls import CallGate
 from serving.images import ImageSettings, ImagesServicer
 from serving.metrics import ServerMetrics
 from serving.models import READY, BatchingOverrides, ModelManager
-from serving.oip import InferenceServicer
+from serving.oip import InferenceServicer, add_inference_servicer
 from serving.proto import POOL
 from serving.proto.ganserve.v1 import images_pb2, images_pb2_grpc
-from serving.proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from serving.proto.inference import grpc_service_pb2
 from serving.runtime import RuntimeSettings
 
 log = logging.getLogger("ganserve.serving")
@@ -85,8 +85,7 @@ class GanServer:
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
         ])
-        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.models, self.gate, cfg.allow_model_control), self._server)
+        add_inference_servicer(InferenceServicer(self.models, self.gate, cfg.allow_model_control), self._server)
         images_pb2_grpc.add_ImagesServicer_to_server(ImagesServicer(self.models, self.gate, cfg.images), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         _add_to_pool(health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR)

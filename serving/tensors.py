@@ -102,15 +102,54 @@ def requested_outputs(request: pb.ModelInferRequest, config: mc.ModelConfig) -> 
 
 def encode_outputs(response: pb.ModelInferResponse, outputs: dict[str, np.ndarray], wanted: list[tuple[str, bool]]) -> None:
     """Fill the response's outputs: raw_output_contents for every one when any is raw, else typed contents."""
+    for raw in _fill_outputs(response, outputs, wanted):
+        response.raw_output_contents.append(raw.tobytes())
+
+
+def _fill_outputs(response: pb.ModelInferResponse, outputs: dict[str, np.ndarray],
+                  wanted: list[tuple[str, bool]]) -> list[np.ndarray]:
+    """Add every output's metadata (and typed contents when none is raw); return the arrays to send raw, in order."""
     any_raw = any(raw for _, raw in wanted)
+    raws = []
     for name, raw in wanted:
         array = outputs[name]
         dtype_name = datatype_of(array)
         tensor = response.outputs.add(name=name, datatype=dtype_name, shape=list(array.shape))
         if any_raw:
-            response.raw_output_contents.append(np.ascontiguousarray(array, dtype=NUMPY[dtype_name]).tobytes())
+            raws.append(np.ascontiguousarray(array, dtype=NUMPY[dtype_name]))
         else:
             field = CONTENTS_FIELD.get(dtype_name)
             if field is None:
                 raise status.invalid(f"output {name!r}: {dtype_name} can only be returned raw (binary_data)")
             getattr(tensor.contents, field).extend(array.ravel().tolist())
+    return raws
+
+
+# ModelInferResponse.raw_output_contents is field 6, length-delimited: tag byte (6 << 3) | 2.
+_RAW_OUTPUT_TAG = bytes([(6 << 3) | 2])
+
+
+def varint(n: int) -> bytes:
+    """Protobuf's base-128 varint of a non-negative int (a length prefix)."""
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def serialized_response(response: pb.ModelInferResponse, outputs: dict[str, np.ndarray],
+                        wanted: list[tuple[str, bool]]) -> bytes:
+    """The wire bytes of `response` with its outputs, the raw tensors copied once, straight from the arrays.
+
+    Equal to filling raw_output_contents and calling SerializeToString (protobuf parsers accept a repeated field's
+    elements after the other fields), but without the two intermediate copies of every output (tobytes, then the
+    message's own), which cost milliseconds on a multi-megabyte SR output.
+    """
+    raws = _fill_outputs(response, outputs, wanted)
+    parts: list[bytes | memoryview] = [response.SerializeToString()]
+    for array in raws:
+        view = memoryview(array.reshape(-1).view(np.uint8))
+        parts += [_RAW_OUTPUT_TAG, varint(view.nbytes), view]
+    return b"".join(parts)

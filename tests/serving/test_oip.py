@@ -111,3 +111,47 @@ def test_repository_index_and_control_refused(client) -> None:
         client.load_model("sr2")
     assert info.value.status() == "StatusCode.FAILED_PRECONDITION"
     assert client.is_model_ready("sr2")
+
+
+def test_serialized_response_equals_the_message_serialization() -> None:
+    """The single-copy wire answer parses to exactly what filling raw_output_contents would have sent."""
+    from serving.proto.inference import grpc_service_pb2 as pb
+    from serving.tensors import encode_outputs, serialized_response, varint
+
+    rng = np.random.default_rng(3)
+    big = rng.standard_normal((1, 3, 64, 80)).astype(np.float32)
+    outputs = {"sr": big[:, :, :, ::2], "mask": rng.integers(0, 255, (1, 1, 9, 7)).astype(np.uint8),
+               "probs": rng.random((2, 3)).astype(np.float32)}  # a strided view, a uint8, a small float
+    for wanted in ([("sr", True), ("mask", True), ("probs", True)], [("probs", False)], [("mask", True)]):
+        fields = dict(model_name="m", model_version="3", id="req-7")
+        expected = pb.ModelInferResponse(**fields)
+        encode_outputs(expected, outputs, wanted)
+        got = pb.ModelInferResponse.FromString(serialized_response(pb.ModelInferResponse(**fields), outputs, wanted))
+        assert got == expected
+    for raw_outputs in ([("sr", True), ("mask", True), ("probs", True)], [("sr", True)]):
+        answer = pb.ModelInferResponse.FromString(serialized_response(pb.ModelInferResponse(), outputs, raw_outputs))
+        for tensor, raw in zip(answer.outputs, answer.raw_output_contents):
+            assert np.array_equal(np.frombuffer(raw, outputs[tensor.name].dtype).reshape(tensor.shape), outputs[tensor.name])
+    assert [varint(n) for n in (0, 1, 127, 128, 300, 2**32)] == [b"\x00", b"\x01", b"\x7f", b"\x80\x01", b"\xac\x02",
+                                                                b"\x80\x80\x80\x80\x10"]
+
+
+def test_a_body_that_is_not_protobuf_is_invalid_argument(client, server) -> None:
+    """Bytes that do not parse as the request message get INVALID_ARGUMENT with the reason, and the server goes on."""
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        for method in ("ModelInfer", "ModelMetadata", "ServerLive"):
+            call = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
+            for body in (b"\xff\xff\xff", b"\x0a\x05ab", b"\x12\xff\xff\xff\xff\x0f"):
+                with pytest.raises(grpc.RpcError) as err:
+                    call(body, timeout=10)
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "not a valid" in err.value.details() and "protobuf" in err.value.details()
+        stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        with pytest.raises(grpc.RpcError) as err:
+            list(stream(iter([b"\xff\xff\xff"]), timeout=10))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    image = np.zeros((1, 3, 4, 4), np.float32)
+    result = client.infer("aging", [_input("image", image), _input("age", np.eye(3, dtype=np.float32)[[1]])])
+    assert result.as_numpy("aged").shape == (1, 3, 4, 4)
