@@ -6,6 +6,7 @@ Every figure comes from the load drivers in benchmarks.loadgen; ratios are compu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import os
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from benchmarks import report
 from benchmarks.flops import count_flops
 from benchmarks.loadgen import ProcessMonitor, Stats, closed_loop, summarise, timed_loop
-from benchmarks.machine import bf16_peak_gflops, cpu_info, matmul_peak_gflops
+from benchmarks.machine import bf16_peak_gflops, cpu_info, int8_peak_gops, matmul_peak_gflops
 from ganserve.contract import CARD_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, model_versions
 from ganserve.errors import GanserveError
 
@@ -47,6 +48,29 @@ class BenchConfig:
     paths: list[str] = field(default_factory=lambda: ["torch", "ort", *FAST_CPU_PATHS, *SERVED_PATHS])
     server_args: list[str] = field(default_factory=list)
     command: str = ""
+    server_target: str | None = None  # a running server to measure (run_bench_models starts one for all models)
+    server_pids: list[int] = field(default_factory=list)  # its process, for CPU and memory figures
+    machine: dict[str, Any] | None = None  # CPU facts and peaks measured once for a multi-model run
+
+
+def image_models(repo: Path) -> list[str]:
+    """Models of a repository that take an image and answer with one (what `--model all` benches), by name."""
+    names = []
+    for folder in sorted(p for p in repo.iterdir() if (p / CARD_FILE).is_file()):
+        card = ModelCard.load(folder / CARD_FILE)
+        if card.input_by_role("image") and card.output_by_role("image") and model_versions(folder):
+            names.append(folder.name)
+    return names
+
+
+def model_sizes(card: ModelCard, sizes: list[int]) -> list[int]:
+    """The square input sizes to bench a model at: its fixed size if it has one, else each size rounded up to the
+    spatial multiple it needs."""
+    spec = card.input_by_role("image") or card.inputs[0]
+    if len(spec.shape) == 3 and spec.shape[1] > 0:
+        return [spec.shape[1]]
+    m = max(1, card.spatial_multiple)
+    return sorted({-(-s // m) * m for s in sizes})
 
 
 def _image_input(card: ModelCard, size: int, batch: int) -> np.ndarray:
@@ -57,6 +81,22 @@ def _image_input(card: ModelCard, size: int, batch: int) -> np.ndarray:
     coarse = rng.random((batch, spec.shape[0], max(2, size // 8), max(2, size // 8)), dtype=np.float32)
     x = np.stack([np.stack([np.asarray(Image.fromarray(c).resize((size, size), Image.BICUBIC)) for c in b]) for b in coarse])
     return (lo + (hi - lo) * np.clip(x, 0, 1)).astype(np.float32)
+
+
+def _feeds(card: ModelCard, size: int, batch: int) -> dict[str, np.ndarray]:
+    """Every input of the model for a `size`² image: the image itself, conditions one-hot (row i gets choice i),
+    other tensors deterministic noise; dynamic axes take `size`."""
+    rng = np.random.default_rng(size * 7 + batch)
+    feeds = {}
+    for spec in card.inputs:
+        if spec.role == "image":
+            feeds[spec.name] = _image_input(card, size, batch)
+        elif spec.role == "condition" and len(spec.shape) == 1 and spec.shape[0] > 0:
+            feeds[spec.name] = np.eye(spec.shape[0], dtype=np.float32)[np.arange(batch) % spec.shape[0]]
+        else:
+            shape = [batch] + [d if d > 0 else size for d in spec.shape]
+            feeds[spec.name] = rng.standard_normal(shape).astype(spec.numpy_dtype)
+    return feeds
 
 
 def _png_of(x: np.ndarray, card: ModelCard) -> bytes:
@@ -88,9 +128,10 @@ class Bench:
         self.onnx_path = model_dir / str(versions[-1]) / MODEL_FILE
         self.card = ModelCard.load(model_dir / CARD_FILE)
         self.input_name = (self.card.input_by_role("image") or self.card.inputs[0]).name
-        if len(self.card.inputs) != 1:
-            raise GanserveError(f"{cfg.model}: bench drives single-input image models; this one has {len(self.card.inputs)} inputs")
-        self.flops = {s: count_flops(self.onnx_path, {self.input_name: [1, self.card.inputs[0].shape[0], s, s]}) for s in cfg.sizes}
+        self.output_name = (self.card.output_by_role("image") or self.card.outputs[0]).name
+        cfg.sizes = model_sizes(self.card, cfg.sizes)
+        self.flops = {s: count_flops(self.onnx_path, {k: list(v.shape) for k, v in _feeds(self.card, s, 1).items()})
+                      for s in cfg.sizes}
         self.torch_bf16 = bool(cpu_info()["bf16_hardware"])
         total = len(cfg.sizes) * (
             ("torch" in cfg.paths) * (3 if self.torch_bf16 else 2) * len(cfg.batches)
@@ -136,16 +177,16 @@ class Bench:
         torch.set_num_threads(os.cpu_count() or 1)
         for size in self.cfg.sizes:
             for batch in self.cfg.batches:
-                x_np = _image_input(self.card, size, batch)
+                feeds = _feeds(self.card, size, batch)
                 for name, cl, use_bf16 in variants:
                     m = module.to(memory_format=torch.channels_last) if cl else module.to(memory_format=torch.contiguous_format)
-                    x = torch.from_numpy(x_np)
+                    xs = [torch.from_numpy(feeds[t.name]) for t in self.card.inputs]
                     if cl:
-                        x = x.contiguous(memory_format=torch.channels_last)
+                        xs = [x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x for x in xs]
 
-                    def fn(m=m, x=x, use_bf16=use_bf16):
+                    def fn(m=m, xs=xs, use_bf16=use_bf16):
                         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                            return m(x)
+                            return m(*xs)
 
                     lat, wall = timed_loop(fn, **self._amount(), warmup=1)
                     self._add(summarise(name, size, batch, 1, lat, 0, wall))
@@ -163,19 +204,19 @@ class Bench:
                           f"{RuntimeSettings().threads()}")
         for size in self.cfg.sizes:
             for batch in self.cfg.batches:
-                feeds = {self.input_name: _image_input(self.card, size, batch)}
+                feeds = _feeds(self.card, size, batch)
                 lat, wall = timed_loop(lambda: runner.run(feeds), **self._amount(), warmup=1)
                 self._add(summarise("ort-inprocess", size, batch, 1, lat, 0, wall))
 
     def _inputs(self, size: int, batch: int) -> dict[str, np.ndarray]:
-        return {self.input_name: _image_input(self.card, size, batch)}
+        return _feeds(self.card, size, batch)
 
     def _output(self, size: int) -> np.ndarray:
         """The model's real output for the bench input (what the image API encodes), via an fp32 CPU session."""
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(self.onnx_path), providers=["CPUExecutionProvider"])
-        return session.run([self.card.outputs[0].name], {self.input_name: _image_input(self.card, size, 1)})[0]
+        return session.run([self.output_name], _feeds(self.card, size, 1))[0]
 
     def run_fast_cpu(self) -> None:
         """Issue 14's in-process rows: every ORT candidate, native OpenVINO, latency vs throughput mode, codecs."""
@@ -205,7 +246,7 @@ class Bench:
         if "codecs" in self.cfg.paths:
             self.codecs = {}
             for size in self.cfg.sizes:
-                spec = self.card.outputs[0]
+                spec = self.card.output_by_role("image") or self.card.outputs[0]
                 lo, hi = spec.value_range or [0.0, 1.0]
                 y = self._output(size)
                 img = ((y[0].transpose(1, 2, 0) - lo) / (hi - lo) * 255).round().clip(0, 255).astype(np.uint8)
@@ -232,57 +273,16 @@ class Bench:
                     cleanup()
 
     async def run_served(self) -> None:
-        from serving.proto.ganserve.v1 import images_pb2, images_pb2_grpc
-        from serving.proto.inference import grpc_service_pb2 as pb
-        from serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
         from serving.server import start_subprocess
 
+        if self.cfg.server_target:
+            monitor = ProcessMonitor(self.cfg.server_pids)
+            await self._served_paths(self.cfg.server_target, monitor)
+            return
         proc, port, _ = start_subprocess(self.cfg.repo, self.cfg.server_args)
         monitor = ProcessMonitor([proc.pid])
-        target = f"127.0.0.1:{port}"
-        limit = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
         try:
-            async with grpc.aio.insecure_channel(target, options=limit) as channel:
-                oip = pb_grpc.GRPCInferenceServiceStub(channel)
-                images = images_pb2_grpc.ImagesStub(channel)
-                out_name = self.card.outputs[0].name
-                for size in self.cfg.sizes:
-                    if "oip-raw" in self.cfg.paths:
-                        for batch in self.cfg.batches:
-                            x = _image_input(self.card, size, batch)
-                            req = pb.ModelInferRequest(model_name=self.cfg.model, raw_input_contents=[x.tobytes()])
-                            req.inputs.add(name=self.input_name, datatype="FP32", shape=list(x.shape))
-                            req.outputs.add(name=out_name)
-
-                            async def mk(conc, req=req):
-                                async def send():
-                                    await oip.ModelInfer(req, timeout=600)
-                                return send
-                            await self._sweep("oip-raw", size, batch, mk, monitor)
-                    if "image-api" in self.cfg.paths:
-                        png = _png_of(_image_input(self.card, size, 1), self.card)
-                        ireq = images_pb2.ImageRequest(model=self.cfg.model, image=png)
-                        rpc = {"super_resolution": images.SuperResolve, "translation": images.Translate,
-                               "derain": images.Derain}.get(self.card.task)
-                        if rpc is None:
-                            self.skipped.append(f"image-api: task {self.card.task} has no plain image RPC in bench")
-                        else:
-                            for fmt in ("PNG", "JPEG"):
-                                ireq = images_pb2.ImageRequest(model=self.cfg.model, image=png)
-                                ireq.options.output_format = fmt
-                                split: list[tuple[float, float, float]] = []
-
-                                async def mk_img(conc, ireq=ireq, rpc=rpc, split=split):
-                                    split.clear()
-
-                                    async def send():
-                                        r = await rpc(ireq, timeout=600)
-                                        split.append((r.timing.decode_ms, r.timing.infer_ms, r.timing.encode_ms))
-                                    return send
-                                name = "image-api" if fmt == "PNG" else "image-api-jpeg"
-                                await self._sweep(name, size, 1, mk_img, monitor, on_row=lambda st, split=split: _split(st, split))
-                    if "tritonclient-aio" in self.cfg.paths:
-                        await self._triton(target, size, monitor)
+            await self._served_paths(f"127.0.0.1:{port}", monitor)
         finally:
             self.server_peak_rss_mb = monitor.peak_rss_mb()
             proc.terminate()
@@ -291,6 +291,66 @@ class Bench:
             except Exception:
                 proc.kill()
 
+    def _image_rpc(self, images, png: bytes):
+        """(the image RPC for this model's task, a request for it) or (None, None) where the task has none here."""
+        from serving.proto.ganserve.v1 import images_pb2
+
+        if self.card.task == "face_aging":
+            spec = self.card.input_by_role("condition")
+            label = (spec.labels or ["0"])[-1] if spec else "0"
+            return images.AgeFace, images_pb2.AgeFaceRequest(model=self.cfg.model, image=png, target_age=label)
+        rpc = {"super_resolution": images.SuperResolve, "translation": images.Translate,
+               "derain": images.Derain}.get(self.card.task)
+        return (rpc, images_pb2.ImageRequest(model=self.cfg.model, image=png)) if rpc else (None, None)
+
+    async def _served_paths(self, target: str, monitor: ProcessMonitor) -> None:
+        from serving.proto.ganserve.v1 import images_pb2_grpc
+        from serving.proto.inference import grpc_service_pb2 as pb
+        from serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
+        from serving.tensors import datatype_of
+
+        limit = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
+        async with grpc.aio.insecure_channel(target, options=limit) as channel:
+            oip = pb_grpc.GRPCInferenceServiceStub(channel)
+            images = images_pb2_grpc.ImagesStub(channel)
+            for size in self.cfg.sizes:
+                if "oip-raw" in self.cfg.paths:
+                    for batch in self.cfg.batches:
+                        feeds = _feeds(self.card, size, batch)
+                        req = pb.ModelInferRequest(model_name=self.cfg.model,
+                                                   raw_input_contents=[a.tobytes() for a in feeds.values()])
+                        for name, a in feeds.items():
+                            req.inputs.add(name=name, datatype=datatype_of(a), shape=list(a.shape))
+                        req.outputs.add(name=self.output_name)
+
+                        async def mk(conc, req=req):
+                            async def send():
+                                await oip.ModelInfer(req, timeout=600)
+                            return send
+                        await self._sweep("oip-raw", size, batch, mk, monitor)
+                if "image-api" in self.cfg.paths:
+                    png = _png_of(_image_input(self.card, size, 1), self.card)
+                    rpc, ireq = self._image_rpc(images, png)
+                    if rpc is None:
+                        self.skipped.append(f"image-api: task {self.card.task} has no image RPC in the bench")
+                    else:
+                        for fmt in ("PNG", "JPEG"):
+                            ireq.options.output_format = fmt
+                            split: list[tuple[float, float, float]] = []
+
+                            async def mk_img(conc, ireq=type(ireq).FromString(ireq.SerializeToString()), rpc=rpc,
+                                             split=split):
+                                split.clear()
+
+                                async def send():
+                                    r = await rpc(ireq, timeout=600)
+                                    split.append((r.timing.decode_ms, r.timing.infer_ms, r.timing.encode_ms))
+                                return send
+                            name = "image-api" if fmt == "PNG" else "image-api-jpeg"
+                            await self._sweep(name, size, 1, mk_img, monitor, on_row=lambda st, split=split: _split(st, split))
+                if "tritonclient-aio" in self.cfg.paths:
+                    await self._triton(target, size, monitor)
+
     async def _triton(self, target: str, size: int, monitor: ProcessMonitor) -> None:
         try:
             import tritonclient.grpc.aio as tc
@@ -298,16 +358,19 @@ class Bench:
         except ImportError:
             self.skipped.append("tritonclient-aio: tritonclient[grpc] is not installed (pip install 'ganserve[dev]')")
             return
+        from serving.tensors import datatype_of
+
         client = tc.InferenceServerClient(target)
-        x = _image_input(self.card, size, 1)
-        inp = InferInput(self.input_name, list(x.shape), "FP32")
-        inp.set_data_from_numpy(x)
-        outs = [InferRequestedOutput(self.card.outputs[0].name)]
+        inputs = []
+        for name, a in _feeds(self.card, size, 1).items():
+            inputs.append(InferInput(name, list(a.shape), datatype_of(a)))
+            inputs[-1].set_data_from_numpy(a)
+        outs = [InferRequestedOutput(self.output_name)]
 
         async def mk(conc):
             async def send():
-                r = await client.infer(self.cfg.model, [inp], outputs=outs, client_timeout=600)
-                r.as_numpy(self.card.outputs[0].name)
+                r = await client.infer(self.cfg.model, inputs, outputs=outs, client_timeout=600)
+                r.as_numpy(self.output_name)
             return send
         try:
             await self._sweep("tritonclient-aio", size, 1, mk, monitor)
@@ -320,6 +383,10 @@ class Bench:
 
         if getattr(self, "torch_module", None) is None:
             self.skipped.append("peer-torchserve: needs torch and the checkpoint (see torch eager)")
+            return
+        if len(self.card.inputs) != 1:
+            self.skipped.append("peer-torchserve: its handler here takes one input tensor; this model has "
+                                f"{len(self.card.inputs)}")
             return
         if not peer_torchserve.has_java():
             self.skipped.append("peer-torchserve: no java on PATH (TorchServe's frontend needs Java 17)")
@@ -352,9 +419,22 @@ class Bench:
             peer.stop()
 
     # -- the whole run ------------------------------------------------------------------------------------------
+    def _precision_of(self, row: dict) -> str:
+        """The arithmetic a row ran in, so its rate is compared with that precision's peak."""
+        path = row["path"]
+        if path.startswith("torch-"):
+            return "bf16" if "bf16" in path else "fp32"
+        if path in ("ort-inprocess", "oip-raw", "image-api", "image-api-jpeg", "tritonclient-aio"):
+            choice = getattr(self, "choice", None)
+            return choice.candidate.precision if choice else self.card.precision
+        for precision in ("int8", "bf16", "fp16"):
+            if precision in path:
+                return precision
+        return "fp32"
+
     def run(self) -> dict:
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        machine = {**cpu_info(), "matmul_peak_gflops": matmul_peak_gflops(), "bf16_matmul_peak_gflops": bf16_peak_gflops()}
+        machine = self.cfg.machine or machine_facts()
         if "torch" in self.cfg.paths:
             self.run_torch()
         if "ort" in self.cfg.paths:
@@ -366,17 +446,20 @@ class Bench:
         if "peer-torchserve" in self.cfg.paths:
             asyncio.run(self.run_peer())
         self.bar.close()
+        peaks = {"fp32": machine["matmul_peak_gflops"], "bf16": machine.get("bf16_matmul_peak_gflops"),
+                 "int8": machine.get("int8_matmul_peak_gops")}
         rows = []
         for s in self.rows:
             d = s.to_dict()
             d["gflops_per_s"] = d["extra"].pop("gflops_per_s")
-            d["pct_of_peak"] = 100.0 * d["gflops_per_s"] / machine["matmul_peak_gflops"]
-            if machine["bf16_matmul_peak_gflops"]:
-                d["pct_of_bf16_peak"] = 100.0 * d["gflops_per_s"] / machine["bf16_matmul_peak_gflops"]
+            d["precision"] = self._precision_of(d)
+            peak = peaks.get(d["precision"]) or peaks["fp32"]
+            d["pct_of_peak"] = 100.0 * d["gflops_per_s"] / peak
+            d["peak_of"] = d["precision"] if peaks.get(d["precision"]) else "fp32"
             rows.append(d)
         doc = {
             "model": self.cfg.model, "onnx": str(self.onnx_path), "precision": self.card.precision,
-            "command": self.cfg.command, "started": started, "machine": machine,
+            "task": self.card.task, "command": self.cfg.command, "started": started, "machine": machine,
             "gflop_per_image": {str(k): v / 1e9 for k, v in self.flops.items()},
             "settings": {"sizes": self.cfg.sizes, "batches": self.cfg.batches, "concurrency": self.cfg.concurrency,
                          "duration_s": self.cfg.duration, "requests": self.cfg.requests},
@@ -384,10 +467,19 @@ class Bench:
             "results": rows, "skipped": self.skipped, "notes": self.notes,
             "candidates": getattr(self, "candidates", []), "codecs": getattr(self, "codecs", {}),
             "choice": [t.as_dict() for t in self.choice.table] if getattr(self, "choice", None) else [],
+            "served_as": self.choice.candidate.label if getattr(self, "choice", None) else None,
             "perf_analyzer": None,  # room for NVIDIA perf_analyzer's CSV where a user has it (README shows how)
         }
         doc["ratios"] = report.compute_ratios(rows, self.cfg.sizes)
         return doc
+
+
+def machine_facts() -> dict[str, Any]:
+    """CPU model and flags with the fp32, bf16 and int8 matrix peaks measured now (each row is read against the
+    peak of the precision it ran in)."""
+    int8 = int8_peak_gops()
+    return {**cpu_info(), "matmul_peak_gflops": matmul_peak_gflops(), "bf16_matmul_peak_gflops": bf16_peak_gflops(),
+            "int8_matmul_peak_gops": int8.value if int8 else None, "int8_peak_engine": int8.engine if int8 else None}
 
 
 def run_bench(cfg: BenchConfig) -> tuple[dict, dict[str, Path]]:
@@ -396,3 +488,42 @@ def run_bench(cfg: BenchConfig) -> tuple[dict, dict[str, Path]]:
     doc = Bench(cfg).run()
     out = cfg.out or Path("benchmarks/results") / datetime.now().strftime("%Y%m%d-%H%M%S")
     return doc, report.write_report(doc, Path(out))
+
+
+def run_bench_models(cfg: BenchConfig, names: list[str],
+                     checkpoints: dict[str, Path] | None = None) -> tuple[list[dict], dict[str, Path]]:
+    """Bench several models of one repository in one run: one server for all of them, the machine measured once,
+    one report per model in `<out>/<model>/` and a table across the models in `<out>/summary.md`."""
+    from serving.server import start_subprocess
+
+    out = cfg.out or Path("benchmarks/results") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    if cfg.duration is None and cfg.requests is None:
+        cfg.duration = 3.0
+    machine = machine_facts()
+    served = any(p in cfg.paths for p in ("oip-raw", "image-api", "tritonclient-aio"))
+    proc, port = (start_subprocess(cfg.repo, cfg.server_args)[:2]) if served else (None, 0)
+    docs = []
+    try:
+        for name in names:
+            one = dataclasses.replace(cfg, model=name, sizes=list(cfg.sizes), out=out / name, machine=machine,
+                                      server_target=f"127.0.0.1:{port}" if proc else None,
+                                      server_pids=[proc.pid] if proc else [],
+                                      checkpoint=(checkpoints or {}).get(name) or _checkpoint_for(cfg, name))
+            doc = Bench(one).run()
+            report.write_report(doc, out / name)
+            docs.append(doc)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except Exception:
+                proc.kill()
+    return docs, report.write_summary(docs, machine, cfg.command, out)
+
+
+def _checkpoint_for(cfg: BenchConfig, name: str) -> Path | None:
+    """The training checkpoint torch eager runs for `name`: a shipped entry's (the repository folder itself, as in
+    models/) or the one its card names."""
+    beside = cfg.repo / name / "checkpoint.pt"
+    return beside if beside.is_file() else None

@@ -36,7 +36,8 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
                               description="Torch eager vs in-process onnxruntime vs the served paths (OIP raw "
                                           "tensors, image API, tritonclient) vs a peer server, in one run.")
     p.add_argument("--repo", type=Path, required=True, help="model repository written by `ganserve export`")
-    p.add_argument("--model", required=True, help="model name in the repository")
+    p.add_argument("--model", required=True,
+                   help="model name in the repository, several comma-separated, or 'all' (every image model)")
     p.add_argument("--sizes", type=_ints, default=[64, 128, 256], help="square input sizes (default 64,128,256)")
     p.add_argument("--batch", type=_ints, default=[1, 4], help="batch sizes for in-process and OIP paths (default 1,4)")
     p.add_argument("--concurrency", type=_ints, default=[1, 2, 4, 8, 16], help="in-flight requests (default 1,2,4,8,16)")
@@ -51,16 +52,28 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks.bench import BenchConfig, run_bench
+    from benchmarks.bench import BenchConfig, image_models, run_bench, run_bench_models
 
     if not args.repo.is_dir():
         raise GanserveError(f"{args.repo}: model repository not found")
     if args.checkpoint is not None and not args.checkpoint.is_file():
         raise GanserveError(f"{args.checkpoint}: checkpoint not found")
-    cfg = BenchConfig(repo=args.repo, model=args.model, sizes=args.sizes, batches=args.batch,
+    names = image_models(args.repo) if args.model == "all" else [m.strip() for m in args.model.split(",") if m.strip()]
+    missing = [m for m in names if not (args.repo / m).is_dir()]
+    if not names or missing:
+        raise GanserveError(f"{args.repo}: no model {', '.join(missing) or args.model!r} to bench")
+    if len(names) > 1 and args.checkpoint is not None:
+        raise GanserveError("--checkpoint names one model's checkpoint; with several models each one's own is used")
+    cfg = BenchConfig(repo=args.repo, model=names[0], sizes=args.sizes, batches=args.batch,
                       concurrency=args.concurrency, duration=args.duration, requests=args.requests, out=args.out,
                       checkpoint=args.checkpoint, paths=args.paths, server_args=args.server_arg,
                       command="ganserve " + shlex.join(sys.argv[1:]))
+    if len(names) > 1:
+        _, files = run_bench_models(cfg, names)
+        print(files["markdown"].read_text())
+        for kind, path in files.items():
+            print(f"{kind}: {path}")
+        return 0
     doc, files = run_bench(cfg)
     print(files["markdown"].read_text())
     for kind, path in files.items():

@@ -76,21 +76,18 @@ def markdown(doc: dict) -> str:
     lines = [
         f"# ganserve bench — {doc['model']}",
         "",
-        f"- machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, ISA: {', '.join(m['isa']) or '-'}; "
-        f"numpy sgemm peak {m['matmul_peak_gflops']:.0f} GFLOP/s; bf16 matmul peak "
-        f"{_fmt(m.get('bf16_matmul_peak_gflops'), 0) if m.get('bf16_matmul_peak_gflops') else 'n/a (no bf16 hardware)'}"
-        + (" GFLOP/s" if m.get("bf16_matmul_peak_gflops") else ""),
+        f"- machine: {machine_line(m)}",
         f"- command: `{doc['command']}`",
         f"- started {doc['started']}; warm-up excluded; `n` = requests each row rests on",
         "",
-        "| path | size | batch | conc. | n | p50 ms | p90 ms | p99 ms | mean ms | req/s | img/s | GFLOP/s | % peak | CPU % | peak RSS MB |",
+        "| path | size | batch | conc. | n | p50 ms | p90 ms | p99 ms | mean ms | req/s | img/s | GFLOP/s | % of peak (precision) | CPU % | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["results"]:
         lines.append(
             f"| {r['path']} | {r['size']} | {r['batch']} | {r['concurrency']} | {r['requests']} | {_fmt(r['p50_ms'])} | "
             f"{_fmt(r['p90_ms'])} | {_fmt(r['p99_ms'])} | {_fmt(r['mean_ms'])} | {_fmt(r['throughput_rps'], 2)} | "
-            f"{_fmt(r['images_per_s'], 2)} | {_fmt(r.get('gflops_per_s'))} | {_fmt(r.get('pct_of_peak'))} | "
+            f"{_fmt(r['images_per_s'], 2)} | {_fmt(r.get('gflops_per_s'))} | {_fmt(r.get('pct_of_peak'))} ({r.get('peak_of', 'fp32')}) | "
             f"{_fmt(r.get('cpu_percent'), 0)} | {_fmt(r.get('peak_rss_mb'), 0)} |"
         )
     if doc.get("ratios"):
@@ -153,6 +150,75 @@ def charts(doc: dict, out_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _row(rows: list[dict], path: str, size: int, concurrency: int | None = None) -> dict | None:
+    """The batch-1 row of `path` at `size` (at `concurrency`, else the one with the best throughput)."""
+    cands = [r for r in rows if r["path"] == path and r["size"] == size and r["batch"] == 1
+             and (concurrency is None or r["concurrency"] == concurrency)]
+    return max(cands, key=lambda r: r["images_per_s"], default=None)
+
+
+def machine_line(m: dict) -> str:
+    """The CPU and the three matrix peaks every figure of a run is read against."""
+    bf16 = f"{m['bf16_matmul_peak_gflops']:.0f} GFLOP/s" if m.get("bf16_matmul_peak_gflops") else "n/a (no bf16 hardware)"
+    int8 = (f"{m['int8_matmul_peak_gops']:.0f} GOP/s ({m.get('int8_peak_engine')})" if m.get("int8_matmul_peak_gops")
+            else "n/a")
+    return (f"{m['cpu_model']}, {m['logical_cpus']} logical CPUs, ISA: {', '.join(m['isa']) or '-'}; peaks: fp32 "
+            f"{m['matmul_peak_gflops']:.0f} GFLOP/s (numpy sgemm), bf16 {bf16}, int8 {int8}")
+
+
+def summary_rows(docs: list[dict]) -> list[dict]:
+    """One row per (model, size): torch fp32/bf16, the server's choice in-process, served, and their ratios."""
+    out = []
+    for doc in docs:
+        rows = doc["results"]
+        for size in doc["settings"]["sizes"]:
+            fp32, bf16 = _row(rows, "torch-fp32-cl", size), _row(rows, "torch-bf16-cl", size)
+            inproc, c1 = _row(rows, "ort-inprocess", size), _row(rows, "oip-raw", size, 1)
+            served = _row(rows, "oip-raw", size)
+            top = _row(rows, "oip-raw", size, max(doc["settings"]["concurrency"]))
+            torch_best = max((r for r in (fp32, bf16) if r), key=lambda r: r["images_per_s"], default=None)
+
+            def ratio(a: dict | None, b: dict | None) -> float | None:
+                return a["images_per_s"] / b["images_per_s"] if a and b and b["images_per_s"] > 0 else None
+            out.append({
+                "model": doc["model"], "task": doc.get("task"), "size": size, "served_as": doc.get("served_as"),
+                "torch_fp32_cl_ms": fp32 and fp32["p50_ms"], "torch_bf16_cl_ms": bf16 and bf16["p50_ms"],
+                "inprocess_ms": inproc and inproc["p50_ms"], "served_c1_ms": c1 and c1["p50_ms"],
+                "served_best_img_s": served and served["images_per_s"],
+                "served_best_concurrency": served and served["concurrency"],
+                "served_vs_torch_bf16": ratio(served, bf16), "served_vs_torch_fp32": ratio(served, fp32),
+                "served_vs_best_torch": ratio(served, torch_best),
+                "added_c1_ms": c1["p50_ms"] - inproc["p50_ms"] if c1 and inproc else None,
+                "p99_over_p50_top": top["p99_ms"] / top["p50_ms"] if top else None,
+                "top_concurrency": top and top["concurrency"],
+            })
+    return out
+
+
+def write_summary(docs: list[dict], machine: dict, command: str, out_dir: Path) -> dict[str, Path]:
+    """summary.json and summary.md: every model of one run side by side (p50 ms at batch 1; throughput ratios)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = summary_rows(docs)
+    lines = ["# ganserve bench — every image model, one run", "", f"- machine: {machine_line(machine)}",
+             f"- command: `{command}`", "- p50 ms at batch 1, concurrency 1; served = OIP raw tensors through the "
+             "server; ratios are throughputs (images/s) of the served path at its best concurrency over the torch "
+             "path at concurrency 1", "",
+             "| model | size | served as | torch fp32 cl | torch bf16 cl | in-process (server's choice) | served c1 | "
+             "added c1 | served best img/s (conc.) | ÷ torch bf16 | ÷ torch fp32 | p99/p50 at top conc. |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        lines.append(
+            f"| {r['model']} | {r['size']} | {r['served_as'] or '–'} | {_fmt(r['torch_fp32_cl_ms'])} | "
+            f"{_fmt(r['torch_bf16_cl_ms'])} | {_fmt(r['inprocess_ms'])} | {_fmt(r['served_c1_ms'])} | "
+            f"{_fmt(r['added_c1_ms'], 2)} | {_fmt(r['served_best_img_s'])} ({_fmt(r['served_best_concurrency'])}) | "
+            f"{_fmt(r['served_vs_torch_bf16'], 2)} | {_fmt(r['served_vs_torch_fp32'], 2)} | "
+            f"{_fmt(r['p99_over_p50_top'], 2)} (c{_fmt(r['top_concurrency'])}) |")
+    lines += ["", "Per-model tables: " + ", ".join(f"[{d['model']}]({d['model']}/results.md)" for d in docs)]
+    (out_dir / "summary.json").write_text(json.dumps({"machine": machine, "command": command, "rows": table}, indent=2))
+    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    return {"json": out_dir / "summary.json", "markdown": out_dir / "summary.md"}
 
 
 def write_report(doc: dict, out_dir: Path) -> dict[str, Path]:

@@ -161,12 +161,13 @@ def _report(models: list[DemoModel], cards: dict[str, ModelCard], results: dict[
         lines += [f"## {m.name}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         lines += ["| " + " | ".join(_fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
         lines.append("")
-    return lines + [latency_md.replace("# ganserve bench", "## Latency")]
+    latency = latency_md.replace("# ganserve bench — every image model, one run", "## Latency: every image model")
+    return lines + [latency.replace("](", "](latency/")]
 
 
 # -- the whole job -----------------------------------------------------------------------------------------------
 def run_demo(cfg: DemoConfig) -> dict:
-    from benchmarks.bench import BenchConfig, run_bench
+    from benchmarks.bench import BenchConfig, run_bench_models
     from ganserve.demo_tasks import summarise
     from serving.server import start_subprocess
 
@@ -192,12 +193,14 @@ def run_demo(cfg: DemoConfig) -> dict:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    say("step 5/5: latency table (torch eager vs in-process onnxruntime vs served)")
-    sr = next((m for m in models if cards[m.name].task == "super_resolution"), models[0])
-    bench_doc, files = run_bench(BenchConfig(
-        repo=cfg.repo, model=sr.name, sizes=[32 if cfg.tiny else 64], batches=[1], concurrency=[1, 4],
-        duration=None, requests=4 if cfg.tiny else cfg.bench_requests, out=cfg.out / "latency", checkpoint=sr.checkpoint,
-        paths=["torch", "ort", "oip-raw", "image-api"], command="ganserve demo (latency step)"))
+    say("step 5/5: latency table, every image model (torch eager vs the server's choice in-process vs served)")
+    image_models = [m for m in models if cards[m.name].input_by_role("image") and cards[m.name].output_by_role("image")]
+    _, files = run_bench_models(BenchConfig(
+        repo=cfg.repo, model=image_models[0].name if image_models else "", sizes=[32 if cfg.tiny else 64],
+        batches=[1], concurrency=[1, 4], duration=None, requests=4 if cfg.tiny else cfg.bench_requests,
+        out=cfg.out / "latency", paths=["torch", "ort", "oip-raw", "image-api"],
+        command="ganserve demo (latency step)"), [m.name for m in image_models],
+        {m.name: m.checkpoint for m in image_models})
     summary = {
         "models": {m.name: {"task": cards[m.name].task, "checkpoint": str(m.checkpoint), "origin": m.origin,
                             "card_metrics": cards[m.name].metrics, "requests": results[m.name]} for m in models},

@@ -136,10 +136,10 @@ class GanServer:
 async def _serve_until_signal(config: ServerConfig) -> int:
     server = GanServer(config)
     await server.start()
-    print(READY_LINE.format(host=config.host, port=server.port, metrics=server.metrics_port), flush=True)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the READY line: a SIGTERM right after it must drain too
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+    print(READY_LINE.format(host=config.host, port=server.port, metrics=server.metrics_port), flush=True)
     await server.wait()
     return 0
 

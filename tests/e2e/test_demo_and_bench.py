@@ -36,9 +36,17 @@ def test_demo_writes_images_quality_and_latency(demo: tuple[DemoConfig, dict]) -
         sheet = Image.open(r["side_by_side"])
         assert sheet.width == 4 * r["output_size"][1]  # input | bicubic | model | ground truth
     md = (cfg.out / "summary.md").read_text()
-    assert md.count("| oip-raw |") == 2 and "| srresnet | super_resolution |" in md
-    latency = json.loads((cfg.out / "latency" / "results.json").read_text())
+    assert "| srresnet | super_resolution |" in md and "## Latency: every image model" in md
+    latency = json.loads((cfg.out / "latency" / "srresnet" / "results.json").read_text())
     assert {r["path"] for r in latency["results"]} >= {"torch-fp32", "ort-inprocess", "oip-raw", "image-api"}
+    table = json.loads((cfg.out / "latency" / "summary.json").read_text())["rows"]
+    assert [(r["model"], r["size"]) for r in table] == [("srresnet", 32)]  # the digit models are not image models
+    one = {(r["path"], r["concurrency"]): r for r in latency["results"]}
+    assert table[0]["added_c1_ms"] == pytest.approx(one[("oip-raw", 1)]["p50_ms"] - one[("ort-inprocess", 1)]["p50_ms"])
+    assert table[0]["served_vs_torch_fp32"] == pytest.approx(
+        max(one[("oip-raw", 1)]["images_per_s"], one[("oip-raw", 4)]["images_per_s"])
+        / one[("torch-fp32-cl", 1)]["images_per_s"])
+    assert f"| srresnet | 32 | {latency['served_as']} |" in md and "(latency/srresnet/results.md)" in md
 
 
 def test_demo_classifies_and_generates_through_the_server(demo: tuple[DemoConfig, dict]) -> None:
