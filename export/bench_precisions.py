@@ -3,7 +3,8 @@
     python -m export.bench_precisions CHECKPOINT [--sizes 64 256] [--repeats 10] [--repo DIR]
 
 Per precision: max abs error vs torch and held-out quality (both from the export's model card), model.onnx size,
-and onnxruntime CPU p50 latency at batch 1 for each square input size. Prints a Markdown table naming the CPU.
+and onnxruntime CPU p50 latency at batch 1 for each square input size (a precision the CPU provider cannot run is
+timed on the provider the export measured it on, named in its row). Prints a Markdown table naming the CPU.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 from ganserve.contract import MODEL_FILE, ModelCard
 from ganserve.errors import GanserveError
 from export.defaults import PRECISIONS
-from export.predictors import ort_session
+from export.predictors import CPU, ort_session
 
 CELL_BUDGET_S = 15.0  # stop timing one cell after this long (at least 3 runs), so big inputs stay bounded
 
@@ -52,9 +53,9 @@ def _inputs(card: ModelCard, size: int) -> dict[str, np.ndarray] | None:
     return feed
 
 
-def p50_ms(model_path: Path, feed: dict[str, np.ndarray], repeats: int) -> tuple[float, int]:
+def p50_ms(model_path: Path, feed: dict[str, np.ndarray], repeats: int, provider: str = CPU) -> tuple[float, int]:
     """Median wall time of session.run in ms after two warm-up runs; (p50, runs timed)."""
-    sess = ort_session(model_path.read_bytes())
+    sess = ort_session(model_path.read_bytes(), provider=provider)
     for _ in range(2):
         sess.run(None, feed)
     times: list[float] = []
@@ -77,6 +78,7 @@ def bench(checkpoint: str | Path, repo: Path, sizes: list[int], repeats: int, pr
         key = card.metrics.get("quality_key", "")
         row: dict[str, Any] = {
             "precision": precision,
+            "provider": card.parity.get("provider", CPU),  # the one the export measured it on (CPU unless it cannot)
             "max_abs_error": card.parity["max_abs_error"],
             "quality_key": key,
             "quality": card.metrics.get(key),
@@ -87,7 +89,7 @@ def bench(checkpoint: str | Path, repo: Path, sizes: list[int], repeats: int, pr
         }
         for size in sizes:
             feed = _inputs(card, size)
-            row[f"p50_{size}"] = p50_ms(out / MODEL_FILE, feed, repeats) if feed is not None else None
+            row[f"p50_{size}"] = p50_ms(out / MODEL_FILE, feed, repeats, row["provider"]) if feed is not None else None
         rows.append(row)
     return rows
 
@@ -110,7 +112,8 @@ def markdown(rows: list[dict[str, Any]], sizes: list[int], cpu: str) -> str:
     lines = [f"{rows[0]['architecture']}, onnxruntime CPU provider, batch 1, on {cpu}:", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["precision"], _num(r["max_abs_error"], ".2e"), _num(r["quality"], ".3f"), _num(r["delta"], "+.3f"),
+        where = "" if r.get("provider", CPU) == CPU else f" ({r['provider'].removesuffix('ExecutionProvider')})"
+        cells = [r["precision"] + where, _num(r["max_abs_error"], ".2e"), _num(r["quality"], ".3f"), _num(r["delta"], "+.3f"),
                  f"{r['size_mb']:.2f} MB"]
         cells += ["n/a" if r[f"p50_{s}"] is None else f"{_ms(r[f'p50_{s}'][0])} ms ({r[f'p50_{s}'][1]} runs)" for s in sizes]
         lines.append("| " + " | ".join(cells) + " |")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ganserve.contract import CARD_FILE, ModelCard
 from ganserve.errors import CheckpointError, GanserveError
+from ganserve.quality import PSNR_DROP_DB
 from export.defaults import DEFAULT_OPSET, PRECISIONS
 
 
@@ -29,6 +30,10 @@ def _variants(text: str) -> tuple[str, ...]:
     return values
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+
+
 def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
     """Add the `export` subcommand."""
     p = subparsers.add_parser(
@@ -48,6 +53,12 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--variants", type=_variants, default=(), metavar="P[,P]",
                    help="also write faster variants beside the fp32 model (int8, fp16) as <version>/model.<P>.onnx; "
                         "the server picks among them per machine, checked against the reference set")
+    p.add_argument("--providers", type=_names, default=None, metavar="P[,P]",
+                   help="onnxruntime providers that measure faster precisions, tried in order until one runs the "
+                        "graph (cpu, openvino; default: cpu,openvino, those installed)")
+    p.add_argument("--allow-failing-variants", action="store_true",
+                   help="write a variant even when it fails the server's quality rule on the reference set "
+                        f"(PSNR drop > {PSNR_DROP_DB} dB, a changed top-1, or max abs error past the tolerance)")
     p.add_argument("--half-io", action="store_true", help="fp16 only: take and return float16 (default: float32 I/O)")
     p.add_argument("--option", metavar="KEY=VALUE", action="append", default=[],
                    help="override a config value of the checkpoint's model before export, e.g. export_direction=ba")
@@ -76,11 +87,15 @@ def run(args: argparse.Namespace) -> int:
     out = export_checkpoint(
         args.checkpoint, args.repo,
         name=args.name, version=args.version, precision=args.precision, opset=args.opset,
-        overwrite=args.overwrite, keep_io_fp32=not args.half_io, variants=args.variants, progress=not args.quiet,
+        overwrite=args.overwrite, keep_io_fp32=not args.half_io, variants=args.variants, providers=args.providers,
+        allow_failing_variants=args.allow_failing_variants, progress=not args.quiet,
         options=options or None,
     )
     card = ModelCard.load(out.parent / CARD_FILE)
     key = card.metrics.get("quality_key")
     quality = f", {key} {card.metrics[key]:.4g}" if key in card.metrics else ""
     print(f"{out}  ({card.precision}, max abs error vs torch {card.parity['max_abs_error']:.3g}{quality})")
+    for facts in card.parity.get("variants", {}).values():
+        print(f"  {facts['file']}: measured on {facts['provider'].removesuffix('ExecutionProvider')}, max abs error "
+              f"{facts['max_abs_error']:.3g}; {facts['quality']['figures']}")
     return 0

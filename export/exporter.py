@@ -6,7 +6,7 @@ import dataclasses
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import onnx
 
@@ -15,16 +15,22 @@ from ganserve.contract import (
     variant_file,
 )
 from ganserve.errors import CheckpointError, GanserveError
+from ganserve.quality import CLASS_ROLES, PSNR_DROP_DB, REFERENCE_TOLERANCE, ReferenceCase, check_outputs
 from export.card import build_card, file_sha256, source_facts, training_facts
 from export.defaults import DEFAULT_OPSET, FP32_TOLERANCE, PRECISIONS
 from export.onnx_export import to_onnx
-from export.parity import measure_parity, parity_cases
+from export.parity import ParityCase, measure_parity, parity_cases
 from export.precision import to_fp16, to_int8
-from export.predictors import ort_predictor, ort_session, torch_predictor
-from export.reference import reference_npz
+from export.predictors import CPU, ort_predictor, ort_session, torch_predictor
+from export.providers import measure_on_first_runnable, resolve_providers, short
+from export.reference import npz_bytes, reference_arrays, reference_cases
 from export.repository import check_target, write_model
 from training.export_spec import ExportSpec, Predictor
 
+QUALITY_RULE = (f"server rule (ganserve.quality) on the reference set: image outputs with ground truth lose at most "
+                f"{PSNR_DROP_DB} dB PSNR vs fp32, {'/'.join(CLASS_ROLES)} change no top-1 answer, other outputs stay "
+                f"within a max abs error of {REFERENCE_TOLERANCE['int8']:g} (int8) / {REFERENCE_TOLERANCE['fp16']:g} "
+                f"(fp16) x the value range of the fp32 outputs")
 
 
 def _say(progress: bool, message: str) -> None:
@@ -57,6 +63,30 @@ _NOTES = {
 }
 
 
+def measure_precision(
+    spec: ExportSpec, model: onnx.ModelProto, fp32: onnx.ModelProto, precision: str, what: str, reference: Predictor,
+    cases: list[ParityCase], ref_cases: list[ReferenceCase], providers: Sequence[str], progress: bool,
+) -> tuple[dict[str, Any], Predictor]:
+    """Parity vs torch and the server's quality rule for a faster precision, on the first provider that runs it."""
+
+    def measure(run: Predictor) -> tuple[dict[str, Any], tuple[bool, str]]:
+        parity = measure_parity(reference, run, cases, None, precision, progress)
+        return parity, check_outputs(spec.outputs, ref_cases, [run(c.inputs) for c in ref_cases], precision)
+
+    measured = measure_on_first_runnable(model, what, providers, measure)
+    parity, (passed, figures) = measured.result
+    facts: dict[str, Any] = {"provider": measured.provider, "max_abs_error": parity["max_abs_error"],
+                             "checked": parity["checked"], "quality": {"passed": passed, "figures": figures}}
+    if measured.provider != CPU:  # the same provider at true fp32 (explicit hint), so its own error is on record
+        fp32_run = ort_predictor(ort_session(fp32, provider=measured.provider))
+        facts["inference_precision_hint"] = "f32"
+        facts["provider_fp32_max_abs_error"] = measure_parity(
+            reference, fp32_run, cases, None, f"fp32 on {short(measured.provider)}", progress)["max_abs_error"]
+    _say(progress, f"{what} on {short(measured.provider)}: max abs error {parity['max_abs_error']:.3g}; "
+                   f"quality {'passes' if passed else 'FAILS'}: {figures}")
+    return facts, measured.predictor
+
+
 def _check_variants(precision: str, variants: tuple[str, ...]) -> None:
     """Variants sit beside an fp32 model.onnx, one file per faster precision the export stage can make."""
     if not variants:
@@ -84,14 +114,20 @@ def export_from_spec(
     overwrite: bool = False,
     keep_io_fp32: bool = True,
     variants: tuple[str, ...] = (),
+    providers: Sequence[str] | None = None,
+    allow_failing_variants: bool = False,
     training: dict[str, Any] | None = None,
     source: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> Path:
-    """Export one ExportSpec into <repo>/<name>/<version>/; returns that version folder. Nothing is written on failure."""
+    """Export one ExportSpec into <repo>/<name>/<version>/; returns that version folder. Nothing is written on failure.
+
+    Faster precisions are measured on the first of ``providers`` (default: CPU, then OpenVINO) that runs them; a
+    variant failing the server's quality rule on the reference set is refused unless ``allow_failing_variants``."""
     if precision not in PRECISIONS:
         raise GanserveError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     _check_variants(precision, variants)
+    tried = resolve_providers(providers)
     repo, version = check_target(repo, name, version, overwrite)
     _say(progress, f"{spec.architecture} -> {repo}/{name}/{version} ({precision}, opset {opset})")
     fp32 = to_onnx(spec, opset)
@@ -99,16 +135,18 @@ def export_from_spec(
     reference = torch_predictor(spec)
     fp32_run = ort_predictor(ort_session(fp32))
     fp32_parity = measure_parity(reference, fp32_run, cases, FP32_TOLERANCE, "fp32", progress)
+    ref_arrays = reference_arrays(spec, reference)
+    ref_cases = reference_cases(ref_arrays)
     _say(progress, f"fp32 parity: max abs error {fp32_parity['max_abs_error']:.3g} over {fp32_parity['cases']} cases")
     fp32_metrics = _evaluate(spec, fp32_run)
     notes: list[str] = []
-    model, chosen_parity, chosen_metrics = fp32, fp32_parity, fp32_metrics
+    model, chosen_parity, chosen_metrics = fp32, dict(fp32_parity, provider=CPU), fp32_metrics
     if precision != "fp32":
         model = _variant(spec, fp32, precision, keep_io_fp32, progress)
         notes.append(_NOTES[precision](keep_io_fp32))
-        run = ort_predictor(ort_session(model))
-        chosen_parity = measure_parity(reference, run, cases, None, precision, progress)
-        _say(progress, f"{precision} parity: max abs error {chosen_parity['max_abs_error']:.3g}")
+        chosen_parity, run = measure_precision(spec, model, fp32, precision, precision, reference, cases, ref_cases,
+                                               tried, progress)
+        chosen_parity["tolerance"] = None
         chosen_metrics = _evaluate(spec, run)
         key = spec.quality_key
         if key in chosen_metrics and math.isfinite(fp32_metrics.get(key, 0.0)) and not math.isfinite(chosen_metrics[key]):
@@ -117,11 +155,16 @@ def export_from_spec(
     variant_facts: dict[str, dict[str, Any]] = {}
     for v in variants:
         vmodel = _variant(spec, fp32, v, True, progress)
-        vrun = ort_predictor(ort_session(vmodel))
-        vparity = measure_parity(reference, vrun, cases, None, v, progress)
-        variant_facts[v] = {"file": variant_file(v), "max_abs_error": vparity["max_abs_error"],
-                            "metrics": _evaluate(spec, vrun)}
-        _say(progress, f"variant {variant_file(v)}: max abs error {vparity['max_abs_error']:.3g}")
+        vfacts, vrun = measure_precision(spec, vmodel, fp32, v, f"{v} variant", reference, cases, ref_cases, tried,
+                                         progress)
+        quality = vfacts["quality"]
+        if not quality["passed"]:
+            if not allow_failing_variants:
+                raise GanserveError(f"{v} variant fails the quality rule on {short(vfacts['provider'])}: "
+                                    f"{quality['figures']}; pass --allow-failing-variants to write it anyway")
+            notes.append(f"variant {variant_file(v)} fails the quality rule ({quality['figures']}); written on request")
+        vfacts.pop("checked")
+        variant_facts[v] = {"file": variant_file(v), **vfacts, "metrics": _evaluate(spec, vrun)}
         notes.append(f"variant {variant_file(v)}: " + _NOTES[v](True))
         extra_files[variant_file(v)] = vmodel
     metrics: dict[str, Any] = dict(chosen_metrics)
@@ -143,16 +186,21 @@ def export_from_spec(
         "fp32_max_abs_error": fp32_parity["max_abs_error"],
         "fp32_tolerance": FP32_TOLERANCE,
         "checked": chosen_parity["checked"],
+        "provider": chosen_parity["provider"],
     }
+    parity.update({k: chosen_parity[k] for k in ("quality", "inference_precision_hint", "provider_fp32_max_abs_error")
+                   if k in chosen_parity})
+    if precision != "fp32" or variant_facts:
+        parity["quality_rule"] = QUALITY_RULE
     if variant_facts:
-        parity["variants"] = {v: {"file": f["file"], "max_abs_error": f["max_abs_error"]} for v, f in variant_facts.items()}
+        parity["variants"] = {v: {k: x for k, x in f.items() if k != "metrics"} for v, f in variant_facts.items()}
     half_io = precision == "fp16" and not keep_io_fp32
     card = build_card(
         spec, name, version, precision, training or {}, metrics, parity, source or {}, notes,
         inputs=_card_tensors(spec.inputs, half_io), outputs=_card_tensors(spec.outputs, half_io),
     )
     onnx.helper.set_model_props(model, onnx_metadata(card))
-    version_files = {MODEL_FILE: model.SerializeToString(), REFERENCE_FILE: reference_npz(spec, reference)}
+    version_files = {MODEL_FILE: model.SerializeToString(), REFERENCE_FILE: npz_bytes(ref_arrays)}
     for fname, vmodel in extra_files.items():
         onnx.helper.set_model_props(vmodel, {**onnx_metadata(card), "ganserve.precision": fname.split(".")[1]})
         version_files[fname] = vmodel.SerializeToString()
@@ -175,6 +223,8 @@ def export_checkpoint(
     overwrite: bool = False,
     keep_io_fp32: bool = True,
     variants: tuple[str, ...] = (),
+    providers: Sequence[str] | None = None,
+    allow_failing_variants: bool = False,
     progress: bool = False,
     options: dict[str, Any] | None = None,
 ) -> Path:
@@ -189,6 +239,7 @@ def export_checkpoint(
     payload = load_checkpoint(checkpoint)
     name = name or str(payload["model"])
     check_target(repo, name, version, overwrite)  # refuse a bad destination before the slow part
+    resolve_providers(providers)
     app = build_from_checkpoint(checkpoint, options)
     spec = app.export_spec()
     if not isinstance(spec, ExportSpec):
@@ -197,7 +248,8 @@ def export_checkpoint(
     return export_from_spec(
         spec, repo, name,
         version=version, precision=precision, opset=opset, overwrite=overwrite, keep_io_fp32=keep_io_fp32,
-        variants=variants, training=training_facts(payload, spec),
+        variants=variants, providers=providers, allow_failing_variants=allow_failing_variants,
+        training=training_facts(payload, spec),
         source=source_facts(payload, file_sha256(checkpoint), config),
         progress=progress,
     )

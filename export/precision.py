@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import onnx
@@ -178,6 +181,32 @@ class _Calibration:
         return {k: np.ascontiguousarray(v, dtype=self._types.get(k, np.float32)) for k, v in batch.items() if k in self._types}
 
 
+class _Keep(logging.Handler):
+    """Collects log messages instead of printing them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _quantizer_log(progress: bool) -> Iterator[None]:
+    """onnxruntime's quantizer warns through the root logger (a bare "WARNING:root:" line each): keep them off
+    stderr, and repeat them once each as export progress lines when progress is on."""
+    root, keep = logging.getLogger(), _Keep()
+    saved = root.handlers[:]
+    root.handlers[:] = [keep]
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved
+        for message in dict.fromkeys(keep.messages) if progress else ():
+            print(f"export: int8 quantizer: {message}", file=sys.stderr, flush=True)
+
+
 def to_int8(
     model: onnx.ModelProto,
     calibration: Callable[[], Iterable[dict[str, np.ndarray]]] | None,
@@ -193,7 +222,7 @@ def to_int8(
     types = {i.name: helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
              for i in model.graph.input if i.name not in init_names}
     reader = _Calibration(calibration(), types, progress)
-    with tempfile.TemporaryDirectory(prefix="ganserve-int8-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ganserve-int8-") as tmp, _quantizer_log(progress):
         src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
         onnx.save(model, src)
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -12,17 +14,34 @@ from training.export_spec import ExportSpec, Predictor
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
               "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+CPU = "CPUExecutionProvider"
+OPENVINO = "OpenVINOExecutionProvider"
+# The export measures true fp32 on OpenVINO too: without a hint it silently runs bf16 on bf16 hardware.
+OPENVINO_FP32 = {"device_type": "CPU", "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": "f32"}})}
 
 
-def ort_session(model: onnx.ModelProto | bytes, threads: int = 0) -> ort.InferenceSession:
-    """A CPU onnxruntime session; a model ORT refuses is a clear error, not a crash."""
+def provider_options(provider: str) -> dict[str, str]:
+    """The options the export gives a provider: OpenVINO on the CPU with the explicit fp32 inference hint."""
+    return dict(OPENVINO_FP32) if provider == OPENVINO else {}
+
+
+def raw_session(model: onnx.ModelProto | bytes, provider: str = CPU, threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime session on `provider` (CPU behind any other one, as the server builds it); ORT's own errors."""
     data = model if isinstance(model, bytes) else model.SerializeToString()
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # a provider that cannot run a graph is reported once, by the caller
     if threads:
         opts.intra_op_num_threads = threads
+    providers: list = [(provider, provider_options(provider))]
+    if provider != CPU:
+        providers.append(CPU)  # ops the first provider lacks run here, as in serving
+    return ort.InferenceSession(data, sess_options=opts, providers=providers)
+
+
+def ort_session(model: onnx.ModelProto | bytes, threads: int = 0, provider: str = CPU) -> ort.InferenceSession:
+    """An onnxruntime session (CPU by default); a model ORT refuses is a clear error, not a crash."""
     try:
-        return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+        return raw_session(model, provider, threads)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
         raise GanserveError(f"onnxruntime cannot load the exported model: {str(exc).splitlines()[0]}") from exc
 

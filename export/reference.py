@@ -3,6 +3,7 @@
 Case 0 is stored as "in:<tensor>", "out:<tensor>" (fp32 torch outputs) and, where the model knows it, "truth:<tensor>"
 (the held-out ground truth, so the server can measure a PSNR drop); further cases as "case<k>/in:<tensor>" etc.
 Each case is one of the spec's real held-out inputs (at its own spatial size), at most REFERENCE_ITEMS items.
+The export gates its variants on the same cases (reference_cases), so it refuses what the server would.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import io
 import numpy as np
 
 from ganserve.errors import GanserveError
+from ganserve.quality import ReferenceCase
 from training.export_spec import ExportSpec, Predictor
 
 REFERENCE_ITEMS = 2  # items per case: enough to check a precision, small enough to ship and to run at load
@@ -21,8 +23,8 @@ def _prefix(index: int) -> str:
     return "" if index == 0 else f"case{index}/"
 
 
-def reference_npz(spec: ExportSpec, reference: Predictor) -> bytes:
-    """Real held-out inputs (else the example input), their fp32 outputs and any ground truth, as npz bytes."""
+def reference_arrays(spec: ExportSpec, reference: Predictor) -> dict[str, np.ndarray]:
+    """Real held-out inputs (else the example input), their fp32 outputs and any ground truth, keyed as stored."""
     sources = spec.parity_inputs or [{t.name: x.detach().cpu().numpy() for t, x in zip(spec.inputs, spec.example_inputs)}]
     targets = spec.reference_targets if spec.parity_inputs else []
     if targets and len(targets) != len(spec.parity_inputs):
@@ -40,6 +42,27 @@ def reference_npz(spec: ExportSpec, reference: Predictor) -> bytes:
                 raise GanserveError(f"reference target {name!r} of parity input {index} has shape {truth.shape}, "
                                     f"the output has {getattr(outputs.get(name), 'shape', None)}")
             arrays[f"{pre}truth:{name}"] = truth
+    return arrays
+
+
+def reference_cases(arrays: dict[str, np.ndarray]) -> list[ReferenceCase]:
+    """The stored arrays as the cases the server reads back from reference.npz (same keys, same order)."""
+    grouped: dict[int, ReferenceCase] = {}
+    for key, value in arrays.items():
+        case, _, entry = key.rpartition("/")
+        kind, _, tensor = entry.partition(":")
+        target = grouped.setdefault(int(case.removeprefix("case")) if case else 0, ReferenceCase({}, {}))
+        {"in": target.inputs, "out": target.expected, "truth": target.truth}[kind][tensor] = value
+    return [grouped[k] for k in sorted(grouped)]
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """The arrays as the bytes of one .npz file."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
+
+
+def reference_npz(spec: ExportSpec, reference: Predictor) -> bytes:
+    """reference.npz's bytes for this spec (see reference_arrays)."""
+    return npz_bytes(reference_arrays(spec, reference))

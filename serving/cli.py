@@ -42,6 +42,12 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--streams", type=int, default=1,
                    help="runs of one model in flight at once: 1 = latency mode (default; measured best with the "
                         "dynamic batcher on 2 cores), N = throughput mode with cores/N threads each")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="warm-start cache: each model's measured provider/precision choice (re-checked on the "
+                        "reference set at load, re-measured when a model file, the machine or these settings change) "
+                        "and OpenVINO's compiled models (default: $GANSERVE_CACHE_DIR, else ~/.cache/ganserve)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="measure every candidate at every load and write no cache")
     p.add_argument("--max-message-mb", type=int, default=64, help="gRPC max message size, both directions")
     p.add_argument("--allow-model-control", action="store_true", help="allow RepositoryModelLoad/Unload")
     p.add_argument("--max-batch-size", type=int, default=None, help="override config.pbtxt max_batch_size")
@@ -57,6 +63,7 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    from serving.choice_cache import default_cache_dir
     from serving.images import ImageSettings
     from serving.models import BatchingOverrides
     from serving.runtime import RuntimeSettings, select_providers
@@ -72,10 +79,14 @@ def _run_serve(args: argparse.Namespace) -> int:
             raise GanserveError(f"{flag} must be >= {low}, got {value}")
     providers = [s for s in args.providers.split(",") if s.strip()]
     select_providers(providers)  # fail fast on an unknown provider name
+    if args.no_cache and args.cache_dir is not None:
+        raise GanserveError("--cache-dir and --no-cache contradict each other")
+    cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
+    logging.getLogger("ganserve.serving").info("choice cache: %s", cache_dir or "off (--no-cache)")
     config = ServerConfig(
         repo=args.repo, host=args.host, port=args.port, metrics_port=args.metrics_port,
         runtime=RuntimeSettings(providers=providers, intra_op_threads=args.intra_op_threads, precision=args.precision,
-                                streams=args.streams),
+                                streams=args.streams, cache_dir=cache_dir),
         batching=BatchingOverrides(max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
                                    max_queue_size=args.max_queue_size, disabled=args.no_batching),
         images=ImageSettings(max_pixels=args.max_pixels, tile_size=args.tile_size, tile_overlap=args.tile_overlap),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,15 +22,12 @@ import numpy as np
 
 from ganserve.contract import MODEL_FILE, ModelCard, variant_file
 from ganserve.errors import RepositoryError
+from ganserve.quality import CLASS_ROLES, PSNR_DROP_DB, REFERENCE_TOLERANCE, ReferenceCase, check_quality  # noqa: F401
 
 log = logging.getLogger("ganserve.serving")
 
 PRECISIONS = ("fp32", "bf16", "int8", "fp16")
-PSNR_DROP_DB = 0.1
-# Max abs error vs the fp32 reference, per unit of value range, where no PSNR or top-1 rule applies.
-REFERENCE_TOLERANCE = {"fp32": 1e-3, "bf16": 2e-2, "fp16": 1e-2, "int8": 6e-2}
 OPENVINO_HINT = {"fp32": "f32", "bf16": "bf16"}
-CLASS_ROLES = ("probabilities", "logits")
 
 
 @dataclass
@@ -59,25 +55,26 @@ class Trial:
     p50_ms: float | None = None
     quality: str = ""
     reason: str = ""
+    source: str = "measured"  # measured (this load) | cache (a previous load's measurement, see choice_cache)
 
     def as_dict(self) -> dict[str, object]:
         return {"provider": self.provider, "precision": self.precision, "file": self.file, "status": self.status,
                 "p50_ms": None if self.p50_ms is None else round(self.p50_ms, 3), "quality": self.quality,
-                "reason": self.reason}
+                "reason": self.reason, "source": self.source}
+
+    @classmethod
+    def from_dict(cls, row: dict[str, object]) -> "Trial":
+        """A row back from as_dict's JSON (the choice cache stores the table that way)."""
+        p50 = row.get("p50_ms")
+        return cls(str(row["provider"]), str(row["precision"]), str(row.get("file", "")),
+                   str(row.get("status", "unavailable")), None if p50 is None else float(p50),
+                   str(row.get("quality", "")), str(row.get("reason", "")), str(row.get("source", "measured")))
 
     def line(self) -> str:
         speed = "-" if self.p50_ms is None else f"{self.p50_ms:.2f} ms"
         label = f"{self.provider.removesuffix('ExecutionProvider')}/{self.precision}"
-        return f"{label:<14} {self.status:<14} {speed:>11}  {self.quality or self.reason}"
-
-
-@dataclass
-class ReferenceCase:
-    """One case of the reference set: inputs, fp32 outputs and (where the export knew it) the ground truth."""
-
-    inputs: dict[str, np.ndarray]
-    expected: dict[str, np.ndarray]
-    truth: dict[str, np.ndarray] = field(default_factory=dict)
+        cached = " (cached)" if self.source == "cache" and self.p50_ms is not None else ""
+        return f"{label:<14} {self.status:<14} {speed:>11}{cached}  {self.quality or self.reason}"
 
 
 def load_reference_cases(path: Path | None) -> list[ReferenceCase]:
@@ -158,47 +155,6 @@ def _provider_options(provider: str, precision: str) -> dict[str, str]:
     return options
 
 
-# -- quality -------------------------------------------------------------------------------------------
-def _flat(arrays: list[np.ndarray]) -> np.ndarray:
-    """Every case's pixels in one vector, so the PSNR is over the whole set (cases differ in size)."""
-    return np.concatenate([a.ravel() for a in arrays])
-
-
-def _psnr(a: np.ndarray, b: np.ndarray, span: float) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(span**2 / mse)
-
-
-def check_quality(card: ModelCard | None, cases: list[ReferenceCase], outputs: list[dict[str, np.ndarray]],
-                  precision: str) -> tuple[bool, str]:
-    """Whether one candidate's outputs on the reference set keep the card's quality, and the figures that decide."""
-    specs = {t.name: t for t in card.outputs} if card else {}
-    verdicts: list[tuple[bool, str]] = []
-    for name in cases[0].expected:
-        spec = specs.get(name)
-        got = [o.get(name) for o in outputs]
-        want = [c.expected[name] for c in cases]
-        if any(g is None or g.shape != w.shape or not np.all(np.isfinite(g)) for g, w in zip(got, want)):
-            return False, f"{name}: wrong shape, NaN or inf"
-        span = float(spec.value_range[1] - spec.value_range[0]) if spec and spec.value_range else 1.0
-        truth = [c.truth.get(name) for c in cases]
-        if spec is not None and spec.role in CLASS_ROLES:
-            changed = sum(int(np.sum(np.argmax(g, 1) != np.argmax(w, 1))) for g, w in zip(got, want))
-            total = sum(w.shape[0] for w in want)
-            verdicts.append((changed == 0, f"{name}: top-1 changed on {changed}/{total}"))
-        elif spec is not None and spec.role == "image" and all(t is not None for t in truth):
-            ref_db = _psnr(_flat(want), _flat(truth), span)
-            got_db = _psnr(_flat(got), _flat(truth), span)
-            drop = ref_db - got_db
-            verdicts.append((drop <= PSNR_DROP_DB, f"{name}: PSNR {got_db:.3f} dB vs fp32 {ref_db:.3f} dB "
-                                                   f"(drop {drop:+.3f}, limit {PSNR_DROP_DB})"))
-        else:
-            err = max(float(np.max(np.abs(g.astype(np.float64) - w))) for g, w in zip(got, want))
-            limit = REFERENCE_TOLERANCE.get(precision, 1e-3) * max(span, 1e-6)
-            verdicts.append((err <= limit, f"{name}: max abs error {err:.2e} (limit {limit:.1e})"))
-    return all(ok for ok, _ in verdicts), "; ".join(text for _, text in verdicts)
-
-
 # -- timing and choice ---------------------------------------------------------------------------------
 def median_ms(run: Callable[[], object], repeats: int = 5, budget_s: float = 1.5) -> float:
     """Median wall time of `run` in ms after one untimed call (OpenVINO compiles per shape on the first)."""
@@ -220,18 +176,36 @@ class Choice:
     runner: object
     table: list[Trial]
     pinned: bool = False
+    passed: bool = True  # the served candidate passed the reference check (False: the model as exported, by default)
+    source: str = "measured"  # measured: every candidate timed at this load | cache: a stored choice, re-checked
+    built: list[str] = field(default_factory=list)  # labels of the candidates this load built
 
     @property
     def summary(self) -> str:
         row = next(t for t in self.table if t.status == "chosen")
         speed = "" if row.p50_ms is None else f", {row.p50_ms:.2f} ms on the typical input"
-        return f"{self.candidate.label} ({Path(row.file).name}{speed}; {'pinned' if self.pinned else 'fastest that passes'})"
+        how = "pinned" if self.pinned else "fastest that passes"
+        if self.source == "cache":
+            how += "; choice from the cache, reference check re-run"
+        return f"{self.candidate.label} ({Path(row.file).name}{speed}; {how})"
 
     def parameters(self) -> dict[str, str]:
-        """Strings for ModelConfig.parameters: the choice and its table as JSON."""
+        """Strings for ModelConfig.parameters: the choice, where it came from, and its table as JSON."""
         return {"ganserve.provider": self.candidate.provider, "ganserve.precision": self.candidate.precision,
                 "ganserve.model_file": self.candidate.path.name, "ganserve.choice": "pinned" if self.pinned else "auto",
+                "ganserve.choice_source": self.source,
                 "ganserve.candidates": json.dumps([t.as_dict() for t in self.table])}
+
+
+def _check(card: ModelCard | None, cases: list[ReferenceCase], runner: object, precision: str) -> tuple[bool, str]:
+    """Run the reference set through one runner and judge it (no reference set: nothing to check)."""
+    if not cases:
+        return True, "no reference set: not checked"
+    return check_quality(card, cases, [runner.run(case.inputs) for case in cases], precision)
+
+
+def _error_text(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
 
 def choose(card: ModelCard | None, candidates: list[Candidate], skipped: list[Trial], cases: list[ReferenceCase],
@@ -246,20 +220,18 @@ def choose(card: ModelCard | None, candidates: list[Candidate], skipped: list[Tr
     """
     table = list(skipped)
     tried: list[tuple[Candidate, object, Trial]] = []
+    built: list[str] = []
     for cand in candidates:
         row = Trial(cand.provider, cand.precision, str(cand.path))
         table.append(row)
         try:
+            built.append(cand.label)
             runner = build(cand)
-            if cases:
-                outputs = [runner.run(case.inputs) for case in cases]
-                ok, row.quality = check_quality(card, cases, outputs, cand.precision)
-            else:
-                ok, row.quality = True, "no reference set: not checked"
+            ok, row.quality = _check(card, cases, runner, cand.precision)
             feeds = timing_feeds(runner)
             row.p50_ms = median_ms(lambda: runner.run(feeds))
         except Exception as exc:  # a provider that cannot build or run this graph is a candidate that failed
-            row.status, row.reason = "error", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            row.status, row.reason = "error", _error_text(exc)
             continue
         row.status = "passed" if ok else "failed quality"
         tried.append((cand, runner, row))
@@ -276,4 +248,35 @@ def choose(card: ModelCard | None, candidates: list[Candidate], skipped: list[Tr
         log.warning("no candidate reproduces the reference set; serving %s (%s): %s",
                     cand.label, "pinned" if pinned else "the model as exported", row.quality)
     row.status = "chosen"
-    return Choice(cand, runner, table, pinned)
+    return Choice(cand, runner, table, pinned, passed=bool(passing), built=built)
+
+
+def reuse(card: ModelCard | None, candidate: Candidate, table: list[Trial], cases: list[ReferenceCase],
+          build: Callable[[Candidate], object], timing_feeds: Callable[[object], dict[str, np.ndarray]],
+          pinned: bool = False, passed: bool = True) -> Choice | None:
+    """Serve a stored choice: build only its candidate and re-run the reference check, with no timing.
+
+    None (measure everything again) when it cannot build or run, or when it passed the check at measurement but
+    fails it now; a choice that was the model as exported despite failing stays so, with the warning. One untimed
+    run of the typical input stands in for the timing's warm-up (OpenVINO compiles per shape on the first run).
+    """
+    try:
+        runner = build(candidate)
+        ok, quality = _check(card, cases, runner, candidate.precision)
+        runner.run(timing_feeds(runner))
+    except Exception as exc:  # the stored choice no longer builds here: measure every candidate again
+        log.warning("cached choice %s cannot run (%s); measuring every candidate again", candidate.label,
+                    _error_text(exc))
+        return None
+    if passed and not ok:
+        log.warning("cached choice %s fails the reference check now (%s); measuring every candidate again",
+                    candidate.label, quality)
+        return None
+    if not ok:
+        log.warning("no candidate reproduces the reference set (cached); serving %s (%s): %s", candidate.label,
+                    "pinned" if pinned else "the model as exported", quality)
+    rows = [Trial(**{**t.__dict__, "source": "cache"}) for t in table]
+    for row in rows:
+        if row.status == "chosen":
+            row.quality = quality
+    return Choice(candidate, runner, rows, pinned, passed=ok, source="cache", built=[candidate.label])

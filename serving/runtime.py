@@ -13,8 +13,9 @@ import onnxruntime as ort
 from ganserve.contract import ModelCard
 from ganserve.errors import RepositoryError
 from ganserve.machine import cpu_info
+from serving.choice_cache import ChoiceCache, entry_of, key_material, key_of, restore
 from serving.precision import (
-    PRECISIONS, Candidate, Choice, choose, list_candidates, load_reference_cases, version_files,
+    PRECISIONS, Candidate, Choice, choose, list_candidates, load_reference_cases, reuse, version_files,
 )
 
 log = logging.getLogger("ganserve.serving")
@@ -66,6 +67,7 @@ class RuntimeSettings:
     bf16_hardware: bool | None = None  # None = read /proc/cpuinfo
     timing_size: int = 64  # spatial size of the typical input the candidates are timed on
     streams: int = 1  # runs of one model in flight at once: 1 = latency mode, >1 = throughput mode
+    cache_dir: Path | None = None  # warm-start cache of the choices and OpenVINO's compiled models (None = off)
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", *PRECISIONS):
@@ -141,7 +143,9 @@ def choose_runner(version_dir: Path, card: ModelCard | None, reference: Path | N
     """Build the candidates this machine supports for one model version and keep the fastest that passes.
 
     `providers`/`precision` pin this model (config.pbtxt parameters); otherwise the server-wide settings apply.
-    A pinned precision that this machine cannot run is an error, never a silent substitute.
+    A pinned precision that this machine cannot run is an error, never a silent substitute. With
+    `settings.cache_dir`, a stored choice under the same key (serving.choice_cache) is re-checked on the reference
+    set and served without timing the others; a miss measures every candidate and stores the result.
     """
     asked = providers or settings.providers
     names = requested_providers(asked)
@@ -156,7 +160,59 @@ def choose_runner(version_dir: Path, card: ModelCard | None, reference: Path | N
         why = "; ".join(f"{t.provider}/{t.precision}: {t.reason}" for t in skipped)
         raise RepositoryError(f"no candidate for precision {pinned or 'any'} on this machine ({why})")
     cases = load_reference_cases(reference)
-    return choose(card, candidates, skipped, cases, lambda c: OrtRunner(c.path, settings, c),
-                  lambda r: typical_inputs(r, card.tile_size if card and card.tile_size else settings.timing_size),
-                  pinned=pinned is not None,
-                  last_resort=frozenset() if named_cpu else frozenset({"CPUExecutionProvider"}))
+    spatial = card.tile_size if card and card.tile_size else settings.timing_size
+    pinned_now = pinned is not None
+    last_resort = frozenset() if named_cpu else frozenset({"CPUExecutionProvider"})
+
+    def build(c: Candidate) -> OrtRunner:
+        return OrtRunner(c.path, settings, c)
+
+    def feeds(r: OrtRunner) -> dict[str, np.ndarray]:
+        return typical_inputs(r, spatial)
+
+    def measure() -> Choice:
+        return choose(card, candidates, skipped, cases, build, feeds, pinned=pinned_now, last_resort=last_resort)
+
+    if settings.cache_dir is None:
+        return measure()
+    cache = ChoiceCache(settings.cache_dir)
+    outcome = {"providers": names, "last_resort": sorted(last_resort), "pinned": pinned, "threads": settings.threads(),
+               "streams": settings.streams, "timing_size": spatial, "bf16_hardware": bf16}
+    try:
+        material = key_material(candidates, reference, card.to_json() if card else "", outcome)
+    except OSError as exc:
+        log.warning("%s: choice cache skipped, cannot hash the model files (%s)", version_dir, exc)
+        return measure()
+    key = key_of(material)
+    _openvino_cache(candidates, cache)
+    entry = cache.load(key)
+    stored = restore(entry, candidates, version_dir) if entry is not None else None
+    if stored is not None:
+        candidate, table, passed = stored
+        choice = reuse(card, candidate, table, cases, build, feeds, pinned=pinned_now, passed=passed)
+        if choice is not None:
+            log.info("%s: choice cache hit %s (%s)", version_dir, key[:16], cache.entry_path(key))
+            return choice
+    log.info("%s: choice cache miss %s; measuring %d candidate(s)", version_dir, key[:16], len(candidates))
+    choice = measure()
+    cache.store(key, entry_of(choice, material))
+    return choice
+
+
+def _openvino_cache(candidates: list[Candidate], cache: ChoiceCache) -> None:
+    """Point the OpenVINO candidates at the cache's blob folder, so a restart loads compiled models, not compiles.
+
+    The onnxruntime-openvino 1.24.1 wheel ships no OpenVINO IR reader, so there the CPU plugin cannot read its own
+    blobs back: it deletes and rewrites them on every load (no gain, no harm measured). Builds with the full
+    OpenVINO runtime read them.
+    """
+    wanted = [c for c in candidates if c.provider == "OpenVINOExecutionProvider"]
+    if not wanted:
+        return
+    try:
+        folder = str(cache.openvino_dir)
+    except OSError as exc:
+        log.warning("OpenVINO model cache off: cannot create it in %s (%s)", cache.root, exc)
+        return
+    for cand in wanted:
+        cand.options["cache_dir"] = folder

@@ -4,6 +4,8 @@
 ``test-tiny-classifier``: 8x8 grey digits -> 10 class probabilities, fixed spatial size.
 ``test-broken-size-branch``: a module whose Python branch on the input width is frozen by tracing, so its ONNX
 graph is wrong at any other size (the classic "export fixed at one size" bug) and must fail parity.
+``test-broken-int8-calibration``: the tiny upsampler with ground truth in its reference set, calibrated on images
+50x darker than real ones, so its int8 activations clip and the variant must fail the PSNR-drop rule.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from training.registry import register_model
 UPSAMPLER = "test-tiny-upsampler"
 CLASSIFIER = "test-tiny-classifier"
 BROKEN = "test-broken-size-branch"  # registered, but excluded from round trips: its export must fail
+MISCALIBRATED = "test-broken-int8-calibration"  # exports fp32 fine; its int8 variant must be refused
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -111,6 +114,21 @@ class TinyUpsampler(Application):
             calibration=self._calibration,
             card_extra={"data": "scikit-image photos (test helper)", "budget": "untrained"},
         )
+
+
+@register_model(MISCALIBRATED, UpsamplerConfig)
+class MiscalibratedUpsampler(TinyUpsampler):
+    """The tiny upsampler with reference ground truth and int8 calibration on far too dark images."""
+
+    def _calibration(self) -> Iterable[dict[str, np.ndarray]]:
+        for batch in super()._calibration():
+            yield {"lr": batch["lr"] * np.float32(0.02)}
+
+    def export_spec(self) -> ExportSpec:
+        chelsea = _photo("chelsea")
+        hrs = [chelsea[:, :, 100:148, 100:148], chelsea[:, :, 0:80, 0:64]]
+        return dataclasses.replace(super().export_spec(), parity_inputs=[{"lr": _down2(hr)} for hr in hrs],
+                                   reference_targets=[{"sr": hr} for hr in hrs], architecture="miscalibrated-x2")
 
 
 @dataclass

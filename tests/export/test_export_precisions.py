@@ -18,8 +18,10 @@ from export.exporter import export_from_spec, read_card
 from export.onnx_export import to_onnx
 from export.precision import to_fp16, to_int8
 from export.predictors import ort_predictor, ort_session
+from export.providers import MEASURE_ORDER
 from ganserve.contract import TensorSpec
 from ganserve.errors import GanserveError
+from ganserve.quality import REFERENCE_TOLERANCE
 from training.export_spec import ExportSpec
 
 
@@ -42,8 +44,15 @@ def test_precision_card_records_quality_before_and_after(precision: str, upsampl
     assert card.metrics["quality_delta_vs_fp32"] == pytest.approx(chosen["psnr"] - fp32["psnr"])
     assert abs(card.metrics["quality_delta_vs_fp32"]) < 0.5  # a near-identity net: precision barely matters
     assert card.parity["tolerance"] is None and card.parity["fp32_max_abs_error"] <= 1e-4
-    bound = 2e-3 if precision == "fp16" else 0.2
-    assert 0 < card.parity["max_abs_error"] < bound
+    # The server's rule for an output without ground truth: max abs error within REFERENCE_TOLERANCE of the value
+    # range ([0, 1] here) on real inputs; the random ones (outside the data the int8 scales were calibrated on) may
+    # go past it, but not past twice that.
+    limit = REFERENCE_TOLERANCE[precision]
+    real = [c["max_abs_error"] for c in card.parity["checked"] if c["inputs"].startswith("real")]
+    assert len(real) == 4 and 0 < max(real) < limit
+    assert 0 < card.parity["max_abs_error"] < (2e-3 if precision == "fp16" else 2 * limit)
+    assert card.parity["quality"]["passed"] and f"(limit {limit:.1e})" in card.parity["quality"]["figures"]
+    assert card.parity["provider"] in MEASURE_ORDER
     model = onnx.load(out / "model.onnx")
     ops = {n.op_type for n in model.graph.node}
     if precision == "fp16":
