@@ -30,7 +30,7 @@ from ganserve.errors import GanserveError
 
 log = logging.getLogger("ganserve.bench")
 
-SERVED_PATHS = ("oip-raw", "image-api", "tritonclient-aio", "peer-torchserve")
+SERVED_PATHS = ("oip-raw", "grpc-floor", "image-api", "tritonclient-aio", "peer-torchserve")
 FAST_CPU_PATHS = ("ort-candidates", "openvino-native", "modes", "codecs")
 
 
@@ -138,7 +138,7 @@ class Bench:
             + ("ort" in cfg.paths) * len(cfg.batches)
             + ("oip-raw" in cfg.paths) * len(cfg.batches) * len(cfg.concurrency)
             + sum(p in cfg.paths for p in ("image-api", "tritonclient-aio")) * len(cfg.concurrency)
-            + ("peer-torchserve" in cfg.paths) * len(cfg.concurrency))
+            + ("peer-torchserve" in cfg.paths) * len(cfg.concurrency) + ("grpc-floor" in cfg.paths))
         self.bar = tqdm(total=total, desc="bench", unit="cfg", dynamic_ncols=True)
 
     # -- bookkeeping --------------------------------------------------------------------------------------
@@ -291,6 +291,25 @@ class Bench:
             except Exception:
                 proc.kill()
 
+    async def _floor(self, req, answer, size: int, mk) -> None:
+        """Time the same client against the gRPC floor server answering with the real answer's bytes (c1)."""
+        from benchmarks import floor
+        from serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
+
+        work = Path(tempfile.mkdtemp(prefix="ganserve-floor-"))
+        proc, port = floor.start(answer.SerializeToString(), work)
+        limit = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=limit) as channel:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                send = await mk(1, req=req, stub=stub)
+                await closed_loop(send, 1, requests=3, warmup=0)
+                lat, errors, wall = await closed_loop(send, 1, **self._amount(), warmup=0)
+                self._add(summarise("grpc-floor", size, 1, 1, lat, errors, wall))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
     def _image_rpc(self, images, png: bytes):
         """(the image RPC for this model's task, a request for it) or (None, None) where the task has none here."""
         from serving.proto.ganserve.v1 import images_pb2
@@ -313,6 +332,11 @@ class Bench:
         async with grpc.aio.insecure_channel(target, options=limit) as channel:
             oip = pb_grpc.GRPCInferenceServiceStub(channel)
             images = images_pb2_grpc.ImagesStub(channel)
+            config = (await oip.ModelConfig(pb.ModelConfigRequest(name=self.cfg.model), timeout=60)).config
+            if "ganserve.precision" in config.parameters:
+                self.served_precision = config.parameters["ganserve.precision"].string_value
+                self.served_as = (config.parameters["ganserve.provider"].string_value.removesuffix("ExecutionProvider")
+                                  + "/" + self.served_precision)
             for size in self.cfg.sizes:
                 if "oip-raw" in self.cfg.paths:
                     for batch in self.cfg.batches:
@@ -323,11 +347,13 @@ class Bench:
                             req.inputs.add(name=name, datatype=datatype_of(a), shape=list(a.shape))
                         req.outputs.add(name=self.output_name)
 
-                        async def mk(conc, req=req):
+                        async def mk(conc, req=req, stub=oip):
                             async def send():
-                                await oip.ModelInfer(req, timeout=600)
+                                await stub.ModelInfer(req, timeout=600)
                             return send
                         await self._sweep("oip-raw", size, batch, mk, monitor)
+                        if "grpc-floor" in self.cfg.paths and batch == 1:
+                            await self._floor(req, await oip.ModelInfer(req, timeout=600), size, mk)
                 if "image-api" in self.cfg.paths:
                     png = _png_of(_image_input(self.card, size, 1), self.card)
                     rpc, ireq = self._image_rpc(images, png)
@@ -424,6 +450,8 @@ class Bench:
         path = row["path"]
         if path.startswith("torch-"):
             return "bf16" if "bf16" in path else "fp32"
+        if path in ("oip-raw", "image-api", "image-api-jpeg", "tritonclient-aio") and getattr(self, "served_precision", None):
+            return self.served_precision
         if path in ("ort-inprocess", "oip-raw", "image-api", "image-api-jpeg", "tritonclient-aio"):
             choice = getattr(self, "choice", None)
             return choice.candidate.precision if choice else self.card.precision
@@ -452,6 +480,10 @@ class Bench:
         for s in self.rows:
             d = s.to_dict()
             d["gflops_per_s"] = d["extra"].pop("gflops_per_s")
+            if d["path"] == "grpc-floor":  # transport only: no arithmetic to read against a peak
+                d.update(gflops_per_s=None, precision=None, pct_of_peak=None, peak_of=None)
+                rows.append(d)
+                continue
             d["precision"] = self._precision_of(d)
             peak = peaks.get(d["precision"]) or peaks["fp32"]
             d["pct_of_peak"] = 100.0 * d["gflops_per_s"] / peak
@@ -467,7 +499,8 @@ class Bench:
             "results": rows, "skipped": self.skipped, "notes": self.notes,
             "candidates": getattr(self, "candidates", []), "codecs": getattr(self, "codecs", {}),
             "choice": [t.as_dict() for t in self.choice.table] if getattr(self, "choice", None) else [],
-            "served_as": self.choice.candidate.label if getattr(self, "choice", None) else None,
+            "served_as": getattr(self, "served_as", None) or (self.choice.candidate.label if getattr(self, "choice", None)
+                                                               else None),
             "perf_analyzer": None,  # room for NVIDIA perf_analyzer's CSV where a user has it (README shows how)
         }
         doc["ratios"] = report.compute_ratios(rows, self.cfg.sizes)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ganserve.errors import GanserveError
 
-PATHS = ("torch", "ort", "ort-candidates", "openvino-native", "modes", "codecs", "oip-raw", "image-api",
+PATHS = ("torch", "ort", "ort-candidates", "openvino-native", "modes", "codecs", "oip-raw", "grpc-floor", "image-api",
          "tritonclient-aio", "peer-torchserve")
 
 

@@ -68,6 +68,11 @@ def compute_ratios(rows: list[dict], sizes: list[int]) -> list[dict]:
             out.append({"ratio": "p50 added by the server (ms, c1 b1)", "size": s,
                         "value": one_srv["p50_ms"] - one_ort["p50_ms"], "key": "p50_ms",
                         "numerator": "oip-raw b1 c1", "denominator": "ort-inprocess b1"})
+            floor = next((r for r in rows if r["path"] == "grpc-floor" and r["size"] == s), None)
+            if floor:
+                out.append({"ratio": "p50 added by ganserve beyond the gRPC floor (ms, c1 b1)", "size": s,
+                            "value": one_srv["p50_ms"] - one_ort["p50_ms"] - floor["p50_ms"], "key": "p50_ms",
+                            "numerator": "oip-raw b1 c1 - ort-inprocess b1", "denominator": "grpc-floor c1"})
     return out
 
 
@@ -87,7 +92,7 @@ def markdown(doc: dict) -> str:
         lines.append(
             f"| {r['path']} | {r['size']} | {r['batch']} | {r['concurrency']} | {r['requests']} | {_fmt(r['p50_ms'])} | "
             f"{_fmt(r['p90_ms'])} | {_fmt(r['p99_ms'])} | {_fmt(r['mean_ms'])} | {_fmt(r['throughput_rps'], 2)} | "
-            f"{_fmt(r['images_per_s'], 2)} | {_fmt(r.get('gflops_per_s'))} | {_fmt(r.get('pct_of_peak'))} ({r.get('peak_of', 'fp32')}) | "
+            f"{_fmt(r['images_per_s'], 2)} | {_fmt(r.get('gflops_per_s'))} | {_fmt(r.get('pct_of_peak'))}{_of(r)} | "
             f"{_fmt(r.get('cpu_percent'), 0)} | {_fmt(r.get('peak_rss_mb'), 0)} |"
         )
     if doc.get("ratios"):
@@ -152,6 +157,11 @@ def charts(doc: dict, out_dir: Path) -> list[Path]:
     return written
 
 
+def _of(row: dict) -> str:
+    """" (bf16)": which precision's peak a row's % of peak is read against."""
+    return f" ({row['peak_of']})" if row.get("peak_of") else ""
+
+
 def _row(rows: list[dict], path: str, size: int, concurrency: int | None = None) -> dict | None:
     """The batch-1 row of `path` at `size` (at `concurrency`, else the one with the best throughput)."""
     cands = [r for r in rows if r["path"] == path and r["size"] == size and r["batch"] == 1
@@ -176,6 +186,7 @@ def summary_rows(docs: list[dict]) -> list[dict]:
         for size in doc["settings"]["sizes"]:
             fp32, bf16 = _row(rows, "torch-fp32-cl", size), _row(rows, "torch-bf16-cl", size)
             inproc, c1 = _row(rows, "ort-inprocess", size), _row(rows, "oip-raw", size, 1)
+            floor = _row(rows, "grpc-floor", size, 1)
             served = _row(rows, "oip-raw", size)
             top = _row(rows, "oip-raw", size, max(doc["settings"]["concurrency"]))
             torch_best = max((r for r in (fp32, bf16) if r), key=lambda r: r["images_per_s"], default=None)
@@ -191,6 +202,9 @@ def summary_rows(docs: list[dict]) -> list[dict]:
                 "served_vs_torch_bf16": ratio(served, bf16), "served_vs_torch_fp32": ratio(served, fp32),
                 "served_vs_best_torch": ratio(served, torch_best),
                 "added_c1_ms": c1["p50_ms"] - inproc["p50_ms"] if c1 and inproc else None,
+                "floor_c1_ms": floor and floor["p50_ms"],
+                "added_beyond_floor_ms": c1["p50_ms"] - inproc["p50_ms"] - floor["p50_ms"] if c1 and inproc and floor
+                else None,
                 "p99_over_p50_top": top["p99_ms"] / top["p50_ms"] if top else None,
                 "top_concurrency": top and top["concurrency"],
             })
@@ -206,13 +220,14 @@ def write_summary(docs: list[dict], machine: dict, command: str, out_dir: Path) 
              "server; ratios are throughputs (images/s) of the served path at its best concurrency over the torch "
              "path at concurrency 1", "",
              "| model | size | served as | torch fp32 cl | torch bf16 cl | in-process (server's choice) | served c1 | "
-             "added c1 | served best img/s (conc.) | ÷ torch bf16 | ÷ torch fp32 | p99/p50 at top conc. |",
+             "added c1 (gRPC floor) | served best img/s (conc.) | ÷ torch bf16 | ÷ torch fp32 | p99/p50 at top conc. |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         lines.append(
             f"| {r['model']} | {r['size']} | {r['served_as'] or '–'} | {_fmt(r['torch_fp32_cl_ms'])} | "
             f"{_fmt(r['torch_bf16_cl_ms'])} | {_fmt(r['inprocess_ms'])} | {_fmt(r['served_c1_ms'])} | "
-            f"{_fmt(r['added_c1_ms'], 2)} | {_fmt(r['served_best_img_s'])} ({_fmt(r['served_best_concurrency'])}) | "
+            f"{_fmt(r['added_c1_ms'], 2)} ({_fmt(r['floor_c1_ms'], 2)}) | {_fmt(r['served_best_img_s'])} "
+            f"({_fmt(r['served_best_concurrency'])}) | "
             f"{_fmt(r['served_vs_torch_bf16'], 2)} | {_fmt(r['served_vs_torch_fp32'], 2)} | "
             f"{_fmt(r['p99_over_p50_top'], 2)} (c{_fmt(r['top_concurrency'])}) |")
     lines += ["", "Per-model tables: " + ", ".join(f"[{d['model']}]({d['model']}/results.md)" for d in docs)]

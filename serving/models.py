@@ -20,7 +20,7 @@ from serving.metrics import ServerMetrics
 from serving.proto.inference import model_config_pb2
 from serving.repository import ModelSource, read_model
 from serving.precision import PRECISIONS, Choice
-from serving.runtime import OrtRunner, RuntimeSettings, choose_runner
+from serving.runtime import OrtRunner, RunnerPool, RuntimeSettings, choose_runner, stream_runners
 
 log = logging.getLogger("ganserve.serving")
 
@@ -106,7 +106,7 @@ class ServedVersion:
     """A loaded version: its session, its batcher and its counters."""
 
     version: int
-    runner: OrtRunner
+    runner: OrtRunner | RunnerPool
     batcher: Batcher
     stats: Stats
     choice: Choice | None = None
@@ -182,7 +182,7 @@ class ModelManager:
         providers, precision = model_pins(source.config)
         choice = await asyncio.to_thread(choose_runner, source.path / str(version), source.card,
                                          source.reference_path(version), self.settings, providers, precision)
-        runner = choice.runner
+        runner = await asyncio.to_thread(stream_runners, choice, self.settings)
         log.info("model %s v%d: serving %s; candidates:\n  %s", source.name, version, choice.summary,
                  "\n  ".join(t.line() for t in choice.table))
         self.metrics.set_candidates(source.name, version, [(t.provider, t.precision, t.status, t.p50_ms)
@@ -194,7 +194,7 @@ class ModelManager:
         self.metrics.track_queue(source.name, batcher.queue_depth)
         return ServedVersion(version=version, runner=runner, batcher=batcher, stats=stats, choice=choice)
 
-    def _timed_run(self, name: str, runner: OrtRunner, stats: Stats):
+    def _timed_run(self, name: str, runner: OrtRunner | RunnerPool, stats: Stats):
         """Wrap the session run to count executions and compute time per batch size."""
         def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             start = time.perf_counter_ns()

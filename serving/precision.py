@@ -146,13 +146,16 @@ def _unsupported(provider: str, precision: str, files: dict[str, Path], bf16_har
 
 
 def _provider_options(provider: str, precision: str) -> dict[str, str]:
-    """OpenVINO gets an explicit precision hint: without one it silently runs bf16 on bf16 hardware."""
+    """OpenVINO gets an explicit precision hint (without one it silently runs bf16 on bf16 hardware) and no CPU
+    pinning: pinned, its threads cannot move off the cores that the event loop, gRPC and a second session also need
+    (two 1-thread sessions were pinned to one core and ran at the speed of one; served throughput at concurrency 16
+    fell to half of concurrency 1's; both measured on the 2-core Xeon, see README's fast-CPU section)."""
     if provider != "OpenVINOExecutionProvider":
         return {}
-    options = {"device_type": "CPU"}
+    config: dict[str, str] = {"ENABLE_CPU_PINNING": "NO"}
     if precision in OPENVINO_HINT:
-        options["load_config"] = json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": OPENVINO_HINT[precision]}})
-    return options
+        config["INFERENCE_PRECISION_HINT"] = OPENVINO_HINT[precision]
+    return {"device_type": "CPU", "load_config": json.dumps({"CPU": config})}
 
 
 # -- timing and choice ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,41 @@ class OrtRunner:
         """Run every output for already-validated feeds."""
         values = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, values))
+
+
+class RunnerPool:
+    """Several sessions of one model version, one per stream, so concurrent runs never share a session.
+
+    One session's concurrent runs do not overlap in the OpenVINO provider, and a run split over every core stalls
+    whenever any other thread (the event loop, gRPC, a client) takes one of them; independent sessions with
+    cores/streams threads each do not stall each other. `run` hands each call a free session: the batcher has one
+    worker per stream, so there is always one.
+    """
+
+    def __init__(self, runners: list[OrtRunner]) -> None:
+        self.runners = runners
+        self._free: queue.SimpleQueue[OrtRunner] = queue.SimpleQueue()
+        for runner in runners:
+            self._free.put(runner)
+        first = runners[0]
+        self.inputs, self.output_names, self.provider, self.precision = (
+            first.inputs, first.output_names, first.provider, first.precision)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run on whichever session is free (blocks only if more calls than sessions are in flight)."""
+        runner = self._free.get()
+        try:
+            return runner.run(feeds)
+        finally:
+            self._free.put(runner)
+
+
+def stream_runners(choice: Choice, settings: RuntimeSettings) -> OrtRunner | RunnerPool:
+    """The chosen runner alone (one stream), or a pool of `settings.streams` sessions of the chosen candidate."""
+    if settings.streams <= 1:
+        return choice.runner
+    extra = [OrtRunner(choice.candidate.path, settings, choice.candidate) for _ in range(settings.streams - 1)]
+    return RunnerPool([choice.runner, *extra])
 
 
 def _with_threads(candidate: Candidate, threads: int) -> dict[str, str]:

@@ -79,13 +79,17 @@ def test_bench_report_is_well_formed(demo: tuple[DemoConfig, dict], tmp_path: Pa
     out = tmp_path / "bench"
     rc = main(["bench", "--repo", str(cfg.repo), "--model", "srresnet", "--sizes", "16", "--batch", "1,2",
                "--concurrency", "1,2", "--requests", "3", "--checkpoint", summary["models"]["srresnet"]["checkpoint"], "--out", str(out),
-               "--paths", "torch,ort,oip-raw,image-api,tritonclient-aio"])
+               "--paths", "torch,ort,oip-raw,grpc-floor,image-api,tritonclient-aio"])
     assert rc == 0
     doc = json.loads((out / "results.json").read_text())
     paths = {r["path"] for r in doc["results"]}
     assert paths >= {"torch-fp32", "torch-fp32-cl", "ort-inprocess", "oip-raw", "image-api", "tritonclient-aio"}
+    floor = [r for r in doc["results"] if r["path"] == "grpc-floor"]
+    assert [(r["size"], r["concurrency"], r["gflops_per_s"]) for r in floor] == [(16, 1, None)]
     for r in doc["results"]:
         assert r["requests"] >= 3 and r["errors"] == 0
+        if r["path"] == "grpc-floor":
+            continue
         for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_rps", "images_per_s", "gflops_per_s"):
             assert r[key] > 0, (r["path"], key)
         assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
@@ -96,6 +100,10 @@ def test_bench_report_is_well_formed(demo: tuple[DemoConfig, dict], tmp_path: Pa
     ratios = {q["ratio"]: q for q in doc["ratios"]}
     added = ratios["p50 added by the server (ms, c1 b1)"]["value"]
     assert added == pytest.approx(rows[("oip-raw", 1, 1)]["p50_ms"] - rows[("ort-inprocess", 1, 1)]["p50_ms"])
+    beyond = ratios["p50 added by ganserve beyond the gRPC floor (ms, c1 b1)"]["value"]
+    assert beyond == pytest.approx(added - floor[0]["p50_ms"])
+    served_precision = doc["served_as"].split("/")[1]  # read from the server's ModelConfig parameters
+    assert rows[("oip-raw", 1, 1)]["precision"] == served_precision and rows[("oip-raw", 1, 1)]["peak_of"]
     ort_best = max(r["images_per_s"] for r in doc["results"] if r["path"] == "ort-inprocess")
     torch_best = max(r["images_per_s"] for r in doc["results"] if r["path"].startswith("torch-"))
     assert ratios["ORT / best torch eager throughput"]["value"] == pytest.approx(ort_best / torch_best)
