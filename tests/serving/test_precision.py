@@ -289,9 +289,10 @@ def test_throughput_mode_runs_several_batches_at_once_with_the_cores_shared(tmp_
         model = await manager.load("ident")
         version = model.latest()
         await manager.close()
-        return version.batcher.config.workers, version.runner.session.get_session_options().intra_op_num_threads
-    workers, threads = asyncio.run(load())
-    assert (workers, threads) == (2, max(1, (os.cpu_count() or 1) // 2))
+        sessions = {id(r.session): r.session.get_session_options().intra_op_num_threads for r in version.runner.runners}
+        return version.batcher.config.workers, sessions
+    workers, sessions = asyncio.run(load())
+    assert workers == 2 and list(sessions.values()) == [max(1, (os.cpu_count() or 1) // 2)] * 2  # two sessions
 
 
 @pytest.mark.skipif(OV not in ort.get_available_providers(), reason="onnxruntime-openvino is not the installed flavour")
