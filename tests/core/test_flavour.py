@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +24,14 @@ def test_default_flavour_follows_the_architecture(machine: str, system: str, wan
     assert default_flavour(machine, system) == want
 
 
+def _clean_env() -> dict[str, str]:
+    """This environment without what an enclosing make passes down (`make test-cpu` sets ORT and VENV)."""
+    return {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ORT", "VENV")}
+
+
 def _make_dry_run(*args: str) -> str:
     done = subprocess.run(["make", "-n", "-B", "setup", f"PY={sys.executable}", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, env=_clean_env())
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -43,7 +49,7 @@ def test_make_setup_installs_the_default_flavour_unless_ort_is_given() -> None:
 def test_an_unknown_flavour_is_refused_before_anything_is_installed(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     done = subprocess.run(["make", "setup", "ORT=tpu", f"VENV={venv}", f"PY={sys.executable}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=_clean_env())
     assert done.returncode != 0 and "ORT must be one of cpu, openvino, gpu (got 'tpu')" in done.stdout + done.stderr
     assert not venv.exists()
     script = subprocess.run([sys.executable, str(ROOT / "ganserve" / "flavour.py"), "tpu"], capture_output=True,
