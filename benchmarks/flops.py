@@ -13,6 +13,22 @@ def _shape(value_info: dict[str, list[int]], name: str) -> list[int] | None:
     return value_info.get(name)
 
 
+def _run_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]], names: set[str]) -> dict[str, list[int]]:
+    """Actual shapes of `names` from one ONNX Runtime run on zeros (every name exposed as a graph output)."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    for name in sorted(names - known):
+        probe.graph.output.add(name=name)
+    dtypes = {i.name: onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type) for i in probe.graph.input}
+    feeds = {name: np.zeros(shape, dtype=dtypes[name]) for name, shape in input_shapes.items()}
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    wanted = sorted(names)
+    return {n: list(v.shape) for n, v in zip(wanted, session.run(wanted, feeds))}
+
+
 def count_flops(model_path: str | Path, input_shapes: dict[str, list[int]]) -> int:
     """Conv, ConvTranspose, MatMul and Gemm FLOPs for the given concrete input shapes (others are negligible here)."""
     model = onnx.load(str(model_path))
@@ -30,6 +46,10 @@ def count_flops(model_path: str | Path, input_shapes: dict[str, list[int]]) -> i
         shapes[vi.name] = dims
     for init in graph.initializer:
         shapes[init.name] = list(init.dims)
+    unknown = [n for n in inferred.graph.node if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")
+               and any(min(shapes.get(t) or [-1]) < 0 for t in (n.input[0], n.output[0]))]
+    if unknown:  # shapes computed at run time (e.g. reflection padding built from Shape ops): run it once
+        shapes.update(_run_shapes(model, input_shapes, {t for n in unknown for t in (n.input[0], n.output[0])}))
     total = 0
     for node in inferred.graph.node:
         if node.op_type in ("Conv", "ConvTranspose"):
