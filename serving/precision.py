@@ -12,6 +12,7 @@ no top-1 answer, other tensors stay within the max-abs tolerance.
 from __future__ import annotations
 
 import json
+import math
 import logging
 import time
 from dataclasses import dataclass, field
@@ -56,11 +57,13 @@ class Trial:
     quality: str = ""
     reason: str = ""
     source: str = "measured"  # measured (this load) | cache (a previous load's measurement, see choice_cache)
+    p50_ms_by_size: dict[str, float] = field(default_factory=dict)  # every timing size (p50_ms is the first)
 
     def as_dict(self) -> dict[str, object]:
         return {"provider": self.provider, "precision": self.precision, "file": self.file, "status": self.status,
                 "p50_ms": None if self.p50_ms is None else round(self.p50_ms, 3), "quality": self.quality,
-                "reason": self.reason, "source": self.source}
+                "reason": self.reason, "source": self.source,
+                "p50_ms_by_size": {k: round(v, 3) for k, v in self.p50_ms_by_size.items()}}
 
     @classmethod
     def from_dict(cls, row: dict[str, object]) -> "Trial":
@@ -68,10 +71,13 @@ class Trial:
         p50 = row.get("p50_ms")
         return cls(str(row["provider"]), str(row["precision"]), str(row.get("file", "")),
                    str(row.get("status", "unavailable")), None if p50 is None else float(p50),
-                   str(row.get("quality", "")), str(row.get("reason", "")), str(row.get("source", "measured")))
+                   str(row.get("quality", "")), str(row.get("reason", "")), str(row.get("source", "measured")),
+                   {str(k): float(v) for k, v in dict(row.get("p50_ms_by_size") or {}).items()})
 
     def line(self) -> str:
-        speed = "-" if self.p50_ms is None else f"{self.p50_ms:.2f} ms"
+        speed = "-" if self.p50_ms is None else " / ".join(f"{v:.2f}" for v in self.p50_ms_by_size.values()) + " ms"
+        if self.p50_ms is not None and not self.p50_ms_by_size:
+            speed = f"{self.p50_ms:.2f} ms"
         label = f"{self.provider.removesuffix('ExecutionProvider')}/{self.precision}"
         cached = " (cached)" if self.source == "cache" and self.p50_ms is not None else ""
         return f"{label:<14} {self.status:<14} {speed:>11}{cached}  {self.quality or self.reason}"
@@ -211,10 +217,26 @@ def _error_text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
 
+TimingFeeds = Callable[[object], dict[str, dict[str, np.ndarray]]]  # runner -> {size label: typical input}
+
+
+def _relative_speed(rows: list[Trial]) -> dict[int, float]:
+    """Each row's geometric mean, over the timing sizes, of its p50 over the fastest row's p50 at that size (1.0 =
+    fastest everywhere), so a candidate that wins small inputs but loses large ones is not picked on one size."""
+    sizes = [k for k in rows[0].p50_ms_by_size] if rows else []
+    best = {k: min(r.p50_ms_by_size[k] for r in rows) for k in sizes}
+    return {id(r): math.exp(sum(math.log(r.p50_ms_by_size[k] / max(best[k], 1e-9)) for k in sizes) / len(sizes))
+            for r in rows} if sizes else {id(r): r.p50_ms or 0.0 for r in rows}
+
+
 def choose(card: ModelCard | None, candidates: list[Candidate], skipped: list[Trial], cases: list[ReferenceCase],
-           build: Callable[[Candidate], object], timing_feeds: Callable[[object], dict[str, np.ndarray]],
+           build: Callable[[Candidate], object], timing_feeds: TimingFeeds,
            pinned: bool = False, last_resort: frozenset[str] = frozenset()) -> Choice:
     """Try every candidate; serve the fastest that passes the reference check.
+
+    `timing_feeds` gives each runner's typical inputs, one per timing size (e.g. the tile a tile-safe model runs on,
+    or a small and a large whole image); "fastest" is the best geometric mean over them of the time relative to the
+    fastest candidate at each size.
 
     With no candidate passing, only the first candidate at the file's own precision (the model as exported) may
     serve, with the failure in the table and a warning; a faster precision that fails is never served unless pinned. `build` makes a runner
@@ -231,8 +253,9 @@ def choose(card: ModelCard | None, candidates: list[Candidate], skipped: list[Tr
             built.append(cand.label)
             runner = build(cand)
             ok, row.quality = _check(card, cases, runner, cand.precision)
-            feeds = timing_feeds(runner)
-            row.p50_ms = median_ms(lambda: runner.run(feeds))
+            for label, feeds in timing_feeds(runner).items():
+                row.p50_ms_by_size[label] = median_ms(lambda feeds=feeds: runner.run(feeds))
+            row.p50_ms = next(iter(row.p50_ms_by_size.values()))
         except Exception as exc:  # a provider that cannot build or run this graph is a candidate that failed
             row.status, row.reason = "error", _error_text(exc)
             continue
@@ -241,7 +264,8 @@ def choose(card: ModelCard | None, candidates: list[Candidate], skipped: list[Tr
     passing = [t for t in tried if t[2].status == "passed"]
     passing = [t for t in passing if t[0].provider not in last_resort] or passing
     if passing:
-        cand, runner, row = min(passing, key=lambda t: t[2].p50_ms or 0.0)
+        speed = _relative_speed([t[2] for t in passing])
+        cand, runner, row = min(passing, key=lambda t: speed[id(t[2])])
     else:
         base = tried if pinned else [t for t in tried if t[0].path.name == MODEL_FILE and t[0].precision != "bf16"]
         if not base:
@@ -255,7 +279,7 @@ def choose(card: ModelCard | None, candidates: list[Candidate], skipped: list[Tr
 
 
 def reuse(card: ModelCard | None, candidate: Candidate, table: list[Trial], cases: list[ReferenceCase],
-          build: Callable[[Candidate], object], timing_feeds: Callable[[object], dict[str, np.ndarray]],
+          build: Callable[[Candidate], object], timing_feeds: TimingFeeds,
           pinned: bool = False, passed: bool = True) -> Choice | None:
     """Serve a stored choice: build only its candidate and re-run the reference check, with no timing.
 
@@ -266,7 +290,8 @@ def reuse(card: ModelCard | None, candidate: Candidate, table: list[Trial], case
     try:
         runner = build(candidate)
         ok, quality = _check(card, cases, runner, candidate.precision)
-        runner.run(timing_feeds(runner))
+        for feeds in timing_feeds(runner).values():
+            runner.run(feeds)
     except Exception as exc:  # the stored choice no longer builds here: measure every candidate again
         log.warning("cached choice %s cannot run (%s); measuring every candidate again", candidate.label,
                     _error_text(exc))

@@ -88,6 +88,7 @@ class OrtRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = settings.threads()
         options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # ORT's graph-cleanup warnings say nothing a user can act on; errors stay
         if candidate is None:
             providers, self.provider_reason = select_providers(settings.providers)
             self.precision = "fp32"
@@ -174,6 +175,19 @@ def zero_inputs(runner: OrtRunner, spatial: int = 16) -> dict[str, np.ndarray]:
     return feeds
 
 
+def timing_sizes(card: ModelCard | None, settings: RuntimeSettings) -> list[int]:
+    """The spatial sizes candidates are timed on: a tile-safe model's tile (the card's, else the timing size); a
+    whole-image model at the timing size and 4x it, since it serves whole pictures and the fastest path at 64x64 is
+    not always the fastest at 256x256 (measured: pix2pix's CPU provider wins at 64x64 and loses at 256x256)."""
+    if card is not None and card.tile_size:
+        return [card.tile_size]
+    image = card.input_by_role("image") if card is not None else None
+    dynamic = image is not None and len(image.shape) == 3 and image.shape[1] <= 0
+    if card is not None and not card.tile_safe and dynamic:
+        return [settings.timing_size, 4 * settings.timing_size]
+    return [settings.timing_size]
+
+
 def choose_runner(version_dir: Path, card: ModelCard | None, reference: Path | None, settings: RuntimeSettings,
                   providers: list[str] | None = None, precision: str | None = None) -> Choice:
     """Build the candidates this machine supports for one model version and keep the fastest that passes.
@@ -196,15 +210,15 @@ def choose_runner(version_dir: Path, card: ModelCard | None, reference: Path | N
         why = "; ".join(f"{t.provider}/{t.precision}: {t.reason}" for t in skipped)
         raise RepositoryError(f"no candidate for precision {pinned or 'any'} on this machine ({why})")
     cases = load_reference_cases(reference)
-    spatial = card.tile_size if card and card.tile_size else settings.timing_size
+    sizes = timing_sizes(card, settings)
     pinned_now = pinned is not None
     last_resort = frozenset() if named_cpu else frozenset({"CPUExecutionProvider"})
 
     def build(c: Candidate) -> OrtRunner:
         return OrtRunner(c.path, settings, c)
 
-    def feeds(r: OrtRunner) -> dict[str, np.ndarray]:
-        return typical_inputs(r, spatial)
+    def feeds(r: OrtRunner) -> dict[str, dict[str, np.ndarray]]:
+        return {f"{n}x{n}": typical_inputs(r, n) for n in sizes}
 
     def measure() -> Choice:
         return choose(card, candidates, skipped, cases, build, feeds, pinned=pinned_now, last_resort=last_resort)
@@ -213,7 +227,7 @@ def choose_runner(version_dir: Path, card: ModelCard | None, reference: Path | N
         return measure()
     cache = ChoiceCache(settings.cache_dir)
     outcome = {"providers": names, "last_resort": sorted(last_resort), "pinned": pinned, "threads": settings.threads(),
-               "streams": settings.streams, "timing_size": spatial, "bf16_hardware": bf16}
+               "streams": settings.streams, "timing_sizes": sizes, "bf16_hardware": bf16}
     try:
         material = key_material(candidates, reference, card.to_json() if card else "", outcome)
     except OSError as exc:

@@ -303,3 +303,46 @@ def test_openvino_candidates_run_with_an_explicit_precision_hint(tmp_path: Path)
     assert rows[f"{OV}/fp32"].status == "chosen" and "drop +0.000" in rows[f"{OV}/fp32"].quality
     x = _smooth((1, 3, 24, 24), 3)
     np.testing.assert_allclose(choice.runner.run({"x": x})["y"], x, atol=1e-5)
+
+
+class _Timed:
+    """A runner whose run takes a set time per input width: stands in for two providers that scale differently."""
+
+    def __init__(self, ms_by_width: dict[int, float]) -> None:
+        self.ms_by_width = ms_by_width
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import time
+
+        x = feeds["x"]
+        time.sleep(self.ms_by_width[x.shape[-1]] / 1e3)
+        return {"y": x}
+
+
+def test_the_choice_weighs_every_timing_size() -> None:
+    """Faster at 64x64 but 4x slower at 256x256 loses to a candidate that is 2x slower small and fastest large."""
+    from serving.precision import Candidate, choose
+
+    speeds = {"small-fast": {64: 2.0, 256: 80.0}, "large-fast": {64: 4.0, 256: 20.0}}
+    candidates = [Candidate("CPUExecutionProvider", p, Path(f"{p}.onnx")) for p in ("fp32", "int8")]
+    names = dict(zip(("fp32", "int8"), speeds))
+    choice = choose(None, candidates, [], [], lambda c: _Timed(speeds[names[c.precision]]),
+                    lambda r: {f"{n}x{n}": {"x": np.zeros((1, 3, n, n), np.float32)} for n in (64, 256)})
+    assert choice.candidate.precision == "int8"
+    rows = {t.precision: t for t in choice.table}
+    assert set(rows["fp32"].p50_ms_by_size) == {"64x64", "256x256"}
+    assert rows["fp32"].p50_ms_by_size["64x64"] < rows["int8"].p50_ms_by_size["64x64"]  # fp32 did win small inputs
+    assert rows["fp32"].p50_ms == rows["fp32"].p50_ms_by_size["64x64"]
+
+
+def test_timing_sizes_follow_how_the_model_is_served() -> None:
+    from serving.runtime import timing_sizes
+
+    def card(tile_safe: bool, tile: int = 0, shape=(3, -1, -1)) -> ModelCard:
+        return ModelCard(name="m", task="translation", architecture="a", tile_safe=tile_safe, tile_size=tile,
+                         inputs=[TensorSpec("x", list(shape))], outputs=[TensorSpec("y", [3, -1, -1])])
+    settings = RuntimeSettings()
+    assert timing_sizes(card(True), settings) == [64]  # tiles of the timing size
+    assert timing_sizes(card(True, tile=96), settings) == [96]  # the card's own tile
+    assert timing_sizes(card(False), settings) == [64, 256]  # whole pictures: small and large
+    assert timing_sizes(card(False, shape=(3, 64, 64)), settings) == [64]  # a fixed size needs one
