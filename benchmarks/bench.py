@@ -156,7 +156,8 @@ class Bench:
 
     # -- in-process baselines ----------------------------------------------------------------------------------
     def run_torch(self) -> None:
-        ckpt = self.cfg.checkpoint or Path(self.card.source.get("checkpoint_path", "") or "/nonexistent")
+        ckpt = (self.cfg.checkpoint or _checkpoint_for(self.cfg, self.cfg.model)
+                or Path(self.card.source.get("checkpoint_path", "") or "/nonexistent"))
         try:
             import torch
 
@@ -448,6 +449,8 @@ class Bench:
     def _precision_of(self, row: dict) -> str:
         """The arithmetic a row ran in, so its rate is compared with that precision's peak."""
         path = row["path"]
+        if path == "peer-torchserve":  # its handler runs under bf16 autocast where the CPU has bf16 hardware
+            return "bf16" if self.torch_bf16 else "fp32"
         if path.startswith("torch-"):
             return "bf16" if "bf16" in path else "fp32"
         if path in ("oip-raw", "image-api", "image-api-jpeg", "tritonclient-aio") and getattr(self, "served_precision", None):

@@ -108,6 +108,8 @@ class TorchServePeer:
             f"inference_address=http://127.0.0.1:{self.port}\nmanagement_address=http://127.0.0.1:{mgmt}\n"
             f"metrics_address=http://127.0.0.1:{metrics}\ndefault_workers_per_model=1\n"
             "install_py_dep_per_model=false\ndisable_system_metrics=true\n"
+            # its default 6.5 MB reply limit refuses a x4 SR output of a 256x256 input (12.6 MB as float32)
+            "max_request_size=268435456\nmax_response_size=268435456\n"
             f"model_store={store}\nload_models=peer=peer.mar\n"
         )
         env = dict(os.environ, GANSERVE_PEER_BF16="1" if self.bf16 else "0", PATH=f"{venv / 'bin'}:{os.environ['PATH']}")

@@ -45,6 +45,11 @@ def card_tiling(card: ModelCard) -> dict[str, int]:
     return found
 
 
+def _decoded_tensor(data: bytes, spec: TensorSpec, max_pixels: int) -> np.ndarray:
+    """Image bytes -> the network's input tensor, in one trip to a worker thread."""
+    return to_tensor(decode_image(data, max_pixels), spec)
+
+
 def _to_encoded(y: np.ndarray, spec: TensorSpec, fmt: str, quality: int) -> tuple[Image.Image, bytes]:
     """Tensor -> image -> PNG/JPEG bytes in one worker-thread hop."""
     img = to_image(y, spec)
@@ -98,8 +103,7 @@ class ImagesServicer(pb_grpc.ImagesServicer):
             raise status.invalid(f"model {card.name!r} needs inputs {extra} that the image API cannot fill; use ModelInfer")
 
     async def _decode(self, data: bytes, spec: TensorSpec) -> np.ndarray:
-        img = await asyncio.to_thread(decode_image, data, self.settings.max_pixels)
-        return await asyncio.to_thread(to_tensor, img, spec)
+        return await asyncio.to_thread(_decoded_tensor, data, spec, self.settings.max_pixels)
 
     async def _reply(self, y: np.ndarray, spec: TensorSpec, options: pb.ImageOptions, served: ServedVersion,
                      name: str, runs: int, t0: float, t_decoded: float, t_inferred: float) -> pb.ImageResponse:
