@@ -8,13 +8,12 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
-from PIL import Image
 
 from ganserve.contract import ModelCard, TensorSpec
 from serving import status
 from serving.calls import CallGate
 from serving.conditioning import condition_index, condition_tensor, latent_tensor
-from serving.imaging import decode_image, encode_image, from_layout, pad_to_multiple, to_image, to_layout, to_tensor
+from serving.imaging import decode_image, encode_pixels, from_layout, pad_to_multiple, to_layout, to_pixels, to_tensor
 from serving.models import ModelManager, ServedModel, ServedVersion
 from serving.proto.ganserve.v1 import images_pb2 as pb
 from serving.proto.ganserve.v1 import images_pb2_grpc as pb_grpc
@@ -50,10 +49,10 @@ def _decoded_tensor(data: bytes, spec: TensorSpec, max_pixels: int) -> np.ndarra
     return to_tensor(decode_image(data, max_pixels), spec)
 
 
-def _to_encoded(y: np.ndarray, spec: TensorSpec, fmt: str, quality: int) -> tuple[Image.Image, bytes]:
-    """Tensor -> image -> PNG/JPEG bytes in one worker-thread hop."""
-    img = to_image(y, spec)
-    return img, encode_image(img, fmt, quality)
+def _to_encoded(y: np.ndarray, spec: TensorSpec, fmt: str, quality: int) -> tuple[tuple[int, int], bytes]:
+    """Tensor -> 8-bit pixels -> PNG/JPEG bytes in one worker-thread hop; returns ((width, height), bytes)."""
+    pixels = to_pixels(y, spec)
+    return (pixels.shape[1], pixels.shape[0]), encode_pixels(pixels, fmt, quality)
 
 
 class _Run:
@@ -108,12 +107,12 @@ class ImagesServicer(pb_grpc.ImagesServicer):
     async def _reply(self, y: np.ndarray, spec: TensorSpec, options: pb.ImageOptions, served: ServedVersion,
                      name: str, runs: int, t0: float, t_decoded: float, t_inferred: float) -> pb.ImageResponse:
         fmt = "JPEG" if options.output_format == pb.JPEG else "PNG"
-        img, data = await asyncio.to_thread(_to_encoded, y, spec, fmt, options.jpeg_quality)
+        (width, height), data = await asyncio.to_thread(_to_encoded, y, spec, fmt, options.jpeg_quality)
         t_end = time.perf_counter()
         timing = pb.Timing(decode_ms=(t_decoded - t0) * 1e3, infer_ms=(t_inferred - t_decoded) * 1e3,
                            encode_ms=(t_end - t_inferred) * 1e3, total_ms=(t_end - t0) * 1e3)
-        return pb.ImageResponse(image=data, format=pb.JPEG if fmt == "JPEG" else pb.PNG, width=img.width,
-                                height=img.height, timing=timing, model=name, model_version=str(served.version),
+        return pb.ImageResponse(image=data, format=pb.JPEG if fmt == "JPEG" else pb.PNG, width=width,
+                                height=height, timing=timing, model=name, model_version=str(served.version),
                                 tiles=runs)
 
     async def _image_to_image(self, rpc: str, request, context: grpc.aio.ServicerContext, condition: str | None = None):

@@ -88,12 +88,12 @@ def to_layout(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
     """(N, C, H, W) float32 -> the tensor's layout and dtype."""
     if spec.layout.upper() == "NHWC":
         x = x.transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(x.astype(spec.numpy_dtype))
+    return np.ascontiguousarray(x.astype(spec.numpy_dtype, copy=False))
 
 
 def from_layout(y: np.ndarray, spec: TensorSpec) -> np.ndarray:
     """A network output in its layout -> (N, C, H, W) float32."""
-    y = y.astype(np.float32)
+    y = y.astype(np.float32, copy=False)  # an fp32 output is used as it is (a copy of a 12 MB SR output costs ms)
     return y.transpose(0, 3, 1, 2) if spec.layout.upper() == "NHWC" else y
 
 
@@ -107,24 +107,46 @@ def pad_to_multiple(x: np.ndarray, multiple: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
 
 
-def to_image(y: np.ndarray, spec: TensorSpec) -> Image.Image:
-    """(1, C, H, W) float32 in the spec's value range -> an 8-bit RGB or grey image."""
+def to_pixels(y: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """(1, C, H, W) float32 in the spec's value range -> 8-bit pixels, (H, W, 3) for RGB or (H, W) for grey.
+
+    rint(clip((y - lo) / (hi - lo), 0, 1) * 255), computed with the first operation reading the CHW output and
+    writing interleaved HWC, so no separate transpose-and-cast pass is needed (0.6 vs 1.4 ms for a 512x512 SR
+    output). For a [0, 1] output, y - 0 and y / 1 are exact and clip(y, 0, 1) * 255 equals clip(y * 255, 0, 255)
+    (scaling by 255 keeps the order and maps 0 and 1 to 0 and 255 exactly), so those bytes are the same too.
+    """
     lo, hi = spec.value_range or (0.0, 1.0)
-    # clip((y - lo) / (hi - lo), 0, 1) * 255, rounded, in place; y - 0 and y / 1 are exact, so a [0, 1] output
-    # skips those two passes over the (multi-MB, for SR) output and gives the same bytes
-    arr = np.subtract(y[0], lo) if lo != 0.0 else np.array(y[0], dtype=np.float32, copy=True)
-    if hi - lo != 1.0:
-        np.divide(arr, hi - lo, out=arr)
-    np.clip(arr, 0.0, 1.0, out=arr)
-    np.multiply(arr, 255.0, out=arr)
+    channels = y.shape[1]
+    if channels not in (1, 3):
+        raise status.invalid(f"output {spec.name!r} has {channels} channels; the image API returns 1 or 3")
+    hwc = y[0].transpose(1, 2, 0)
+    if lo == 0.0 and hi == 1.0:
+        arr = np.multiply(hwc, np.float32(255.0), dtype=np.float32)
+        np.clip(arr, 0.0, 255.0, out=arr)
+    else:
+        arr = np.subtract(hwc, np.float32(lo), dtype=np.float32)
+        np.divide(arr, np.float32(hi - lo), out=arr)
+        np.clip(arr, 0.0, 1.0, out=arr)
+        np.multiply(arr, np.float32(255.0), out=arr)
     np.rint(arr, out=arr)
-    if arr.shape[0] == 1:
-        return Image.fromarray(arr[0].astype(np.uint8))
-    if arr.shape[0] != 3:
-        raise status.invalid(f"output {spec.name!r} has {arr.shape[0]} channels; the image API returns 1 or 3")
-    hwc = np.empty((arr.shape[1], arr.shape[2], 3), np.uint8)
-    np.copyto(hwc, arr.transpose(1, 2, 0), casting="unsafe")  # cast and interleave in one pass
-    return Image.fromarray(hwc)
+    pixels = arr.astype(np.uint8)
+    return pixels[:, :, 0] if channels == 1 else pixels
+
+
+def to_image(y: np.ndarray, spec: TensorSpec) -> Image.Image:
+    """(1, C, H, W) float32 in the spec's value range -> an 8-bit RGB or grey PIL image (see `to_pixels`)."""
+    return Image.fromarray(to_pixels(y, spec))
+
+
+def encode_pixels(pixels: np.ndarray, fmt: str = "PNG", quality: int = 0) -> bytes:
+    """PNG or JPEG bytes of 8-bit pixels from `to_pixels`; RGB PNGs go to fpng straight from the array (building a
+    PIL image first costs 0.8 ms at 512x512, as much as fpng's whole encode)."""
+    if fmt != "JPEG" and pixels.ndim == 3 and FAST_PNG and _fpng is not None:
+        try:
+            return _fpng.from_ndarray(np.ascontiguousarray(pixels))
+        except (RuntimeError, ValueError, TypeError):
+            pass  # Pillow writes it below
+    return encode_image(Image.fromarray(pixels), fmt, quality)
 
 
 def backend_names() -> dict[str, str]:
