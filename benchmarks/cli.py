@@ -13,7 +13,8 @@ PATHS = ("torch", "ort", "ort-candidates", "openvino-native", "modes", "codecs",
          "tritonclient-aio", "peer-torchserve")
 
 
-def _ints(text: str) -> list[int]:
+def int_list(text: str) -> list[int]:
+    """argparse type: comma-separated positive integers (sizes, batches, concurrencies)."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -38,9 +39,9 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--repo", type=Path, required=True, help="model repository written by `ganserve export`")
     p.add_argument("--model", required=True,
                    help="model name in the repository, several comma-separated, or 'all' (every image model)")
-    p.add_argument("--sizes", type=_ints, default=[64, 128, 256], help="square input sizes (default 64,128,256)")
-    p.add_argument("--batch", type=_ints, default=[1, 4], help="batch sizes for in-process and OIP paths (default 1,4)")
-    p.add_argument("--concurrency", type=_ints, default=[1, 2, 4, 8, 16], help="in-flight requests (default 1,2,4,8,16)")
+    p.add_argument("--sizes", type=int_list, default=[64, 128, 256], help="square input sizes (default 64,128,256)")
+    p.add_argument("--batch", type=int_list, default=[1, 4], help="batch sizes for in-process and OIP paths (default 1,4)")
+    p.add_argument("--concurrency", type=int_list, default=[1, 2, 4, 8, 16], help="in-flight requests (default 1,2,4,8,16)")
     amount = p.add_mutually_exclusive_group()
     amount.add_argument("--duration", type=float, default=None, help="seconds per configuration (default 3)")
     amount.add_argument("--requests", type=int, default=None, help="requests per configuration instead of a duration")

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from benchmarks.cli import int_list
 from ganserve.machine import cpu_info, describe
 
 Encoder = Callable[[np.ndarray], bytes]
@@ -340,20 +341,10 @@ def markdown(res: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write codecs.json and codecs.md under --out."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.codecs", description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", type=_ints, default=[256, 512, 1024], help="comma-separated square sizes (pixels)")
+    p.add_argument("--sizes", type=int_list, default=[256, 512, 1024], help="comma-separated square sizes (pixels)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/codecs"), help="folder for JSON + Markdown")
     args = p.parse_args(argv)

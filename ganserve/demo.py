@@ -198,7 +198,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     _, files = run_bench_models(BenchConfig(
         repo=cfg.repo, model=image_models[0].name if image_models else "", sizes=[32 if cfg.tiny else 64],
         batches=[1], concurrency=[1, 4], duration=None, requests=4 if cfg.tiny else cfg.bench_requests,
-        out=cfg.out / "latency", paths=["torch", "ort", "oip-raw", "image-api"],
+        out=cfg.out / "latency", paths=["torch", "ort", "oip-raw", "grpc-floor", "image-api"],
         command="ganserve demo (latency step)"), [m.name for m in image_models],
         {m.name: m.checkpoint for m in image_models})
     summary = {
