@@ -43,6 +43,7 @@ def test_demo_writes_images_quality_and_latency(demo: tuple[DemoConfig, dict]) -
     assert [(r["model"], r["size"]) for r in table] == [("srresnet", 32)]  # the digit models are not image models
     one = {(r["path"], r["concurrency"]): r for r in latency["results"]}
     assert table[0]["added_c1_ms"] == pytest.approx(one[("oip-raw", 1)]["p50_ms"] - one[("ort-inprocess", 1)]["p50_ms"])
+    assert table[0]["floor_c1_ms"] == one[("grpc-floor", 1)]["p50_ms"] > 0  # the transport floor beside it
     assert table[0]["served_vs_torch_fp32"] == pytest.approx(
         max(one[("oip-raw", 1)]["images_per_s"], one[("oip-raw", 4)]["images_per_s"])
         / one[("torch-fp32-cl", 1)]["images_per_s"])
