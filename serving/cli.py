@@ -74,9 +74,14 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise GanserveError(f"{args.repo}: model repository not found")
     for flag, value, low in (("--max-message-mb", args.max_message_mb, 1), ("--max-pixels", args.max_pixels, 1),
                              ("--tile-size", args.tile_size, 0), ("--tile-overlap", args.tile_overlap, 0),
-                             ("--intra-op-threads", args.intra_op_threads, 0), ("--streams", args.streams, 1)):
+                             ("--intra-op-threads", args.intra_op_threads, 0), ("--streams", args.streams, 1),
+                             ("--grace-seconds", args.grace_seconds, 0)):
         if value < low:
             raise GanserveError(f"{flag} must be >= {low}, got {value}")
+    # gRPC would take 99999 modulo 65536 and listen on another port than the one asked for
+    for flag, value, low in (("--port", args.port, 0), ("--metrics-port", args.metrics_port, -1)):
+        if not low <= value <= 65535:
+            raise GanserveError(f"{flag} must be {low}..65535, got {value}")
     providers = [s for s in args.providers.split(",") if s.strip()]
     select_providers(providers)  # fail fast on an unknown provider name
     if args.no_cache and args.cache_dir is not None:

@@ -142,3 +142,18 @@ def test_queue_full_is_resource_exhausted(slow_server) -> None:
 
     codes = asyncio.run(burst())
     assert codes.count(grpc.StatusCode.OK) == 2 and codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--port", "99999"], "--port must be 0..65535, got 99999"),
+    (["--port", "-5"], "--port must be 0..65535, got -5"),
+    (["--metrics-port", "70000"], "--metrics-port must be -1..65535, got 70000"),
+    (["--grace-seconds", "-1"], "--grace-seconds must be >= 0, got -1.0"),
+])
+def test_out_of_range_serve_flags_are_one_line_errors(flags: list[str], message: str, tmp_path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    from ganserve.cli import main
+
+    assert main(["serve", "--repo", str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
