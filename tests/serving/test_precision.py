@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as tc
 from onnx import TensorProto, helper, numpy_helper
+from prometheus_client.parser import text_string_to_metric_families
 
 from ganserve.contract import CARD_FILE, CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, TensorSpec, triton_config
 from ganserve.errors import RepositoryError
@@ -267,7 +268,22 @@ def test_the_choice_is_a_prometheus_metric(served) -> None:
     assert any('model="auto"' in line and 'precision="int8"' in line for line in chosen)
     assert any('model="pinned"' in line and 'precision="fp32"' in line for line in chosen)
     value = float(next(line for line in chosen if 'model="auto"' in line).rsplit(" ", 1)[1])
-    assert 0 < value < 1000
+    # Every published gauge is the measured p50 of its own row of the choice table, not another row's (the slow
+    # exact fp32 rows take ~3 ms here, the chosen one-op variant ~0.006 ms) nor another unit.
+    gauges = {(g.labels["model"], g.labels["provider"], g.labels["precision"], g.labels["status"]): g.value
+              for family in text_string_to_metric_families(text) if family.name == "ganserve_candidate_p50_ms"
+              for g in family.samples if g.labels["model"] in ("auto", "pinned")}
+    client = tc.InferenceServerClient(f"127.0.0.1:{thread.port}")
+    for name in ("auto", "pinned"):
+        table = thread.server.models.get(name, "")[1].choice.table
+        assert {k[1:]: v for k, v in gauges.items() if k[0] == name} == {
+            (t.provider, t.precision, t.status): t.p50_ms for t in table if t.p50_ms is not None}
+        published = json.loads(client.get_model_config(name).config.parameters["ganserve.candidates"].string_value)
+        assert [r["p50_ms"] for r in published] == [None if t.p50_ms is None else pytest.approx(t.p50_ms, abs=5e-4)
+                                                  for t in table]  # ModelConfig shows the same, to 3 decimals
+    row = next(t for t in thread.server.models.get("auto", "")[1].choice.table if t.status == "chosen")
+    size = thread.config.runtime.timing_size
+    assert value == row.p50_ms == row.p50_ms_by_size[f"{size}x{size}"]  # the chosen row, on the typical input
 
 
 def test_throughput_mode_runs_several_batches_at_once_with_the_cores_shared(tmp_path: Path) -> None:

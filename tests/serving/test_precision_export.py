@@ -14,6 +14,7 @@ from torch import nn
 
 from ganserve.contract import CARD_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, TensorSpec
 from ganserve.errors import GanserveError
+from ganserve.quality import PSNR_DROP_DB, REFERENCE_TOLERANCE, ReferenceCase, check_outputs
 from export.exporter import export_from_spec
 from serving.runtime import RuntimeSettings, choose_runner
 from training.export_spec import ExportSpec
@@ -65,12 +66,27 @@ def test_version_folder_holds_the_variant_and_every_reference_case(exported: Pat
     assert (exported / MODEL_FILE).is_file() and (exported / "model.int8.onnx").is_file()
     card = ModelCard.load(exported.parent / CARD_FILE)
     assert card.precision == "fp32" and card.parity["variants"]["int8"]["file"] == "model.int8.onnx"
-    assert 0 < card.parity["variants"]["int8"]["max_abs_error"] < 0.5
+    # The server's quality rule (ganserve.quality) holds for the variant the export wrote: max abs error within the
+    # int8 tolerance of the [0, 1] value range (measured 0.029 vs limit 0.06; a variant calibrated on half-range data
+    # errs 0.54), and, since the reference set has ground truth, a PSNR drop within PSNR_DROP_DB (measured 0.070).
+    int8_facts = card.parity["variants"]["int8"]
+    low, high = card.outputs[0].value_range
+    limit = REFERENCE_TOLERANCE["int8"] * (high - low)
+    assert (low, high) == (0.0, 1.0) and 0 < int8_facts["max_abs_error"] <= limit
+    assert int8_facts["quality"]["passed"] is True
+    assert float(int8_facts["quality"]["figures"].split("drop ")[1].split(",")[0]) <= PSNR_DROP_DB
     with np.load(exported / REFERENCE_FILE) as ref:
         assert sorted(ref.files) == ["case1/in:lr", "case1/out:sr", "case1/truth:sr", "in:lr", "out:sr", "truth:sr"]
         assert ref["in:lr"].shape == (2, 3, 16, 16) and ref["case1/truth:sr"].shape == (1, 3, 48, 40)
         fp32 = ort.InferenceSession(str(exported / MODEL_FILE), providers=["CPUExecutionProvider"])
         np.testing.assert_allclose(fp32.run(None, {"lr": ref["case1/in:lr"]})[0], ref["case1/out:sr"], atol=1e-5)
+        # the same rule recomputed from the files: the int8 file against the stored fp32 outputs and the truth
+        int8 = ort.InferenceSession(str(exported / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+        cases = [ReferenceCase({"lr": ref[f"{p}in:lr"]}, {"sr": ref[f"{p}out:sr"]}, {"sr": ref[f"{p}truth:sr"]})
+                 for p in ("", "case1/")]
+        got = [{"sr": int8.run(None, c.inputs)[0]} for c in cases]
+        assert max(float(np.abs(g["sr"] - c.expected["sr"]).max()) for g, c in zip(got, cases)) <= limit
+        assert check_outputs(card.outputs, cases, got, "int8")[0]  # PSNR drop vs truth within PSNR_DROP_DB
 
 
 def _psnr(a: list[np.ndarray], b: list[np.ndarray]) -> float:

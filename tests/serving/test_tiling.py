@@ -141,7 +141,7 @@ def test_x4_with_spatial_multiple_matches_untiled() -> None:
     np.testing.assert_allclose(tiled, reference, rtol=0, atol=1e-5)
 
 
-def test_small_image_goes_straight_to_infer(session_x2: ort.InferenceSession) -> None:
+def test_small_image_goes_straight_to_infer(session_x2: ort.InferenceSession, astronaut: np.ndarray) -> None:
     shapes: list[tuple[int, ...]] = []
 
     async def infer(tile: np.ndarray) -> np.ndarray:
@@ -152,8 +152,18 @@ def test_small_image_goes_straight_to_infer(session_x2: ort.InferenceSession) ->
     result = asyncio.run(run_tiled(image, infer, scale=2, tile=64, overlap=16))
     assert shapes == [(1, 3, 48, 60)]
     np.testing.assert_array_equal(result, session_x2.run(None, {"x": image})[0])
-    asyncio.run(run_tiled(image, infer, scale=2, tile=0, overlap=16))
+    untiled = asyncio.run(run_tiled(image, infer, scale=2, tile=0, overlap=16))
     assert shapes[-1] == (1, 3, 48, 60)
+    np.testing.assert_array_equal(untiled, result)
+    # tile=0 means no tiling even for an image far larger than any tile: one run of the whole picture, exactly the
+    # model's output, and the tiled path agrees with it within the blend's tolerance (test_tiled_matches_untiled...).
+    shapes.clear()
+    whole = asyncio.run(run_tiled(astronaut, infer, scale=2, tile=0, overlap=16))
+    assert shapes == [(1, 3, 200, 264)]
+    np.testing.assert_array_equal(whole, session_x2.run(None, {"x": astronaut})[0])
+    tiled = asyncio.run(run_tiled(astronaut, infer, scale=2, tile=64, overlap=16))
+    assert len(shapes) == 1 + len(plan_tiles(200, 264, 64, 16))
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5)
 
 
 def test_tiles_share_batches_with_other_requests(session_x2: ort.InferenceSession, astronaut: np.ndarray) -> None:
