@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from ganserve.errors import GanserveError
+from training import registry
+from training.application import TrainContext
 from training.checkpoint import build_from_checkpoint
 from training.data.faces import AGE_GROUPS, GROUP_CENTRES, age_group, identity, render, scene, write_utkface_folder
 from training.models import face_aging as fa
@@ -154,13 +156,66 @@ def test_trains_on_a_utkface_folder_and_reloads(tmp_path: Path, nets: dict[str, 
     assert not any(k.startswith("loss_net.") for k in payload["state"])  # the frozen loss network is not saved
     lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in lines if r["kind"] == "train"]
-    assert len(train_rows) == 3 and all(np.isfinite(r["loss_g"]) and 0 <= r["age_acc"] <= 1 for r in train_rows)
+    assert len(train_rows) == 3 and all(np.isfinite(r["loss_g"]) for r in train_rows)
+    # age_acc replayed: the same seed and batches, the loss network's verdicts on the jittered outputs counted here
+    # against the targets (4 a batch), one step at a time
+    torch.manual_seed(payload["config"]["seed"])
+    replay = registry.build("face-aging", payload["config"])
+    replay.train()
+    replay.setup_training(TrainContext(note=lambda m: None))
+    for step, row in enumerate(train_rows):
+        batch = replay.make_batch(step, 0, 1)
+        with torch.no_grad():
+            fake = replay.generator(batch["image"], fa.one_hot(batch["target"]))
+            seen = fa.jitter(torch.cat([fake, batch["image"]]), torch.Generator().manual_seed(batch["jitter_seed"]))
+            verdicts = replay.loss_nets[0].age_logits(seen[:4]).argmax(1)
+        assert row["age_acc"] == int((verdicts == batch["target"]).sum()) / 4, step
+        replay.train_step(batch, step)
     app = build_from_checkpoint(ckpt)
     metrics = app.evaluate()
     assert metrics == pytest.approx(payload["metrics"]["eval"] | {"eval_seconds": metrics["eval_seconds"]})
-    assert 0 <= metrics["target_age_accuracy"] <= 1 and metrics["eval_pairs"] == 108
+    assert metrics["eval_pairs"] == 108
+    # target-age accuracy recounted from the judge's verdicts on the model's outputs, all 108 pairs and the 90 that
+    # change the group; then again with an age judge whose verdicts vary from face to face, so that counting against
+    # the wrong labels (the source group) would give another number
+    changed = ~np.eye(6, dtype=bool)
+    hits = _age_hits(app.predict, app.judges(), 3)
+    assert metrics["target_age_accuracy"] == pytest.approx(hits.mean(), abs=1e-9)
+    assert metrics["target_age_accuracy_changed"] == pytest.approx(hits[:, changed].mean(), abs=1e-9)
+    varied = fa.Judges(_varied_age_judge(), app.judges().ident)
+    figures = fa.evaluate_aging(app.predict, 3, varied)
+    hits = _age_hits(app.predict, varied, 3)
+    assert figures["target_age_accuracy"] == pytest.approx(hits.mean(), abs=1e-9)
+    assert figures["target_age_accuracy_changed"] == pytest.approx(hits[:, changed].mean(), abs=1e-9)
+    assert hits.mean() != pytest.approx(_age_hits(app.predict, varied, 3, against_source=True).mean())
     grid = app.sample_grid()
     assert grid.shape == (2 * 3 * 64, 7 * 64, 3) and grid.dtype == np.uint8  # two rows per identity (3 here)
+
+
+def _age_hits(predict, judges: fa.Judges, identities: int, against_source: bool = False) -> np.ndarray:
+    """(identity, source, target) -> 1.0 where the age judge names the target group of the output (or the source
+    group, to show that the labels matter), each held-out face asked for all six groups at once."""
+    faces = fa.held_out_faces(identities)
+    hits = np.zeros((identities, 6, 6))
+    for i in range(identities):
+        for s in range(6):
+            out = predict(np.ascontiguousarray(np.repeat(faces[i, s : s + 1], 6, axis=0)), np.eye(6, dtype=np.float32))
+            hits[i, s] = judges.age_of(out) == (np.full(6, s) if against_source else np.arange(6))
+    return hits
+
+
+def _varied_age_judge():
+    """A seeded age-judge network with a strong head, re-centred so its verdicts differ between held-out faces."""
+    from training.models.face_judges import FaceNet, net_config
+
+    torch.manual_seed(3)
+    net = FaceNet(net_config("age_judge", 0)).eval()
+    faces = torch.from_numpy(np.ascontiguousarray(fa.held_out_faces(3).reshape(-1, 3, 64, 64)))
+    with torch.no_grad():
+        net.age.weight.mul_(1000.0)
+        net.age.bias.sub_(net.age_logits(faces).mean(0))
+    assert len(set(net.age_logits(faces).argmax(1).tolist())) >= 3
+    return net
 
 
 def test_renderer_training_batches_are_reproducible(nets: dict[str, str]) -> None:

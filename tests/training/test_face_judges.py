@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,10 +69,42 @@ def test_command_writes_three_nets_and_a_report(tmp_path: Path, capsys: pytest.C
     saved = json.loads((tmp_path / "j" / "judges.json").read_text())
     assert saved["loss_net"]["pool"] == "train" and saved["age_judge"]["pool"] == "judge"
     held = saved["held_out_true_renders"]
-    assert 0 <= held["age_accuracy"] <= 1 and 0 <= held["verify_rate_at_far1"] <= 1
+    # recounted here from the saved judges' verdicts on the 16 held-out identities x 6 group-centre renders
+    age, ident = fj.load_net(tmp_path / "j" / "age_judge.pt"), fj.load_net(tmp_path / "j" / "id_judge.pt")
+    x, groups, owners = _held_out_renders(16)
+    with torch.no_grad():
+        hits = int((age.age_logits(x).argmax(1) == groups).sum())
+        sim = (ident.features(x) @ ident.features(x).T).tolist()
+    assert held["identities"] == 16.0 and held["age_accuracy"] == pytest.approx(hits / 96, abs=1e-6)
+    genuine = [sim[i][j] for i in range(96) for j in range(96) if i != j and owners[i] == owners[j]]
+    impostor = [sim[i][j] for i in range(96) for j in range(96) if owners[i] != owners[j]]
+    assert len(genuine) == 16 * 6 * 5 and len(impostor) == 96 * 90
+    tau = held["threshold"]  # the 1% false-accept point: about 1% of impostor pairs reach it (float32 ties aside)
+    assert sum(v >= tau for v in impostor) / len(impostor) == pytest.approx(0.01, abs=0.002)
+    assert held["verify_rate_at_far1"] == pytest.approx(sum(v >= tau for v in genuine) / len(genuine), abs=0.01)
+    # an age judge that always answers one group is right exactly once per identity: accuracy 1/6, not 1/16 or 0
+    constant = fj.FaceNet(fj.net_config("age_judge", 0)).eval()
+    with torch.no_grad():
+        constant.age.weight.zero_()
+        constant.age.bias.copy_(torch.tensor([0.0, 0, 0, 0, 5.0, 0]))
+    assert fj.true_render_report(constant, ident)["age_accuracy"] == pytest.approx(1 / 6)
     assert report["id_judge"]["steps"] == 2
     assert fj.main(["--out", str(tmp_path / "k"), "--minutes", "0"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def _held_out_renders(identities: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Each held-out identity rendered in its own scene at the six group centres, with group and identity labels."""
+    from training.data.faces import GROUP_CENTRES, identity, render, scene
+
+    faces, groups, owners = [], [], []
+    for i in range(identities):
+        for g, age in enumerate(GROUP_CENTRES):
+            faces.append(render(identity("held_out", i), age, scene("held_out", i), 64))
+            groups.append(g)
+            owners.append(i)
+    x = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 255.0
+    return x, torch.tensor(groups), owners
 
 
 def test_command_reads_a_config_and_refuses_unknown_keys(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -10,8 +10,8 @@ import pytest
 from ganserve.cli import main
 from ganserve.contract import ModelCard, model_versions
 from ganserve.errors import GanserveError
-from training.checkpoint import load_checkpoint
-from training.ship import read_entry, ship
+from training.checkpoint import build_from_checkpoint, load_checkpoint
+from training.ship import VOLATILE_KEYS, read_entry, ship
 from training.trainer import train
 
 TINY = {"blocks": 1, "channels": 8, "batch_size": 2, "lr_patch": 12, "eval_every": 0, "sample_every": 0, "ckpt_every": 0}
@@ -32,7 +32,15 @@ def test_ship_writes_a_servable_entry_with_its_card(trained: tuple[Path, Path]) 
     assert card["config"] == load_checkpoint(ckpt)["config"] and card["training"]["steps"] == 3
     assert card["training"]["steps_target"] == 3 and "logical CPUs" in card["training"]["cpu"]
     assert "shipping machine" not in card["training"]["cpu"]  # the trainer recorded the CPU it ran on
-    assert card["held_out"]["psnr_y"] > 5 and "bicubic_psnr_y" in card["held_out"]
+    # the card's headline and its bicubic baseline, recomputed here from the shipped weights and the held-out photos
+    held = card["held_out"]
+    model_psnr, bicubic_psnr = _psnr_y_by_hand(entry / "checkpoint.pt")
+    assert held["eval_images"] == 2.0 and held["psnr_y"] == pytest.approx(model_psnr, abs=1e-5)
+    assert held["bicubic_psnr_y"] == pytest.approx(bicubic_psnr, abs=1e-5)
+    assert held["psnr_gain_y"] == pytest.approx(model_psnr - bicubic_psnr, abs=1e-5)
+    again = build_from_checkpoint(entry / "checkpoint.pt").evaluate()  # and the whole card from a fresh evaluation
+    assert {k: v for k, v in held.items() if k not in VOLATILE_KEYS} == pytest.approx(
+        {k: again[k] for k in held if k not in VOLATILE_KEYS}, abs=1e-5)
     assert not load_checkpoint(entry / "checkpoint.pt")["optim"]  # optimizer state stripped
     assert model_versions(entry) == [1] and ModelCard.load(entry / "model_card.json").name == "tiny-sr"
     assert (entry / "metrics.jsonl").is_file() and (entry / "config.pbtxt").is_file()
@@ -78,6 +86,36 @@ def test_train_from_reruns_the_recorded_training(trained: tuple[Path, Path], tmp
     card = json.loads((entry / "card.json").read_text())
     assert again["config"] == card["config"] and again["step"] == card["training"]["steps"]
     assert main(["train", "srgan", "--from", str(entry)]) == 2  # the entry records srresnet
+
+
+def _psnr_y_by_hand(checkpoint: Path) -> tuple[float, float]:
+    """Mean PSNR on BT.601 luma (range 255, ``scale`` pixels of border cropped) over the held-out photos, of the
+    generator's output and of plain bicubic upscaling, written out here with numpy rather than the project's metrics."""
+    import math
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from training.models.sr_eval import held_out_pairs
+
+    app = build_from_checkpoint(checkpoint)
+    s = app.config.scale
+    luma = np.array([65.481, 128.553, 24.966])
+
+    def psnr(img: np.ndarray, hr: np.ndarray) -> float:
+        diff = ((img - hr) @ luma)[s:-s, s:-s]  # the constant 16 of Y cancels
+        return 10 * math.log10(255.0**2 / float(np.mean(diff**2)))
+
+    model, bicubic = [], []
+    for hr, lr in held_out_pairs(s):
+        x = torch.from_numpy(lr)
+        with torch.no_grad():
+            out = app.generator.eval()(x).clamp(0, 1)
+        up = F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False).clamp(0, 1)
+        model.append(psnr(out[0].permute(1, 2, 0).double().numpy(), hr))
+        bicubic.append(psnr(up[0].permute(1, 2, 0).double().numpy(), hr))
+    return sum(model) / len(model), sum(bicubic) / len(bicubic)
 
 
 def _photos(folder: Path) -> Path:
