@@ -134,8 +134,8 @@ def test_evaluations_are_deterministic_and_baselines_are_the_true_transform(tmp_
     p2p.generator.eval()
     with torch.no_grad():
         for edges, photo in p2p.held_out():
-            x = torch.from_numpy(edges).permute(2, 0, 1)[None].double() / 255.0
-            truth = torch.from_numpy(photo).permute(2, 0, 1)[None].double() / 255.0
+            x = torch.from_numpy(np.array(edges)).permute(2, 0, 1)[None].double() / 255.0
+            truth = torch.from_numpy(np.array(photo)).permute(2, 0, 1)[None].double() / 255.0
             out = ((p2p.generator(x.float() * 2 - 1).double() + 1) / 2).clamp(0, 1)
             model_l1.append(float((out - truth).abs().mean()))
             identity_l1.append(float((x - truth).abs().mean()))
