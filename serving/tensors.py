@@ -100,12 +100,6 @@ def requested_outputs(request: pb.ModelInferRequest, config: mc.ModelConfig) -> 
     return chosen
 
 
-def encode_outputs(response: pb.ModelInferResponse, outputs: dict[str, np.ndarray], wanted: list[tuple[str, bool]]) -> None:
-    """Fill the response's outputs: raw_output_contents for every one when any is raw, else typed contents."""
-    for raw in _fill_outputs(response, outputs, wanted):
-        response.raw_output_contents.append(raw.tobytes())
-
-
 def _fill_outputs(response: pb.ModelInferResponse, outputs: dict[str, np.ndarray],
                   wanted: list[tuple[str, bool]]) -> list[np.ndarray]:
     """Add every output's metadata (and typed contents when none is raw); return the arrays to send raw, in order."""

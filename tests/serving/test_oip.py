@@ -116,7 +116,18 @@ def test_repository_index_and_control_refused(client) -> None:
 def test_serialized_response_equals_the_message_serialization() -> None:
     """The single-copy wire answer parses to exactly what filling raw_output_contents would have sent."""
     from serving.proto.inference import grpc_service_pb2 as pb
-    from serving.tensors import encode_outputs, serialized_response, varint
+    from serving.tensors import NUMPY, datatype_of, serialized_response, varint
+
+    def by_the_message(response: pb.ModelInferResponse, outputs: dict, wanted: list[tuple[str, bool]]) -> None:
+        """The protocol written out with protobuf's own API: raw contents for all when any is raw, else typed."""
+        any_raw = any(raw for _, raw in wanted)
+        for name, _ in wanted:
+            array, dtype = outputs[name], datatype_of(outputs[name])
+            tensor = response.outputs.add(name=name, datatype=dtype, shape=list(array.shape))
+            if any_raw:
+                response.raw_output_contents.append(np.ascontiguousarray(array, NUMPY[dtype]).tobytes())
+            else:
+                tensor.contents.fp32_contents.extend(array.ravel().tolist())
 
     rng = np.random.default_rng(3)
     big = rng.standard_normal((1, 3, 64, 80)).astype(np.float32)
@@ -125,7 +136,7 @@ def test_serialized_response_equals_the_message_serialization() -> None:
     for wanted in ([("sr", True), ("mask", True), ("probs", True)], [("probs", False)], [("mask", True)]):
         fields = dict(model_name="m", model_version="3", id="req-7")
         expected = pb.ModelInferResponse(**fields)
-        encode_outputs(expected, outputs, wanted)
+        by_the_message(expected, outputs, wanted)
         got = pb.ModelInferResponse.FromString(serialized_response(pb.ModelInferResponse(**fields), outputs, wanted))
         assert got == expected
     for raw_outputs in ([("sr", True), ("mask", True), ("probs", True)], [("sr", True)]):
