@@ -127,7 +127,6 @@ class Bench:
             raise GanserveError(f"{model_dir}: no exported version of model {cfg.model!r} in {cfg.repo}")
         self.onnx_path = model_dir / str(versions[-1]) / MODEL_FILE
         self.card = ModelCard.load(model_dir / CARD_FILE)
-        self.input_name = (self.card.input_by_role("image") or self.card.inputs[0]).name
         self.output_name = (self.card.output_by_role("image") or self.card.outputs[0]).name
         cfg.sizes = model_sizes(self.card, cfg.sizes)
         self.flops = {s: count_flops(self.onnx_path, {k: list(v.shape) for k, v in _feeds(self.card, s, 1).items()})
