@@ -16,15 +16,6 @@ from training.export_spec import ExportSpec
 _BULK_KEYS = {"state", "optim", "optimizer", "format", "format_version"}
 
 
-def file_sha256(path: str | Path) -> str:
-    """The checkpoint's sha256, so a served model names exactly the file it came from."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _jsonable(value: Any) -> bool:
     try:
         json.dumps(value, allow_nan=False)

@@ -15,8 +15,9 @@ from ganserve.contract import (
     variant_file,
 )
 from ganserve.errors import CheckpointError, GanserveError
+from ganserve.files import file_sha256
 from ganserve.quality import CLASS_ROLES, PSNR_DROP_DB, REFERENCE_TOLERANCE, ReferenceCase, check_outputs
-from export.card import build_card, file_sha256, source_facts, training_facts
+from export.card import build_card, source_facts, training_facts
 from export.defaults import DEFAULT_OPSET, FP32_TOLERANCE, PRECISIONS
 from export.onnx_export import to_onnx
 from export.parity import ParityCase, measure_parity, parity_cases

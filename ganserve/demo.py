@@ -100,7 +100,7 @@ def trained_models(cfg: DemoConfig) -> list[DemoModel]:
 # -- step 2: export -------------------------------------------------------------------------------------------
 def ensure_exported(ckpt: Path, repo: Path, name: str, options: dict | None = None) -> ModelCard:
     """Export `ckpt` as `name` unless the repository already holds an export of this exact checkpoint."""
-    from export.card import file_sha256
+    from ganserve.files import file_sha256
 
     card_path = repo / name / CARD_FILE
     sha = file_sha256(ckpt)

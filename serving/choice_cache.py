@@ -24,6 +24,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from ganserve.files import file_sha256
 from ganserve.machine import cpu_info
 from serving.precision import PSNR_DROP_DB, REFERENCE_TOLERANCE, Candidate, Choice, Trial
 
@@ -38,15 +39,6 @@ def default_cache_dir() -> Path:
     """$GANSERVE_CACHE_DIR if set, else ~/.cache/ganserve (the serve command's default)."""
     env = os.environ.get(CACHE_ENV, "").strip()
     return Path(env).expanduser() if env else Path.home() / ".cache" / "ganserve"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks (model files can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def machine_fingerprint() -> dict[str, object]:
