@@ -16,7 +16,9 @@ from ganserve.contract import (
 )
 from ganserve.errors import CheckpointError, GanserveError
 from ganserve.files import file_sha256
-from ganserve.quality import CLASS_ROLES, PSNR_DROP_DB, REFERENCE_TOLERANCE, ReferenceCase, check_outputs
+from ganserve.quality import (
+    CLASS_ROLES, PSNR_DROP_DB, REFERENCE_TOLERANCE, ReferenceCase, check_outputs, reference_cases,
+)
 from export.card import build_card, source_facts, training_facts
 from export.defaults import DEFAULT_OPSET, FP32_TOLERANCE, PRECISIONS
 from export.onnx_export import to_onnx
@@ -24,7 +26,7 @@ from export.parity import ParityCase, measure_parity, parity_cases
 from export.precision import to_fp16, to_int8
 from export.predictors import CPU, ort_predictor, ort_session, torch_predictor
 from export.providers import measure_on_first_runnable, resolve_providers, short
-from export.reference import npz_bytes, reference_arrays, reference_cases
+from export.reference import npz_bytes, reference_arrays
 from export.repository import check_target, write_model
 from training.export_spec import ExportSpec, Predictor
 
@@ -137,7 +139,7 @@ def export_from_spec(
     fp32_run = ort_predictor(ort_session(fp32))
     fp32_parity = measure_parity(reference, fp32_run, cases, FP32_TOLERANCE, "fp32", progress)
     ref_arrays = reference_arrays(spec, reference)
-    ref_cases = reference_cases(ref_arrays)
+    ref_cases = reference_cases(ref_arrays.items())
     _say(progress, f"fp32 parity: max abs error {fp32_parity['max_abs_error']:.3g} over {fp32_parity['cases']} cases")
     fp32_metrics = _evaluate(spec, fp32_run)
     notes: list[str] = []

@@ -3,7 +3,8 @@
 Case 0 is stored as "in:<tensor>", "out:<tensor>" (fp32 torch outputs) and, where the model knows it, "truth:<tensor>"
 (the held-out ground truth, so the server can measure a PSNR drop); further cases as "case<k>/in:<tensor>" etc.
 Each case is one of the spec's real held-out inputs (at its own spatial size), at most REFERENCE_ITEMS items.
-The export gates its variants on the same cases (reference_cases), so it refuses what the server would.
+The export gates its variants on the same cases (ganserve.quality.reference_cases), so it refuses what the server
+would.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import io
 import numpy as np
 
 from ganserve.errors import GanserveError
-from ganserve.quality import ReferenceCase
 from training.export_spec import ExportSpec, Predictor
 
 REFERENCE_ITEMS = 2  # items per case: enough to check a precision, small enough to ship and to run at load
@@ -43,17 +43,6 @@ def reference_arrays(spec: ExportSpec, reference: Predictor) -> dict[str, np.nda
                                     f"the output has {getattr(outputs.get(name), 'shape', None)}")
             arrays[f"{pre}truth:{name}"] = truth
     return arrays
-
-
-def reference_cases(arrays: dict[str, np.ndarray]) -> list[ReferenceCase]:
-    """The stored arrays as the cases the server reads back from reference.npz (same keys, same order)."""
-    grouped: dict[int, ReferenceCase] = {}
-    for key, value in arrays.items():
-        case, _, entry = key.rpartition("/")
-        kind, _, tensor = entry.partition(":")
-        target = grouped.setdefault(int(case.removeprefix("case")) if case else 0, ReferenceCase({}, {}))
-        {"in": target.inputs, "out": target.expected, "truth": target.truth}[kind][tensor] = value
-    return [grouped[k] for k in sorted(grouped)]
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

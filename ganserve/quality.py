@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import numpy as np
 
@@ -28,6 +29,21 @@ class ReferenceCase:
     inputs: dict[str, np.ndarray]
     expected: dict[str, np.ndarray]
     truth: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def reference_cases(items: Iterable[tuple[str, np.ndarray]]) -> list[ReferenceCase]:
+    """reference.npz's arrays as cases: keys "in:/out:/truth:<tensor>" (case 0) and "case<k>/in:..." (further
+    cases); unknown kinds are ignored and a case without inputs or outputs is dropped. The export gates its variants
+    and the server checks its candidates on exactly these cases."""
+    grouped: dict[int, ReferenceCase] = {}
+    for key, value in items:
+        case, _, entry = key.rpartition("/")
+        kind, _, tensor = entry.partition(":")
+        target = grouped.setdefault(int(case.removeprefix("case")) if case else 0, ReferenceCase({}, {}))
+        slot = {"in": target.inputs, "out": target.expected, "truth": target.truth}.get(kind)
+        if slot is not None:
+            slot[tensor] = value
+    return [grouped[k] for k in sorted(grouped) if grouped[k].inputs and grouped[k].expected]
 
 
 def _flat(arrays: list[np.ndarray]) -> np.ndarray:

@@ -23,7 +23,9 @@ import numpy as np
 
 from ganserve.contract import MODEL_FILE, ModelCard, variant_file
 from ganserve.errors import RepositoryError
-from ganserve.quality import CLASS_ROLES, PSNR_DROP_DB, REFERENCE_TOLERANCE, ReferenceCase, check_quality  # noqa: F401
+from ganserve.quality import (  # noqa: F401  (re-exported: the server's rule is the core's)
+    CLASS_ROLES, PSNR_DROP_DB, REFERENCE_TOLERANCE, ReferenceCase, check_quality, reference_cases,
+)
 
 log = logging.getLogger("ganserve.serving")
 
@@ -84,23 +86,14 @@ class Trial:
 
 
 def load_reference_cases(path: Path | None) -> list[ReferenceCase]:
-    """reference.npz as cases: keys "in:/out:/truth:<tensor>" (case 0) and "case<k>/in:..." (further cases)."""
+    """reference.npz as cases (layout: ganserve.quality.reference_cases); an unreadable file is a RepositoryError."""
     if path is None:
         return []
-    grouped: dict[int, ReferenceCase] = {}
     try:
         with np.load(path) as data:
-            for key in data.files:
-                case, _, entry = key.rpartition("/")
-                index = int(case.removeprefix("case")) if case else 0
-                kind, _, tensor = entry.partition(":")
-                target = grouped.setdefault(index, ReferenceCase({}, {}))
-                slot = {"in": target.inputs, "out": target.expected, "truth": target.truth}.get(kind)
-                if slot is not None:
-                    slot[tensor] = data[key]
+            return reference_cases((key, data[key]) for key in data.files)
     except (OSError, ValueError, KeyError) as exc:
         raise RepositoryError(f"{path}: unreadable reference set ({exc})") from exc
-    return [grouped[k] for k in sorted(grouped) if grouped[k].inputs and grouped[k].expected]
 
 
 def version_files(version_dir: Path, base_precision: str) -> dict[str, Path]:

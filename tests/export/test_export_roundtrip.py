@@ -118,14 +118,14 @@ def test_real_models_convert_to_fp16_and_int8(model: str) -> None:
     from export.precision import to_fp16, to_int8
     from export.providers import MEASURE_ORDER, measure_on_first_runnable
     from export.predictors import torch_predictor
-    from export.reference import reference_arrays, reference_cases
-    from ganserve.quality import REFERENCE_TOLERANCE, check_outputs
+    from export.reference import reference_arrays
+    from ganserve.quality import REFERENCE_TOLERANCE, check_outputs, reference_cases
 
     spec = registry.build(model, TINY_CONFIGS.get(model)).export_spec()
     fp32 = to_onnx(spec)
     reference = torch_predictor(spec)
     cases = [c for c in parity_cases(spec) if c.label.startswith("real")]
-    ref_cases = reference_cases(reference_arrays(spec, reference))
+    ref_cases = reference_cases(reference_arrays(spec, reference).items())
     lo, hi = spec.outputs[0].value_range or (-1.0, 1.0)
     for precision, converted in (("fp16", to_fp16(fp32)), ("int8", to_int8(fp32, spec.calibration))):
         measured = measure_on_first_runnable(converted, precision, MEASURE_ORDER, lambda run: (

@@ -23,9 +23,9 @@ from export.parity import parity_cases
 from export.precision import to_int8
 from export.predictors import CPU, OPENVINO, raw_session, torch_predictor
 from export.providers import MEASURE_ORDER
-from export.reference import reference_arrays, reference_cases
+from export.reference import reference_arrays
 from ganserve.contract import CARD_FILE, REFERENCE_FILE, ModelCard
-from ganserve.quality import PSNR_DROP_DB
+from ganserve.quality import PSNR_DROP_DB, reference_cases
 
 # A bicubic skip Resizes the input: onnxruntime-openvino 1.24's CPU provider cannot run that Resize in the int8 graph.
 SR_SKIP = {"blocks": 1, "channels": 8, "bicubic_skip": True}
@@ -132,7 +132,7 @@ def test_scrambled_int8_weights_fail_the_export_gate() -> None:
     spec.calibration = tiny.TinyUpsampler(tiny.UpsamplerConfig())._calibration
     fp32 = to_onnx(spec)
     reference = torch_predictor(spec)
-    cases, ref_cases = parity_cases(spec), reference_cases(reference_arrays(spec, reference))
+    cases, ref_cases = parity_cases(spec), reference_cases(reference_arrays(spec, reference).items())
     good = to_int8(fp32, spec.calibration)
     facts = {}
     for name, model in (("good", good), ("scrambled", _scrambled(good))):
