@@ -3,9 +3,9 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 # ONNX Runtime flavour (mutually exclusive extras): the fastest on this architecture by default (openvino on
-# x86-64, cpu elsewhere: ganserve/flavour.py); override with ORT=cpu|openvino|gpu.
-ORT ?= $(shell $(PY) ganserve/flavour.py)
-FLAVOUR := $(shell $(PY) ganserve/flavour.py $(ORT) || echo invalid)
+# x86-64, cpu elsewhere: ganserve/core/flavour.py); override with ORT=cpu|openvino|gpu.
+ORT ?= $(shell $(PY) ganserve/core/flavour.py)
+FLAVOUR := $(shell $(PY) ganserve/core/flavour.py $(ORT) || echo invalid)
 
 .PHONY: setup demo test bench protos clean
 
@@ -36,7 +36,7 @@ bench: setup
 	$(BIN)/ganserve bench --repo model-repository --model srresnet
 
 protos: setup
-	$(BIN)/python -m serving.proto.build
+	$(BIN)/python -m ganserve.serving.proto.build
 
 clean:
 	rm -rf $(VENV) .venv-cpu demo-output

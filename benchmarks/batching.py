@@ -12,7 +12,7 @@ conv with tanh; fixed random weights. The defaults (32 channels, 4 blocks, ~2.3 
 under two minutes; ``--channels 64 --blocks 16`` is SRResNet-sized (~18 GFLOP) but its untiled 1024x1024 run takes
 minutes and over 10 GB, so pair it with ``--skip-memory``.
 
-    .venv/bin/python -m benchmarks.batching [--model path/to/model.onnx] [--seconds 3] [--rounds 2]
+    .venv/bin/python -m ganserve.benchmarks.batching [--model path/to/model.onnx] [--seconds 3] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from benchmarks.flops import count_flops
-from benchmarks.machine import describe
-from serving.batcher import Batcher, BatchingConfig
-from serving.tiling import run_tiled
+from ganserve.benchmarks.flops import count_flops
+from ganserve.benchmarks.machine import describe
+from ganserve.serving.batcher import Batcher, BatchingConfig
+from ganserve.serving.tiling import run_tiled
 
 
 def build_sr_model(channels: int = 32, blocks: int = 4, seed: int = 0) -> onnx.ModelProto:
@@ -250,7 +250,7 @@ def memory(args: argparse.Namespace, path: str) -> None:
     print("| mode | output | RSS before run MiB | peak RSS MiB | seconds | output mean |")
     print("|---|---|---|---|---|---|")
     for mode in ("untiled", "tiled"):
-        command = [sys.executable, "-m", "benchmarks.batching", "--model", path, "--memory-child", mode,
+        command = [sys.executable, "-m", "ganserve.benchmarks.batching", "--model", path, "--memory-child", mode,
                    "--mem-size", str(args.mem_size), "--tile", str(args.tile), "--overlap", str(args.overlap),
                    "--max-batch-size", str(args.max_batch_size), "--threads", str(args.threads)]
         done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])

@@ -21,12 +21,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from benchmarks import report
-from benchmarks.flops import count_flops
-from benchmarks.loadgen import ProcessMonitor, Stats, closed_loop, summarise, timed_loop
-from benchmarks.machine import bf16_peak_gflops, cpu_info, int8_peak_gops, matmul_peak_gflops
-from ganserve.contract import CARD_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, model_versions
-from ganserve.errors import GanserveError
+from ganserve.benchmarks import report
+from ganserve.benchmarks.flops import count_flops
+from ganserve.benchmarks.loadgen import ProcessMonitor, Stats, closed_loop, summarise, timed_loop
+from ganserve.benchmarks.machine import bf16_peak_gflops, cpu_info, int8_peak_gops, matmul_peak_gflops
+from ganserve.core.contract import CARD_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, model_versions
+from ganserve.core.errors import GanserveError
 
 log = logging.getLogger("ganserve.bench")
 
@@ -160,7 +160,7 @@ class Bench:
         try:
             import torch
 
-            from training.checkpoint import build_from_checkpoint
+            from ganserve.training.checkpoint import build_from_checkpoint
         except ImportError:
             self.skipped.append("torch eager: torch is not installed (pip install 'ganserve[train]')")
             return
@@ -193,7 +193,7 @@ class Bench:
         self.torch_module = module
 
     def run_ort(self) -> None:
-        from serving.runtime import RuntimeSettings, choose_runner
+        from ganserve.serving.runtime import RuntimeSettings, choose_runner
 
         version_dir = self.onnx_path.parent
         choice = choose_runner(version_dir, self.card, version_dir / REFERENCE_FILE if (version_dir / REFERENCE_FILE).exists()
@@ -220,7 +220,7 @@ class Bench:
 
     def run_fast_cpu(self) -> None:
         """Issue 14's in-process rows: every ORT candidate, native OpenVINO, latency vs throughput mode, codecs."""
-        from benchmarks import inprocess
+        from ganserve.benchmarks import inprocess
 
         threads = os.cpu_count() or 1
         runs: list = []
@@ -273,7 +273,7 @@ class Bench:
                     cleanup()
 
     async def run_served(self) -> None:
-        from serving.server import start_subprocess
+        from ganserve.serving.server import start_subprocess
 
         if self.cfg.server_target:
             monitor = ProcessMonitor(self.cfg.server_pids)
@@ -293,8 +293,8 @@ class Bench:
 
     async def _floor(self, req, answer, size: int, mk) -> None:
         """Time the same client against the gRPC floor server answering with the real answer's bytes (c1)."""
-        from benchmarks import floor
-        from serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
+        from ganserve.benchmarks import floor
+        from ganserve.serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
         work = Path(tempfile.mkdtemp(prefix="ganserve-floor-"))
         proc, port = floor.start(answer.SerializeToString(), work)
@@ -312,7 +312,7 @@ class Bench:
 
     def _image_rpc(self, images, png: bytes):
         """(the image RPC for this model's task, a request for it) or (None, None) where the task has none here."""
-        from serving.proto.ganserve.v1 import images_pb2
+        from ganserve.serving.proto.ganserve.v1 import images_pb2
 
         if self.card.task == "face_aging":
             spec = self.card.input_by_role("condition")
@@ -323,10 +323,10 @@ class Bench:
         return (rpc, images_pb2.ImageRequest(model=self.cfg.model, image=png)) if rpc else (None, None)
 
     async def _served_paths(self, target: str, monitor: ProcessMonitor) -> None:
-        from serving.proto.ganserve.v1 import images_pb2_grpc
-        from serving.proto.inference import grpc_service_pb2 as pb
-        from serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
-        from serving.tensors import datatype_of
+        from ganserve.serving.proto.ganserve.v1 import images_pb2_grpc
+        from ganserve.serving.proto.inference import grpc_service_pb2 as pb
+        from ganserve.serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
+        from ganserve.serving.tensors import datatype_of
 
         limit = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
         async with grpc.aio.insecure_channel(target, options=limit) as channel:
@@ -384,7 +384,7 @@ class Bench:
         except ImportError:
             self.skipped.append("tritonclient-aio: tritonclient[grpc] is not installed (pip install 'ganserve[dev]')")
             return
-        from serving.tensors import datatype_of
+        from ganserve.serving.tensors import datatype_of
 
         client = tc.InferenceServerClient(target)
         inputs = []
@@ -405,7 +405,7 @@ class Bench:
 
     # -- the peer server --------------------------------------------------------------------------------------------
     async def run_peer(self) -> None:
-        from benchmarks import peer_torchserve
+        from ganserve.benchmarks import peer_torchserve
 
         if getattr(self, "torch_module", None) is None:
             self.skipped.append("peer-torchserve: needs torch and the checkpoint (see torch eager)")
@@ -529,7 +529,7 @@ def run_bench_models(cfg: BenchConfig, names: list[str],
                      checkpoints: dict[str, Path] | None = None) -> tuple[list[dict], dict[str, Path]]:
     """Bench several models of one repository in one run: one server for all of them, the machine measured once,
     one report per model in `<out>/<model>/` and a table across the models in `<out>/summary.md`."""
-    from serving.server import start_subprocess
+    from ganserve.serving.server import start_subprocess
 
     out = cfg.out or Path("benchmarks/results") / datetime.now().strftime("%Y%m%d-%H%M%S")
     if cfg.duration is None and cfg.requests is None:

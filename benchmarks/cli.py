@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ganserve.errors import GanserveError
+from ganserve.core.errors import GanserveError
 
 PATHS = ("torch", "ort", "ort-candidates", "openvino-native", "modes", "codecs", "oip-raw", "grpc-floor", "image-api",
          "tritonclient-aio", "peer-torchserve")
@@ -53,7 +53,7 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks.bench import BenchConfig, image_models, run_bench, run_bench_models
+    from ganserve.benchmarks.bench import BenchConfig, image_models, run_bench, run_bench_models
 
     if not args.repo.is_dir():
         raise GanserveError(f"{args.repo}: model repository not found")

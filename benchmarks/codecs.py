@@ -6,7 +6,7 @@ Content is realistic: a natural photo (scikit-image's astronaut) resized to each
 decoders are also timed on the same reference files (Pillow's PNG level 6 and JPEG q90, what clients send), and
 the serving path itself (serving.imaging.encode_image / decode_image) is timed last, as the server runs it.
 
-    python -m benchmarks.codecs --sizes 256,512,1024 --repeats 5 --out benchmarks/results/codecs
+    python -m ganserve.benchmarks.codecs --sizes 256,512,1024 --repeats 5 --out benchmarks/results/codecs
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from benchmarks.cli import int_list
-from ganserve.machine import cpu_info, describe
+from ganserve.benchmarks.cli import int_list
+from ganserve.core.machine import cpu_info, describe
 
 Encoder = Callable[[np.ndarray], bytes]
 Decoder = Callable[[bytes], np.ndarray]
@@ -291,7 +291,7 @@ def measure(sizes: list[int], repeats: int, log: Callable[[str], None] = print) 
 
 def _serving_rows(content: str, size: int, src: np.ndarray, refs: dict[str, bytes], repeats: int) -> list[dict]:
     """The server's own path: encode_image from a PIL image, decode_image from bytes (whichever backend it picked)."""
-    from serving import imaging
+    from ganserve.serving import imaging
 
     img = Image.fromarray(src)
     backend = getattr(imaging, "backend_names", lambda: {"PNG": "Pillow", "JPEG": "Pillow"})()
@@ -343,7 +343,7 @@ def markdown(res: Results) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write codecs.json and codecs.md under --out."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.codecs", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ganserve.benchmarks.codecs", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int_list, default=[256, 512, 1024], help="comma-separated square sizes (pixels)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/codecs"), help="folder for JSON + Markdown")

@@ -1,6 +1,6 @@
 """Held-out raindrop removal: attentive GAN vs the rainy input vs the same autoencoder trained with L1 alone.
 
-    python -m benchmarks.derain_quality runs/derain/checkpoint.pt runs/derain_l1/checkpoint.pt \
+    python -m ganserve.benchmarks.derain_quality runs/derain/checkpoint.pt runs/derain_l1/checkpoint.pt \
         --out benchmarks/results/derain
 
 Writes results.json, results.md and side_by_side.png (rainy | attention map | GAN | L1 baseline | clean, one held-out
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.machine import describe
-from training.checkpoint import build_from_checkpoint, load_checkpoint
-from training.data.raindrops import held_out_pairs, stack_pairs
-from training.models.sr_eval import labelled_row, to_pil
+from ganserve.benchmarks.machine import describe
+from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
+from ganserve.training.data.raindrops import held_out_pairs, stack_pairs
+from ganserve.training.models.sr_eval import labelled_row, to_pil
 
 GAN, BASELINE, RAINY = "attentive GAN", "autoencoder, L1 only", "rainy input"
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['psnr']:.2f} | {r['psnr_gain']:+.2f} | {r['ssim']:.4f} | {r['ssim_gain']:+.4f} | {iou} |")
     md = "\n".join(lines) + "\n"
     (args.out / "results.md").write_text(md)
-    doc = {"cpu": cpu, "command": "python -m benchmarks.derain_quality " + " ".join(argv or sys.argv[1:]),
+    doc = {"cpu": cpu, "command": "python -m ganserve.benchmarks.derain_quality " + " ".join(argv or sys.argv[1:]),
            "rows": rows}
     (args.out / "results.json").write_text(json.dumps(doc, indent=2))
     print(md)

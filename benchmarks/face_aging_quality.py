@@ -1,6 +1,6 @@
 """Face aging on held-out identities, every source -> target age-group pair, next to "return the input unchanged".
 
-    python -m benchmarks.face_aging_quality models/face-aging/checkpoint.pt --judges models/face-judges \
+    python -m ganserve.benchmarks.face_aging_quality models/face-aging/checkpoint.pt --judges models/face-judges \
         --identities 24 --out benchmarks/results/face_aging --grid docs/face_aging/grid.png
 
 For each held-out identity rendered at the six group centre ages (one scene each), the generator is asked for all
@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ganserve.errors import GanserveError
-from ganserve.machine import describe
-from training.checkpoint import build_from_checkpoint
-from training.data.faces import AGE_GROUPS
-from training.models.face_aging import GROUPS, Judges, held_out_faces, pair_outputs, score_pairs, summarise
-from training.models.face_judges import load_net
+from ganserve.core.errors import GanserveError
+from ganserve.core.machine import describe
+from ganserve.training.checkpoint import build_from_checkpoint
+from ganserve.training.data.faces import AGE_GROUPS
+from ganserve.training.models.face_aging import GROUPS, Judges, held_out_faces, pair_outputs, score_pairs, summarise
+from ganserve.training.models.face_judges import load_net
 
 METRICS = ("target_age_accuracy", "id_verify_rate", "id_rank1", "psnr", "ssim")
 MATRIX_KEYS = {"target_age_accuracy": "age_hit", "id_verify_rate": "id_verified", "id_rank1": "id_rank1",
@@ -118,7 +118,7 @@ def _save_text(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: measure a face-aging checkpoint and write results.json, results.md and the grid."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.face_aging_quality", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m ganserve.benchmarks.face_aging_quality", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--judges", type=Path, default=Path("models/face-judges"), help="folder with age_judge.pt, id_judge.pt")
     p.add_argument("--identities", type=int, default=24, help="held-out identities")

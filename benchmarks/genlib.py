@@ -1,6 +1,6 @@
 """The generative-model library measured: objectives on the 2-D ring and every digit model under one budget.
 
-    flock /tmp/ganserve-cpu.lock .venv/bin/python -m benchmarks.genlib --budget-minutes 2 --toy-steps 3000
+    flock /tmp/ganserve-cpu.lock .venv/bin/python -m ganserve.benchmarks.genlib --budget-minutes 2 --toy-steps 3000
 
 Part 1 trains the ring-of-8-Gaussians GAN with each objective for the same number of generator updates (each with
 its paper's recipe) and plots samples over training. Part 2 trains each digit model for the same wall-clock budget on
@@ -25,13 +25,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.machine import cpu_info  # noqa: E402
-from training.data import digits_gen  # noqa: E402
-from training.data.toy import ring_centers  # noqa: E402
-from training.eval.gen_metrics import digits_metrics  # noqa: E402
-from training.models.genbase import picture  # noqa: E402
-from training.models.toygan import ToyRun, train_toy  # noqa: E402
-from training.runlog import write_json, write_png  # noqa: E402
+from ganserve.benchmarks.machine import cpu_info  # noqa: E402
+from ganserve.training.data import digits_gen  # noqa: E402
+from ganserve.training.data.toy import ring_centers  # noqa: E402
+from ganserve.training.eval.gen_metrics import digits_metrics  # noqa: E402
+from ganserve.training.models.genbase import picture  # noqa: E402
+from ganserve.training.models.toygan import ToyRun, train_toy  # noqa: E402
+from ganserve.training.runlog import write_json, write_png  # noqa: E402
 
 # (objective, discriminator updates before the generator starts): the last two are the "D wins early" case
 TOY_RUNS = (("minimax", 0), ("nonsaturating", 0), ("wgan", 0), ("wgan-gp", 0), ("minimax", 500),
@@ -101,7 +101,7 @@ def _toy_label(run: ToyRun) -> str:
 
 # -- part 2: the digit models ----------------------------------------------------------------------------------------
 def _export_parity(ckpt: Path, repo: Path, name: str) -> float:
-    from export.exporter import export_checkpoint, read_card
+    from ganserve.export.exporter import export_checkpoint, read_card
 
     version = export_checkpoint(ckpt, repo, name=name, overwrite=True)
     return float(read_card(version).parity["max_abs_error"])
@@ -109,8 +109,8 @@ def _export_parity(ckpt: Path, repo: Path, name: str) -> float:
 
 def model_part(budget_minutes: float, image_size: int, seed: int, runs_dir: Path, out: Path) -> list[dict[str, Any]]:
     """Train every model for the same budget, evaluate, export, and save its sample grid."""
-    from training.checkpoint import build_from_checkpoint
-    from training.trainer import train
+    from ganserve.training.checkpoint import build_from_checkpoint
+    from ganserve.training.trainer import train
 
     rows = []
     for label, model, overrides in MODELS:
@@ -188,7 +188,7 @@ def markdown(result: dict[str, Any]) -> str:
         "| objective | recipe | modes covered (over training) | high-quality fraction (end) | ‖∇G‖ start → end | time |",
         "|---|---|---|---|---|---|",
     ]
-    from training.objectives import get_objective
+    from ganserve.training.objectives import get_objective
 
     for row in result["toy"]:
         r = get_objective(row["objective"]).recipe
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "machine": cpu_info(), "torch_threads": args.threads, "budget_minutes": args.budget_minutes,
         "toy_steps": args.toy_steps, "image_size": args.image_size, "seed": args.seed,
-        "command": "python -m benchmarks.genlib " + " ".join(argv if argv is not None else os.sys.argv[1:]),
+        "command": "python -m ganserve.benchmarks.genlib " + " ".join(argv if argv is not None else os.sys.argv[1:]),
     }
     if args.skip_toy:  # keep the previous run's ring results (and say how they were made)
         result["toy"], result["toy_steps"] = previous.get("toy", []), previous.get("toy_steps")

@@ -14,8 +14,8 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from benchmarks.loadgen import closed_loop, summarise, timed_loop, Stats
-from ganserve.contract import REFERENCE_FILE, ModelCard
+from ganserve.benchmarks.loadgen import closed_loop, summarise, timed_loop, Stats
+from ganserve.core.contract import REFERENCE_FILE, ModelCard
 
 
 @dataclass
@@ -37,9 +37,9 @@ def candidate_runs(version_dir: Path, card: ModelCard, threads: int,
     checked; plus why others are absent."""
     import onnxruntime as ort
 
-    from ganserve.machine import cpu_info
-    from serving.precision import check_quality, list_candidates, load_reference_cases, version_files
-    from serving.runtime import OrtRunner, RuntimeSettings, requested_providers
+    from ganserve.core.machine import cpu_info
+    from ganserve.serving.precision import check_quality, list_candidates, load_reference_cases, version_files
+    from ganserve.serving.runtime import OrtRunner, RuntimeSettings, requested_providers
 
     files = version_files(version_dir, card.precision)
     cands, skipped = list_candidates(files, requested_providers(providers), ort.get_available_providers(),

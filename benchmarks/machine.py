@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ganserve.machine import cpu_info, describe  # noqa: F401  (re-exported for the benchmarks)
+from ganserve.core.machine import cpu_info, describe  # noqa: F401  (re-exported for the benchmarks)
 
 # An int8 engine: given A (uint8, values 0..127 so it reads the same as int8) and B (int8), a zero-argument
 # function that computes A @ B as int32 and returns it as a numpy array.

@@ -1,6 +1,6 @@
 """Held-out SR quality of SRResNet vs SRGAN vs bicubic, with a side-by-side picture (bicubic | SRResNet | SRGAN | truth).
 
-    python -m benchmarks.sr_quality runs/srresnet/checkpoint.pt runs/srgan/checkpoint.pt --out docs/sr
+    python -m ganserve.benchmarks.sr_quality runs/srresnet/checkpoint.pt runs/srgan/checkpoint.pt --out docs/sr
 
 Writes quality.json, quality.md and side_by_side.png; prints the Markdown table with the CPU model.
 """
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.machine import describe
-from training.checkpoint import build_from_checkpoint, load_checkpoint
-from training.data.images import upscale_bicubic
-from training.models.sr_eval import evaluate_sr, held_out_pairs, labelled_row, to_pil
+from ganserve.benchmarks.machine import describe
+from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
+from ganserve.training.data.images import upscale_bicubic
+from ganserve.training.models.sr_eval import evaluate_sr, held_out_pairs, labelled_row, to_pil
 
 
 def _predictor(app) -> callable:

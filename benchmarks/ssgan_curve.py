@@ -1,7 +1,7 @@
 """Held-out accuracy against the number of labels: the semi-supervised GAN, its supervised-only baseline (the same
 classifier and steps on the labelled images alone) and an RBF SVM on the same labelled images, over seeds.
 
-    python -m benchmarks.ssgan_curve --per-class 2,5,10,20 --seeds 0,1,2 --steps 3000 [--holdout validation] \
+    python -m ganserve.benchmarks.ssgan_curve --per-class 2,5,10,20 --seeds 0,1,2 --steps 3000 [--holdout validation] \
         [--set key=value ...] [--out benchmarks/results/ssgan]
 
 Every run trains through the normal trainer (`ganserve train ssgan`) into a temporary folder. Writes results.json
@@ -36,8 +36,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def train_run(method: str, per_class: int, seed: int, steps: int, overrides: dict[str, Any], work: Path) -> dict[str, Any]:
     """Train one configuration and return its held-out figures, confusion matrix and wall time."""
-    from training.checkpoint import load_checkpoint
-    from training.trainer import train
+    from ganserve.training.checkpoint import load_checkpoint
+    from ganserve.training.trainer import train
 
     config = {**overrides, **METHODS[method], "labels_per_class": per_class, "seed": seed,
               "eval_every": 0, "sample_every": 0, "ckpt_every": 0}
@@ -57,8 +57,8 @@ def svm_run(per_class: int, seed: int, overrides: dict[str, Any]) -> dict[str, A
     """An RBF SVM (scikit-learn defaults) on the same labelled images, scored on the same held-out split."""
     from sklearn.svm import SVC
 
-    from training.data.digits import semi_supervised_split
-    from training.models.ssgan import confusion_matrix
+    from ganserve.training.data.digits import semi_supervised_split
+    from ganserve.training.models.ssgan import confusion_matrix
 
     split = semi_supervised_split(overrides.get("data_dir", ""), per_class, seed, overrides.get("holdout", "test"))
     t0 = time.perf_counter()
@@ -196,7 +196,7 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ssgan_curve", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ganserve.benchmarks.ssgan_curve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-class", default="2,5,10,20", help="labels per class (x10 classes on the digits)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=3000)
@@ -210,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         return merge(args.merge, Path(args.out))
 
-    from benchmarks.machine import cpu_info
-    from training.config import parse_set
+    from ganserve.benchmarks.machine import cpu_info
+    from ganserve.training.config import parse_set
 
     per_class, seeds = _ints(args.per_class, "--per-class"), _ints(args.seeds, "--seeds")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"ssgan_curve: unknown method(s) {unknown}; use ssgan, baseline, svm")
     overrides: dict[str, Any] = {**parse_set(args.set), "holdout": args.holdout}
     doc: dict[str, Any] = {
-        "command": "python -m benchmarks.ssgan_curve " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "command": "python -m ganserve.benchmarks.ssgan_curve " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "machine": cpu_info(), "steps": args.steps, "seeds": seeds, "overrides": overrides, "runs": [],
     }
     out = Path(args.out)

@@ -1,6 +1,6 @@
 """How long `ganserve serve` takes to become ready: process start to the READY line, cold and warm cache.
 
-`python -m benchmarks.startup --repo models [--runs 3]` starts the server `--runs` times with an emptied cache
+`python -m ganserve.benchmarks.startup --repo models [--runs 3]` starts the server `--runs` times with an emptied cache
 folder (cold: every candidate timed and checked) and `--runs` times with the cache the first run wrote (warm),
 stops each with SIGTERM once it is ready, and prints one line per start with its wall time and the server's CPU
 time, then the CPU model.
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ganserve.machine import describe
+from ganserve.core.machine import describe
 
 READY = "ganserve serving: ready"
 
@@ -32,7 +32,7 @@ def _cpu_seconds(pid: int) -> float:
 
 def time_to_ready(repo: Path, cache: Path, timeout: float = 300.0) -> dict[str, float]:
     """Start one server on free ports with `cache` as its cache folder; seconds until READY and its CPU seconds."""
-    cmd = [sys.executable, "-m", "ganserve.cli", "serve", "--repo", str(repo), "--port", "0", "--metrics-port", "-1",
+    cmd = [sys.executable, "-m", "ganserve.pipeline.cli", "serve", "--repo", str(repo), "--port", "0", "--metrics-port", "-1",
            "--cache-dir", str(cache)]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -54,7 +54,7 @@ def time_to_ready(repo: Path, cache: Path, timeout: float = 300.0) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.startup", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m ganserve.benchmarks.startup", description=__doc__.splitlines()[0])
     p.add_argument("--repo", type=Path, required=True, help="model repository to serve")
     p.add_argument("--runs", type=int, default=3, help="cold and warm starts each (default 3)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")

@@ -1,7 +1,7 @@
 """Held-out translation quality: pix2pix vs the L1-only U-Net vs the identity mapping (edges -> photo), and CycleGAN
 both ways vs the identity mapping and a colour-statistics transfer (hidden dusk grading).
 
-    python -m benchmarks.translation_quality --pix2pix runs/pix2pix/checkpoint.pt \
+    python -m ganserve.benchmarks.translation_quality --pix2pix runs/pix2pix/checkpoint.pt \
         --l1 runs/pix2pix-l1/checkpoint.pt --cyclegan runs/cyclegan/checkpoint.pt --out benchmarks/results/translation
 
 Writes results.json, results.md, pix2pix.png (edges | L1-only | pix2pix | photo) and cyclegan.png (A | G_AB(A) |
@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmarks.machine import describe
-from training.checkpoint import build_from_checkpoint, load_checkpoint
-from training.data.unpaired import builtin_domains
-from training.models import translation_eval as te
-from training.models.sr_eval import labelled_row, to_pil
+from ganserve.benchmarks.machine import describe
+from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
+from ganserve.training.data.unpaired import builtin_domains
+from ganserve.training.models import translation_eval as te
+from ganserve.training.models.sr_eval import labelled_row, to_pil
 
 FIGURES = ("l1", "psnr", "ssim", "sharpness")
 DIRECTION_LABEL = {"ab": "A -> B", "ba": "B -> A"}
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --pix2pix with --l1, and/or --cyclegan")
     args.out.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"cpu": describe(),
-                           "command": "python -m benchmarks.translation_quality " + " ".join(argv or sys.argv[1:])}
+                           "command": "python -m ganserve.benchmarks.translation_quality " + " ".join(argv or sys.argv[1:])}
     if args.pix2pix:
         gan, l1 = _load(args.pix2pix, "pix2pix", False), _load(args.l1, "pix2pix", True)
         doc["pix2pix"] = pix2pix_rows(gan, l1, args.pix2pix, args.l1)

@@ -1,6 +1,6 @@
 """Precision table for the README: export fp32/fp16/int8 of one checkpoint and measure each on this CPU.
 
-    python -m export.bench_precisions CHECKPOINT [--sizes 64 256] [--repeats 10] [--repo DIR]
+    python -m ganserve.export.bench_precisions CHECKPOINT [--sizes 64 256] [--repeats 10] [--repo DIR]
 
 Per precision: max abs error vs torch and held-out quality (both from the export's model card), model.onnx size,
 and onnxruntime CPU p50 latency at batch 1 for each square input size (a precision the CPU provider cannot run is
@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ganserve.contract import MODEL_FILE, ModelCard
-from ganserve.errors import GanserveError
-from export.defaults import PRECISIONS
-from export.predictors import CPU, ort_session
+from ganserve.core.contract import MODEL_FILE, ModelCard
+from ganserve.core.errors import GanserveError
+from ganserve.export.defaults import PRECISIONS
+from ganserve.export.predictors import CPU, ort_session
 
 CELL_BUDGET_S = 15.0  # stop timing one cell after this long (at least 3 runs), so big inputs stay bounded
 
@@ -69,7 +69,7 @@ def p50_ms(model_path: Path, feed: dict[str, np.ndarray], repeats: int, provider
 
 def bench(checkpoint: str | Path, repo: Path, sizes: list[int], repeats: int, progress: bool = True) -> list[dict[str, Any]]:
     """Export each precision as its own version of one model in `repo`, then measure it; one row per precision."""
-    from export.exporter import export_checkpoint, read_card
+    from ganserve.export.exporter import export_checkpoint, read_card
 
     rows = []
     for version, precision in enumerate(PRECISIONS, start=1):
@@ -124,7 +124,7 @@ def markdown(rows: list[dict[str, Any]], sizes: list[int], cpu: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry: export into a temp repository (or --repo) and print the table."""
-    p = argparse.ArgumentParser(prog="python -m export.bench_precisions", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m ganserve.export.bench_precisions", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint")
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 256], help="square input sizes (default 64 256)")
     p.add_argument("--repeats", type=int, default=10, help=f"timed runs per cell (fewer after {CELL_BUDGET_S:.0f} s)")

@@ -9,8 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ganserve.contract import ModelCard, TensorSpec
-from training.export_spec import ExportSpec
+from ganserve.core.contract import ModelCard, TensorSpec
+from ganserve.core.export_spec import ExportSpec
 
 # Checkpoint entries that are weights or optimizer state, never card material.
 _BULK_KEYS = {"state", "optim", "optimizer", "format", "format_version"}

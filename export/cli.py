@@ -6,10 +6,11 @@ import argparse
 
 from pathlib import Path
 
-from ganserve.contract import CARD_FILE, ModelCard
-from ganserve.errors import CheckpointError, GanserveError
-from ganserve.quality import PSNR_DROP_DB
-from export.defaults import DEFAULT_OPSET, PRECISIONS
+from ganserve.core.contract import CARD_FILE, ModelCard
+from ganserve.core.errors import CheckpointError, GanserveError
+from ganserve.core.quality import PSNR_DROP_DB
+from ganserve.core.shipped import entry_checkpoint, read_entry
+from ganserve.export.defaults import DEFAULT_OPSET, PRECISIONS
 
 
 def _positive(text: str) -> int:
@@ -70,19 +71,17 @@ def run(args: argparse.Namespace) -> int:
     """Export, then print the version folder and the figures that matter."""
     if args.half_io and args.precision != "fp16":
         raise GanserveError("--half-io applies to --precision fp16 only")
-    from training.config import parse_set
+    from ganserve.training.config import parse_set
 
     options = parse_set(args.option)
     if Path(args.checkpoint).is_dir():  # a shipped entry: its checkpoint, name and recorded options
-        from training.ship import entry_checkpoint, read_entry
-
         card = read_entry(args.checkpoint)
         options = {**card.get("options", {}), **options}
         args.name = args.name or Path(args.checkpoint).resolve().name
         args.checkpoint = str(entry_checkpoint(args.checkpoint))
     if not Path(args.checkpoint).is_file():
         raise CheckpointError(f"{args.checkpoint}: no such checkpoint file")
-    from export.exporter import export_checkpoint
+    from ganserve.export.exporter import export_checkpoint
 
     out = export_checkpoint(
         args.checkpoint, args.repo,

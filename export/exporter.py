@@ -10,27 +10,27 @@ from typing import Any, Sequence
 
 import onnx
 
-from ganserve.contract import (
+from ganserve.core.contract import (
     CARD_FILE, CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, TensorSpec, onnx_metadata, triton_config,
     variant_file,
 )
-from ganserve.errors import CheckpointError, GanserveError
-from ganserve.files import file_sha256
-from ganserve.quality import (
+from ganserve.core.errors import CheckpointError, GanserveError
+from ganserve.core.files import file_sha256
+from ganserve.core.quality import (
     CLASS_ROLES, PSNR_DROP_DB, REFERENCE_TOLERANCE, ReferenceCase, check_outputs, reference_cases,
 )
-from export.card import build_card, source_facts, training_facts
-from export.defaults import DEFAULT_OPSET, FP32_TOLERANCE, PRECISIONS
-from export.onnx_export import to_onnx
-from export.parity import ParityCase, measure_parity, parity_cases
-from export.precision import to_fp16, to_int8
-from export.predictors import CPU, ort_predictor, ort_session, torch_predictor
-from export.providers import measure_on_first_runnable, resolve_providers, short
-from export.reference import npz_bytes, reference_arrays
-from export.repository import check_target, write_model
-from training.export_spec import ExportSpec, Predictor
+from ganserve.export.card import build_card, source_facts, training_facts
+from ganserve.export.defaults import DEFAULT_OPSET, FP32_TOLERANCE, PRECISIONS
+from ganserve.export.onnx_export import to_onnx
+from ganserve.export.parity import ParityCase, measure_parity, parity_cases
+from ganserve.export.precision import to_fp16, to_int8
+from ganserve.export.predictors import CPU, ort_predictor, ort_session, torch_predictor
+from ganserve.export.providers import measure_on_first_runnable, resolve_providers, short
+from ganserve.export.reference import npz_bytes, reference_arrays
+from ganserve.export.repository import check_target, write_model
+from ganserve.core.export_spec import ExportSpec, Predictor
 
-QUALITY_RULE = (f"server rule (ganserve.quality) on the reference set: image outputs with ground truth lose at most "
+QUALITY_RULE = (f"server rule (ganserve.core.quality) on the reference set: image outputs with ground truth lose at most "
                 f"{PSNR_DROP_DB} dB PSNR vs fp32, {'/'.join(CLASS_ROLES)} change no top-1 answer, other outputs stay "
                 f"within a max abs error of {REFERENCE_TOLERANCE['int8']:g} (int8) / {REFERENCE_TOLERANCE['fp16']:g} "
                 f"(fp16) x the value range of the fp32 outputs")
@@ -234,7 +234,7 @@ def export_checkpoint(
     """Rebuild the model a checkpoint names and export it (see export_from_spec); returns the version folder.
 
     ``options`` override config values of the rebuilt application before ``export_spec()`` (``--option``)."""
-    from training.checkpoint import build_from_checkpoint, load_checkpoint
+    from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():

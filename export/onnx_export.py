@@ -8,10 +8,10 @@ import warnings
 import onnx
 import torch
 
-from ganserve.contract import TensorSpec
-from ganserve.errors import GanserveError
-from export.defaults import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-from training.export_spec import ExportSpec
+from ganserve.core.contract import TensorSpec
+from ganserve.core.errors import GanserveError
+from ganserve.export.defaults import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from ganserve.core.export_spec import ExportSpec
 
 _AXIS_NAMES = {"N": "batch", "H": "height", "W": "width", "D": "depth", "T": "time"}
 # Ops whose training-mode form must never reach a served graph.

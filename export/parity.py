@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ganserve.contract import TensorSpec
-from ganserve.errors import GanserveError
-from training.export_spec import ExportSpec, Predictor
+from ganserve.core.contract import TensorSpec
+from ganserve.core.errors import GanserveError
+from ganserve.core.export_spec import ExportSpec, Predictor
 
 BATCH_SIZES = (1, 3)
 

@@ -9,8 +9,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from ganserve.errors import GanserveError
-from training.export_spec import ExportSpec, Predictor
+from ganserve.core.errors import GanserveError
+from ganserve.core.export_spec import ExportSpec, Predictor
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
               "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}

@@ -15,9 +15,9 @@ from typing import Any, Callable, Sequence
 import onnx
 import onnxruntime as ort
 
-from ganserve.errors import GanserveError
-from export.predictors import CPU, OPENVINO, ort_predictor, raw_session
-from training.export_spec import Predictor
+from ganserve.core.errors import GanserveError
+from ganserve.export.predictors import CPU, OPENVINO, ort_predictor, raw_session
+from ganserve.core.export_spec import Predictor
 
 MEASURE_ORDER = (CPU, OPENVINO)
 SHORT_NAMES = {"cpu": CPU, "openvino": OPENVINO, "cuda": "CUDAExecutionProvider"}

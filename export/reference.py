@@ -3,7 +3,7 @@
 Case 0 is stored as "in:<tensor>", "out:<tensor>" (fp32 torch outputs) and, where the model knows it, "truth:<tensor>"
 (the held-out ground truth, so the server can measure a PSNR drop); further cases as "case<k>/in:<tensor>" etc.
 Each case is one of the spec's real held-out inputs (at its own spatial size), at most REFERENCE_ITEMS items.
-The export gates its variants on the same cases (ganserve.quality.reference_cases), so it refuses what the server
+The export gates its variants on the same cases (ganserve.core.quality.reference_cases), so it refuses what the server
 would.
 """
 
@@ -13,8 +13,8 @@ import io
 
 import numpy as np
 
-from ganserve.errors import GanserveError
-from training.export_spec import ExportSpec, Predictor
+from ganserve.core.errors import GanserveError
+from ganserve.core.export_spec import ExportSpec, Predictor
 
 REFERENCE_ITEMS = 2  # items per case: enough to check a precision, small enough to ship and to run at load
 

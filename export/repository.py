@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ganserve.contract import check_model_name, model_versions
-from ganserve.errors import RepositoryError
+from ganserve.core.contract import check_model_name, model_versions
+from ganserve.core.errors import RepositoryError
 
 
 def _version_dirs(model_dir: Path) -> list[int]:

@@ -8,8 +8,8 @@ from typing import Awaitable, Callable, TypeVar
 
 import grpc
 
-from serving import status
-from serving.metrics import ServerMetrics
+from ganserve.serving import status
+from ganserve.serving.metrics import ServerMetrics
 
 log = logging.getLogger("ganserve.serving")
 T = TypeVar("T")

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from ganserve.files import file_sha256
-from ganserve.machine import cpu_info
-from serving.precision import PSNR_DROP_DB, REFERENCE_TOLERANCE, Candidate, Choice, Trial
+from ganserve.core.files import file_sha256
+from ganserve.core.machine import cpu_info
+from ganserve.serving.precision import PSNR_DROP_DB, REFERENCE_TOLERANCE, Candidate, Choice, Trial
 
 log = logging.getLogger("ganserve.serving")
 

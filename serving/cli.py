@@ -9,11 +9,11 @@ from pathlib import Path
 
 import grpc
 
-from ganserve.errors import GanserveError
+from ganserve.core.errors import GanserveError
 
 
 def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
-    """Add the `serve` or the `client` subcommand (ganserve.cli maps both names here)."""
+    """Add the `serve` or the `client` subcommand (ganserve.pipeline.cli maps both names here)."""
     if name == "serve":
         _add_serve(subparsers)
     elif name == "client":
@@ -63,11 +63,11 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from serving.choice_cache import default_cache_dir
-    from serving.images import ImageSettings
-    from serving.models import BatchingOverrides
-    from serving.runtime import RuntimeSettings, select_providers
-    from serving.server import ServerConfig, serve
+    from ganserve.serving.choice_cache import default_cache_dir
+    from ganserve.serving.images import ImageSettings
+    from ganserve.serving.models import BatchingOverrides
+    from ganserve.serving.runtime import RuntimeSettings, select_providers
+    from ganserve.serving.server import ServerConfig, serve
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.repo.is_dir():
@@ -139,7 +139,7 @@ def _add_client(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_client(args: argparse.Namespace) -> int:
-    from serving.client import ImageOptions, ImagesClient
+    from ganserve.serving.client import ImageOptions, ImagesClient
 
     try:
         with ImagesClient(args.server, timeout=args.timeout) as client:

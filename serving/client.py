@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from serving.proto.ganserve.v1 import images_pb2 as pb
-from serving.proto.ganserve.v1 import images_pb2_grpc as pb_grpc
+from ganserve.serving.proto.ganserve.v1 import images_pb2 as pb
+from ganserve.serving.proto.ganserve.v1 import images_pb2_grpc as pb_grpc
 
 DEFAULT_SERVER = "127.0.0.1:8001"
 

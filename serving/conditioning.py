@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ganserve.contract import TensorSpec
-from serving import status
+from ganserve.core.contract import TensorSpec
+from ganserve.serving import status
 
 
 def condition_index(spec: TensorSpec, choice: str, what: str = "condition") -> int:

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from ganserve.contract import ModelCard, TensorSpec
-from serving import status
-from serving.calls import CallGate
-from serving.conditioning import condition_index, condition_tensor, latent_tensor
-from serving.imaging import decode_image, encode_pixels, from_layout, pad_to_multiple, to_layout, to_pixels, to_tensor
-from serving.models import ModelManager, ServedModel, ServedVersion
-from serving.proto.ganserve.v1 import images_pb2 as pb
-from serving.proto.ganserve.v1 import images_pb2_grpc as pb_grpc
-from serving.tiling import run_tiled
+from ganserve.core.contract import ModelCard, TensorSpec
+from ganserve.serving import status
+from ganserve.serving.calls import CallGate
+from ganserve.serving.conditioning import condition_index, condition_tensor, latent_tensor
+from ganserve.serving.imaging import decode_image, encode_pixels, from_layout, pad_to_multiple, to_layout, to_pixels, to_tensor
+from ganserve.serving.models import ModelManager, ServedModel, ServedVersion
+from ganserve.serving.proto.ganserve.v1 import images_pb2 as pb
+from ganserve.serving.proto.ganserve.v1 import images_pb2_grpc as pb_grpc
+from ganserve.serving.tiling import run_tiled
 
 RPC_FOR_TASK = {
     "super_resolution": "SuperResolve", "translation": "Translate", "derain": "Derain", "face_aging": "AgeFace",

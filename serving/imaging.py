@@ -13,8 +13,8 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ganserve.contract import TensorSpec
-from serving import status
+from ganserve.core.contract import TensorSpec
+from ganserve.serving import status
 
 try:  # fpng writes standard PNG 20-30x faster than zlib level 1, same size (benchmarks/codecs.py); RGB/RGBA only
     import fpng as _fpng

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ganserve.contract import ModelCard, check_model_name, list_models
-from ganserve.errors import GanserveError, RepositoryError
-from serving import status
-from serving.batcher import Batcher, BatchingConfig
-from serving.metrics import ServerMetrics
-from serving.proto.inference import model_config_pb2
-from serving.repository import ModelSource, read_model
-from serving.precision import PRECISIONS, Choice
-from serving.runtime import OrtRunner, RunnerPool, RuntimeSettings, choose_runner, stream_runners
+from ganserve.core.contract import ModelCard, check_model_name, list_models
+from ganserve.core.errors import GanserveError, RepositoryError
+from ganserve.serving import status
+from ganserve.serving.batcher import Batcher, BatchingConfig
+from ganserve.serving.metrics import ServerMetrics
+from ganserve.serving.proto.inference import model_config_pb2
+from ganserve.serving.repository import ModelSource, read_model
+from ganserve.serving.precision import PRECISIONS, Choice
+from ganserve.serving.runtime import OrtRunner, RunnerPool, RuntimeSettings, choose_runner, stream_runners
 
 log = logging.getLogger("ganserve.serving")
 

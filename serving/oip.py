@@ -9,13 +9,13 @@ from typing import AsyncIterator, Callable
 import grpc
 from google.protobuf.message import DecodeError
 
-import serving
-from serving import status
-from serving.calls import CallGate
-from serving.models import READY, ModelManager
-from serving.proto.inference import grpc_service_pb2 as pb
-from serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
-from serving.tensors import config_datatype, decode_inputs, requested_outputs, serialized_response, varint
+import ganserve.serving
+from ganserve.serving import status
+from ganserve.serving.calls import CallGate
+from ganserve.serving.models import READY, ModelManager
+from ganserve.serving.proto.inference import grpc_service_pb2 as pb
+from ganserve.serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from ganserve.serving.tensors import config_datatype, decode_inputs, requested_outputs, serialized_response, varint
 
 EXTENSIONS = ["model_configuration", "model_repository", "statistics", "binary_tensor_data"]
 
@@ -42,7 +42,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=not self.gate.closing)
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="ganserve", version=serving.__version__, extensions=EXTENSIONS)
+        return pb.ServerMetadataResponse(name="ganserve", version=ganserve.serving.__version__, extensions=EXTENSIONS)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
         async def work() -> pb.ModelMetadataResponse:

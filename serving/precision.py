@@ -21,9 +21,9 @@ from typing import Callable
 
 import numpy as np
 
-from ganserve.contract import MODEL_FILE, ModelCard, variant_file
-from ganserve.errors import RepositoryError
-from ganserve.quality import (  # noqa: F401  (re-exported: the server's rule is the core's)
+from ganserve.core.contract import MODEL_FILE, ModelCard, variant_file
+from ganserve.core.errors import RepositoryError
+from ganserve.core.quality import (  # noqa: F401  (re-exported: the server's rule is the core's)
     CLASS_ROLES, PSNR_DROP_DB, REFERENCE_TOLERANCE, ReferenceCase, check_quality, reference_cases,
 )
 
@@ -86,7 +86,7 @@ class Trial:
 
 
 def load_reference_cases(path: Path | None) -> list[ReferenceCase]:
-    """reference.npz as cases (layout: ganserve.quality.reference_cases); an unreadable file is a RepositoryError."""
+    """reference.npz as cases (layout: ganserve.core.quality.reference_cases); an unreadable file is a RepositoryError."""
     if path is None:
         return []
     try:

@@ -1,4 +1,4 @@
-"""Reads a model repository (ganserve.contract layout): model card, config.pbtxt, versions to load."""
+"""Reads a model repository (ganserve.core.contract layout): model card, config.pbtxt, versions to load."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from ganserve.contract import CARD_FILE, CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, model_versions, triton_config
-from ganserve.errors import RepositoryError
-from serving.proto.inference import model_config_pb2
+from ganserve.core.contract import CARD_FILE, CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, model_versions, triton_config
+from ganserve.core.errors import RepositoryError
+from ganserve.serving.proto.inference import model_config_pb2
 
 
 @dataclass

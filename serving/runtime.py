@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ganserve.contract import ModelCard
-from ganserve.errors import RepositoryError
-from ganserve.machine import cpu_info
-from serving.choice_cache import ChoiceCache, entry_of, key_material, key_of, restore
-from serving.precision import (
+from ganserve.core.contract import ModelCard
+from ganserve.core.errors import RepositoryError
+from ganserve.core.machine import cpu_info
+from ganserve.serving.choice_cache import ChoiceCache, entry_of, key_material, key_of, restore
+from ganserve.serving.precision import (
     PRECISIONS, Candidate, Choice, choose, list_candidates, load_reference_cases, reuse, version_files,
 )
 

@@ -22,15 +22,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from serving.calls import CallGate
-from serving.images import ImageSettings, ImagesServicer
-from serving.metrics import ServerMetrics
-from serving.models import READY, BatchingOverrides, ModelManager
-from serving.oip import InferenceServicer, add_inference_servicer
-from serving.proto import POOL
-from serving.proto.ganserve.v1 import images_pb2, images_pb2_grpc
-from serving.proto.inference import grpc_service_pb2
-from serving.runtime import RuntimeSettings
+from ganserve.serving.calls import CallGate
+from ganserve.serving.images import ImageSettings, ImagesServicer
+from ganserve.serving.metrics import ServerMetrics
+from ganserve.serving.models import READY, BatchingOverrides, ModelManager
+from ganserve.serving.oip import InferenceServicer, add_inference_servicer
+from ganserve.serving.proto import POOL
+from ganserve.serving.proto.ganserve.v1 import images_pb2, images_pb2_grpc
+from ganserve.serving.proto.inference import grpc_service_pb2
+from ganserve.serving.runtime import RuntimeSettings
 
 log = logging.getLogger("ganserve.serving")
 READY_LINE = "ganserve serving: ready grpc={host}:{port} metrics={metrics}"
@@ -189,7 +189,7 @@ class ServerThread:
 def start_subprocess(repo: str | Path, extra_args: list[str] | None = None, timeout: float = 120.0,
                      env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int, int]:
     """Start `ganserve serve --port 0 --metrics-port 0` as a child; returns (process, grpc port, metrics port)."""
-    cmd = [sys.executable, "-m", "ganserve.cli", "serve", "--repo", str(repo), "--port", "0", "--metrics-port", "0",
+    cmd = [sys.executable, "-m", "ganserve.pipeline.cli", "serve", "--repo", str(repo), "--port", "0", "--metrics-port", "0",
            *(extra_args or [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, **(env or {})})

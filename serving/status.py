@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from serving import batcher
+from ganserve.serving import batcher
 
 
 class ServingError(Exception):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving import status
-from serving.proto.inference import grpc_service_pb2 as pb
-from serving.proto.inference import model_config_pb2 as mc
+from ganserve.serving import status
+from ganserve.serving.proto.inference import grpc_service_pb2 as pb
+from ganserve.serving.proto.inference import model_config_pb2 as mc
 
 # OIP datatype -> numpy dtype (little-endian, as the protocol's raw contents are).
 NUMPY = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from serving.runtime import OrtRunner
-from serving.server import ServerConfig
+from ganserve.serving.runtime import OrtRunner
+from ganserve.serving.server import ServerConfig
 
 
 def server_config(repo: Path, **kw) -> ServerConfig:

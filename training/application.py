@@ -10,8 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from training.config import config_dict
-from training.export_spec import ExportSpec
+from ganserve.training.config import config_dict
+from ganserve.core.export_spec import ExportSpec
 
 
 @dataclass

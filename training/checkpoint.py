@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ganserve.errors import CheckpointError
+from ganserve.core.errors import CheckpointError
 
 FORMAT = "ganserve-checkpoint"
 FORMAT_VERSION = 1
@@ -93,8 +93,8 @@ def build_from_checkpoint(path: str | Path, overrides: dict[str, Any] | None = N
 
     ``overrides`` (config key -> value, strings allowed) replace stored config values first, e.g. which of a
     two-generator model's directions to export; one that changes the networks fails on the weights below."""
-    from training import registry
-    from training.config import coerce
+    from ganserve.training import registry
+    from ganserve.training.config import coerce
 
     payload = load_checkpoint(path)
     config = dict(payload["config"])

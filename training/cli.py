@@ -7,17 +7,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ganserve.errors import GanserveError
+from ganserve.core.errors import GanserveError
+from ganserve.core.shipped import read_entry
 
-from training import registry
-from training.config import parse_set
+from ganserve.training import registry
+from ganserve.training.config import parse_set
 
 
 def add_commands(subparsers: Any, name: str) -> None:
-    """Add the ``train`` or ``ship`` subcommand (models listed in --help)."""
-    if name == "ship":
-        _add_ship(subparsers, name)
-        return
+    """Add the ``train`` subcommand (models listed in --help)."""
     models = registry.available()
     p = subparsers.add_parser(
         name,
@@ -47,8 +45,6 @@ def add_commands(subparsers: Any, name: str) -> None:
 
 def _from_entry(args: argparse.Namespace) -> tuple[str, dict[str, Any], int | None, float | None]:
     """Model, config, steps and budget recorded by a shipped entry, for `train --from`."""
-    from training.ship import read_entry
-
     card = read_entry(args.from_entry)
     if args.model and args.model != card["model"]:
         raise GanserveError(f"{args.from_entry} records model {card['model']!r}, not {args.model!r}")
@@ -61,7 +57,7 @@ def _from_entry(args: argparse.Namespace) -> tuple[str, dict[str, Any], int | No
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config and train; print the checkpoint path."""
-    from training.trainer import train
+    from ganserve.training.trainer import train
 
     base: dict[str, Any] = {}
     steps, budget = args.steps, args.budget_minutes
@@ -91,43 +87,4 @@ def run(args: argparse.Namespace) -> int:
     )
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(path)
-    return 0
-
-
-def _add_ship(subparsers: Any, name: str) -> None:
-    p = subparsers.add_parser(
-        name,
-        help="evaluate a trained checkpoint and add it to the shipped models (models/)",
-        description="Re-evaluate CHECKPOINT on held-out data, strip its optimizer state, export it beside itself and "
-        "write models/NAME/{checkpoint.pt, card.json, metrics.jsonl, config.pbtxt, model_card.json, 1/model.onnx} "
-        "atomically. Refuses an entry over 10 MB and one that does not beat the entry it replaces.",
-    )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", help="a finished checkpoint written by `ganserve train`")
-    p.add_argument("--name", help="entry name under models/ (also its model name when served)")
-    p.add_argument("--list", action="store_true", help="print the table of shipped models (Markdown) and exit")
-    p.add_argument("--command", dest="train_command", default="",
-                   help="the exact `ganserve train ...` command that trained it")
-    p.add_argument("--target", default="", help="the application's quality target, one line, for the card")
-    p.add_argument("--models-dir", default=None, metavar="DIR", help="where entries live (default: the project's models/)")
-    p.add_argument("--option", metavar="KEY=VALUE", action="append", default=[],
-                   help="override a config value before evaluation and export (e.g. export_direction=ba); recorded")
-    p.add_argument("--note", default="", help="conditions of the training worth recording (e.g. a shared CPU)")
-    p.add_argument("--force", action="store_true", help="replace the entry even if it is not better")
-    p.set_defaults(func=_run_ship)
-
-
-def _run_ship(args: argparse.Namespace) -> int:
-    from training.ship import SHIPPED, ship, shipped_table
-
-    if args.list:
-        print(shipped_table(args.models_dir or SHIPPED))
-        return 0
-    if not args.checkpoint or not args.name:
-        raise GanserveError("give CHECKPOINT and --name (or --list)")
-    if not Path(args.checkpoint).is_file():
-        raise GanserveError(f"{args.checkpoint}: no such checkpoint file")
-    out = ship(args.checkpoint, args.name, command=args.train_command, target=args.target, note=args.note,
-               options=parse_set(args.option) or None,
-               models_dir=args.models_dir or SHIPPED, force=args.force)
-    print(out)
     return 0

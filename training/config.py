@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ganserve.errors import GanserveError
+from ganserve.core.errors import GanserveError
 
 
 @dataclass
@@ -19,7 +19,8 @@ class CommonConfig:
     """Settings every application shares: data, batch, optimizer schedule and the trainer's periods."""
 
     seed: int = 0
-    data_dir: str = ""  # folder of HR images (recursive png/jpg); empty = the built-in photos
+    # folder of HR images (recursive png/jpg); empty = the built-in photos. Marked as user data: ship refuses it.
+    data_dir: str = dataclasses.field(default="", metadata={"user_data": True})
     batch_size: int = 16
     lr: float = 1e-4
     beta1: float = 0.9
@@ -32,6 +33,12 @@ class CommonConfig:
     sample_every: int = 250  # 0 = only at the end
     ckpt_every: int = 250  # 0 = only at the end
     device: str = "cpu"  # cpu | cuda | auto
+
+
+def user_data(config: Any) -> dict[str, Any]:
+    """The config's set values that point at user data (fields marked ``metadata={"user_data": True}``)."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if f.metadata.get("user_data") and getattr(config, f.name)}
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -105,7 +112,7 @@ def coerce(config_cls: type, values: dict[str, Any]) -> dict[str, Any]:
 
 def resolve_config(model: str, file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Any:
     """The config object for ``model``: defaults <- file <- overrides (later wins), types checked."""
-    from training import registry
+    from ganserve.training import registry
 
     _, config_cls = registry.lookup(model)
     values: dict[str, Any] = {}

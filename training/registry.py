@@ -6,15 +6,15 @@ import dataclasses
 import importlib
 from typing import Any, Callable
 
-from ganserve.errors import GanserveError
+from ganserve.core.errors import GanserveError
 
 _MODELS: dict[str, tuple[type, type]] = {}
 # Modules that register models when imported; listed here so `available()` sees every application.
-MODEL_MODULES = ("training.models.srgan", "training.models.ssgan")
-MODEL_MODULES += ("training.models.dcgan", "training.models.vae", "training.models.wae", "training.models.aegan", "training.models.cvaegan")
-MODEL_MODULES += ("training.models.attentive_gan",)
-MODEL_MODULES += ("training.models.pix2pix", "training.models.cyclegan")
-MODEL_MODULES += ("training.models.face_aging",)
+MODEL_MODULES = ("ganserve.training.models.srgan", "ganserve.training.models.ssgan")
+MODEL_MODULES += ("ganserve.training.models.dcgan", "ganserve.training.models.vae", "ganserve.training.models.wae", "ganserve.training.models.aegan", "ganserve.training.models.cvaegan")
+MODEL_MODULES += ("ganserve.training.models.attentive_gan",)
+MODEL_MODULES += ("ganserve.training.models.pix2pix", "ganserve.training.models.cyclegan")
+MODEL_MODULES += ("ganserve.training.models.face_aging",)
 
 
 def register_model(name: str, config_cls: type) -> Callable[[type], type]:

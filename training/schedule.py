@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ganserve.errors import GanserveError
+from ganserve.core.errors import GanserveError
 
 SCHEDULES = ("constant", "cosine", "step")
 

@@ -20,14 +20,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ganserve.errors import CheckpointError, GanserveError
-from ganserve.machine import describe as describe_cpu
-from training import registry
-from training.application import Application, TrainContext, broadcast_state
-from training.checkpoint import git_commit, load_checkpoint, save_checkpoint
-from training.config import coerce, config_dict, load_config_file
-from training.runlog import MetricsLog, setup_logging, write_json, write_png
-from training.schedule import lr_factor
+from ganserve.core.errors import CheckpointError, GanserveError
+from ganserve.core.machine import describe as describe_cpu
+from ganserve.training import registry
+from ganserve.training.application import Application, TrainContext, broadcast_state
+from ganserve.training.checkpoint import git_commit, load_checkpoint, save_checkpoint
+from ganserve.training.config import coerce, config_dict, load_config_file
+from ganserve.training.runlog import MetricsLog, setup_logging, write_json, write_png
+from ganserve.training.schedule import lr_factor
 
 log = logging.getLogger("ganserve.training")
 

@@ -1,7 +1,7 @@
 """Regenerate serving/proto/ from protos/*.proto with grpc_tools.protoc (a dev-only dependency).
 
-``python -m serving.proto.build`` writes the files; ``--check`` exits 1 when the committed files are stale.
-Generated imports are rewritten to ``serving.proto.*`` and the messages are registered in ``serving.proto.POOL``.
+``python -m ganserve.serving.proto.build`` writes the files; ``--check`` exits 1 when the committed files are stale.
+Generated imports are rewritten to ``ganserve.serving.proto.*`` and the messages are registered in ``ganserve.serving.proto.POOL``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ OUT_DIR = Path(__file__).resolve().parent
 PROTOS = ["inference/model_config.proto", "inference/grpc_service.proto", "ganserve/v1/images.proto"]
 PACKAGES = ["inference", "ganserve", "ganserve/v1"]
 _IMPORT_RE = re.compile(r"^from (inference|ganserve\.v1) import ", re.MULTILINE)
-_POOL_IMPORT = "from serving.proto import POOL as _GANSERVE_POOL\n"
+_POOL_IMPORT = "from ganserve.serving.proto import POOL as _GANSERVE_POOL\n"
 
 
 def _postprocess(text: str) -> str:
-    """Point generated imports at serving.proto and register descriptors in the private pool."""
-    text = _IMPORT_RE.sub(r"from serving.proto.\1 import ", text)
+    """Point generated imports at ganserve.serving.proto and register descriptors in the private pool."""
+    text = _IMPORT_RE.sub(r"from ganserve.serving.proto.\1 import ", text)
     if "_descriptor_pool.Default()" in text:
         text = text.replace("_descriptor_pool.Default()", "_GANSERVE_POOL")
         text = text.replace("from google.protobuf import descriptor_pool as _descriptor_pool\n",

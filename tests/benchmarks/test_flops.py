@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from benchmarks.flops import count_flops
+from ganserve.benchmarks.flops import count_flops
 
 
 def _conv_model(computed_pads: bool) -> onnx.ModelProto:

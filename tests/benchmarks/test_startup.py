@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.startup import main
+from ganserve.benchmarks.startup import main
 
 
 def test_cold_and_warm_starts_are_timed(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ganserve.flavour import FLAVOURS, default_flavour
+from ganserve.core.flavour import FLAVOURS, default_flavour
 
 ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTIONS = {"cpu": "onnxruntime", "openvino": "onnxruntime-openvino", "gpu": "onnxruntime-gpu"}
@@ -52,7 +52,7 @@ def test_an_unknown_flavour_is_refused_before_anything_is_installed(tmp_path: Pa
                           capture_output=True, text=True, timeout=60, env=_clean_env())
     assert done.returncode != 0 and "ORT must be one of cpu, openvino, gpu (got 'tpu')" in done.stdout + done.stderr
     assert not venv.exists()
-    script = subprocess.run([sys.executable, str(ROOT / "ganserve" / "flavour.py"), "tpu"], capture_output=True,
+    script = subprocess.run([sys.executable, str(ROOT / "ganserve" / "core" / "flavour.py"), "tpu"], capture_output=True,
                             text=True, timeout=30)
     assert script.returncode == 2 and script.stderr.strip() == "unknown ONNX Runtime flavour 'tpu': use ORT=cpu|openvino|gpu"
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ganserve.cli import main
-from ganserve.demo import DemoConfig, run_demo
-from serving.client import ImageOptions, ImagesClient
-from serving.server import ServerThread
-from serving.tiling import plan_tiles
-from training.data.images import held_out_images
+from ganserve.pipeline.cli import main
+from ganserve.pipeline.demo import DemoConfig, run_demo
+from ganserve.serving.client import ImageOptions, ImagesClient
+from ganserve.serving.server import ServerThread
+from ganserve.serving.tiling import plan_tiles
+from ganserve.training.data.images import held_out_images
 from local_server import chosen_runner, server_config
 from rgb8 import nchw, png, to8
 

@@ -13,12 +13,12 @@ import pytest
 import tritonclient.grpc as tc
 from PIL import Image
 
-from export.exporter import export_checkpoint, read_card
-from ganserve.cli import main as ganserve_main
-from serving.client import ImagesClient
-from serving.server import ServerThread
-from training.checkpoint import build_from_checkpoint
-from training.trainer import train
+from ganserve.export.exporter import export_checkpoint, read_card
+from ganserve.pipeline.cli import main as ganserve_main
+from ganserve.serving.client import ImagesClient
+from ganserve.serving.server import ServerThread
+from ganserve.training.checkpoint import build_from_checkpoint
+from ganserve.training.trainer import train
 from rgb8 import png, nchw, to8
 from local_server import chosen_runner, server_config
 
@@ -118,7 +118,7 @@ def test_client_derain_command(served, tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_quality_report_tables_the_three_rows(served, tmp_path: Path) -> None:
-    from benchmarks.derain_quality import main as report
+    from ganserve.benchmarks.derain_quality import main as report
 
     app, ckpt, _, _ = served
     baseline = train("attentive-gan", {**TINY, "baseline_l1": True}, steps=2, out_dir=tmp_path / "l1", progress=False)

@@ -13,14 +13,14 @@ import pytest
 import tritonclient.grpc as tc
 from PIL import Image
 
-from export.exporter import export_checkpoint, read_card
-from ganserve.cli import main as ganserve_main
-from serving.client import ImagesClient
-from serving.server import ServerThread
-from training.checkpoint import build_from_checkpoint
-from training.data.faces import AGE_GROUPS, identity, render, scene
-from training.models.face_judges import render_set, save_net, train_net
-from training.trainer import train
+from ganserve.export.exporter import export_checkpoint, read_card
+from ganserve.pipeline.cli import main as ganserve_main
+from ganserve.serving.client import ImagesClient
+from ganserve.serving.server import ServerThread
+from ganserve.training.checkpoint import build_from_checkpoint
+from ganserve.training.data.faces import AGE_GROUPS, identity, render, scene
+from ganserve.training.models.face_judges import render_set, save_net, train_net
+from ganserve.training.trainer import train
 from rgb8 import png
 from local_server import chosen_runner, server_config
 

@@ -12,11 +12,11 @@ import pytest
 import tritonclient.grpc as tc
 from PIL import Image
 
-from export.exporter import export_checkpoint, read_card
-from serving.client import ImagesClient
-from serving.server import ServerThread
-from training.checkpoint import build_from_checkpoint
-from training.trainer import train
+from ganserve.export.exporter import export_checkpoint, read_card
+from ganserve.serving.client import ImagesClient
+from ganserve.serving.server import ServerThread
+from ganserve.training.checkpoint import build_from_checkpoint
+from ganserve.training.trainer import train
 from local_server import server_config
 
 TINY = {"d_widths": "64,32", "g_widths": "64", "z_dim": 16, "batch_size": 32, "init_batch": 64,
@@ -93,7 +93,7 @@ def test_oip_infer_equals_in_process(served) -> None:
 
 
 def test_curve_benchmark_writes_consistent_results(tmp_path: Path) -> None:
-    from benchmarks.ssgan_curve import main as curve
+    from ganserve.benchmarks.ssgan_curve import main as curve
 
     out = tmp_path / "curve"
     assert curve(["--per-class", "2", "--seeds", "0,1", "--steps", "10", "--out", str(out),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ganserve.cli import main
+from ganserve.pipeline.cli import main
 
 
 def snapshot(root: Path) -> dict[str, str]:

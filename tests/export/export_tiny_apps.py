@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganserve.contract import TensorSpec
-from training.application import Application
-from training.checkpoint import save_checkpoint
-from training.export_spec import ExportSpec, Predictor
-from training.registry import register_model
+from ganserve.core.contract import TensorSpec
+from ganserve.training.application import Application
+from ganserve.training.checkpoint import save_checkpoint
+from ganserve.core.export_spec import ExportSpec, Predictor
+from ganserve.training.registry import register_model
 
 UPSAMPLER = "test-tiny-upsampler"
 CLASSIFIER = "test-tiny-classifier"
@@ -213,7 +213,7 @@ class BrokenSizeBranch(Application):
 
 def save_tiny_checkpoint(path: Path, name: str, config: object | None = None) -> Path:
     """A real ganserve checkpoint of a tiny application (through training.checkpoint.save_checkpoint)."""
-    from training.registry import build
+    from ganserve.training.registry import build
 
     app = build(name, config)
     return save_checkpoint(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from export import bench_precisions
+from ganserve.export import bench_precisions
 
 
 def test_table_for_tiny_upsampler(upsampler_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -12,7 +12,7 @@ import torch
 
 import export_tiny_apps as tiny
 from export_helpers import run_cli, snapshot
-from training.checkpoint import save_checkpoint
+from ganserve.training.checkpoint import save_checkpoint
 
 
 @pytest.fixture
@@ -87,10 +87,10 @@ def test_bad_name_and_options(repo, upsampler_ckpt, capsys) -> None:
 
 
 def test_process_exit_code(tmp_path: Path) -> None:
-    """The real `python -m ganserve.cli` process: exit status 2 and exactly one line."""
+    """The real `python -m ganserve.pipeline.cli` process: exit status 2 and exactly one line."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.run(
-        [sys.executable, "-m", "ganserve.cli", "export", str(tmp_path / "missing.pt"), "--repo", str(tmp_path / "r")],
+        [sys.executable, "-m", "ganserve.pipeline.cli", "export", str(tmp_path / "missing.pt"), "--repo", str(tmp_path / "r")],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no such checkpoint file" in proc.stderr

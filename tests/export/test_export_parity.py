@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import export_tiny_apps as tiny
-from export.onnx_export import to_onnx
-from export.parity import max_abs_error, measure_parity, parity_cases
-from export.predictors import ort_predictor, ort_session, torch_predictor
-from ganserve.errors import GanserveError
+from ganserve.export.onnx_export import to_onnx
+from ganserve.export.parity import max_abs_error, measure_parity, parity_cases
+from ganserve.export.predictors import ort_predictor, ort_session, torch_predictor
+from ganserve.core.errors import GanserveError
 
 
 def test_cases_cover_two_batches_and_two_sizes() -> None:

@@ -14,15 +14,15 @@ from tritonclient.grpc import model_config_pb2
 
 import export_tiny_apps as tiny
 from export_helpers import snapshot
-from export.exporter import export_from_spec, read_card
-from export.onnx_export import to_onnx
-from export.precision import to_fp16, to_int8
-from export.predictors import ort_predictor, ort_session
-from export.providers import MEASURE_ORDER
-from ganserve.contract import TensorSpec
-from ganserve.errors import GanserveError
-from ganserve.quality import REFERENCE_TOLERANCE
-from training.export_spec import ExportSpec
+from ganserve.export.exporter import export_from_spec, read_card
+from ganserve.export.onnx_export import to_onnx
+from ganserve.export.precision import to_fp16, to_int8
+from ganserve.export.predictors import ort_predictor, ort_session
+from ganserve.export.providers import MEASURE_ORDER
+from ganserve.core.contract import TensorSpec
+from ganserve.core.errors import GanserveError
+from ganserve.core.quality import REFERENCE_TOLERANCE
+from ganserve.core.export_spec import ExportSpec
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-import export.repository as repository
+import ganserve.export.repository as repository
 import export_tiny_apps as tiny
 from export_helpers import snapshot
-from export.exporter import export_checkpoint, read_card
-from ganserve.contract import model_versions
-from ganserve.errors import RepositoryError
+from ganserve.export.exporter import export_checkpoint, read_card
+from ganserve.core.contract import model_versions
+from ganserve.core.errors import RepositoryError
 
 
 def _export(ckpt: Path, repo: Path, **kw) -> Path:

@@ -14,8 +14,8 @@ from tritonclient.grpc import model_config_pb2
 
 import export_tiny_apps as tiny
 from export_helpers import run_cli
-from ganserve.contract import ModelCard, model_versions
-from training import registry
+from ganserve.core.contract import ModelCard, model_versions
+from ganserve.training import registry
 
 # Tiny configs so each round trip takes seconds; a model missing here exports with its defaults.
 TINY_CONFIGS = {
@@ -113,13 +113,13 @@ def test_real_models_convert_to_fp16_and_int8(model: str) -> None:
     On real inputs the error vs torch stays within the rule's max-abs tolerance per unit of value range
     (REFERENCE_TOLERANCE: fp16 1e-2, int8 6e-2), measured on the first provider that runs the graph; on the reference
     set the rule itself passes (PSNR drop <= 0.1 dB where there is ground truth, no top-1 change for classifiers)."""
-    from export.onnx_export import to_onnx
-    from export.parity import measure_parity, parity_cases
-    from export.precision import to_fp16, to_int8
-    from export.providers import MEASURE_ORDER, measure_on_first_runnable
-    from export.predictors import torch_predictor
-    from export.reference import reference_arrays
-    from ganserve.quality import REFERENCE_TOLERANCE, check_outputs, reference_cases
+    from ganserve.export.onnx_export import to_onnx
+    from ganserve.export.parity import measure_parity, parity_cases
+    from ganserve.export.precision import to_fp16, to_int8
+    from ganserve.export.providers import MEASURE_ORDER, measure_on_first_runnable
+    from ganserve.export.predictors import torch_predictor
+    from ganserve.export.reference import reference_arrays
+    from ganserve.core.quality import REFERENCE_TOLERANCE, check_outputs, reference_cases
 
     spec = registry.build(model, TINY_CONFIGS.get(model)).export_spec()
     fp32 = to_onnx(spec)

@@ -16,16 +16,16 @@ from onnx import TensorProto, numpy_helper
 
 import export_tiny_apps as tiny
 from export_helpers import run_cli, snapshot
-from export.defaults import FP32_TOLERANCE
-from export.exporter import measure_precision
-from export.onnx_export import to_onnx
-from export.parity import parity_cases
-from export.precision import to_int8
-from export.predictors import CPU, OPENVINO, raw_session, torch_predictor
-from export.providers import MEASURE_ORDER
-from export.reference import reference_arrays
-from ganserve.contract import CARD_FILE, REFERENCE_FILE, ModelCard
-from ganserve.quality import PSNR_DROP_DB, reference_cases
+from ganserve.export.defaults import FP32_TOLERANCE
+from ganserve.export.exporter import measure_precision
+from ganserve.export.onnx_export import to_onnx
+from ganserve.export.parity import parity_cases
+from ganserve.export.precision import to_int8
+from ganserve.export.predictors import CPU, OPENVINO, raw_session, torch_predictor
+from ganserve.export.providers import MEASURE_ORDER
+from ganserve.export.reference import reference_arrays
+from ganserve.core.contract import CARD_FILE, REFERENCE_FILE, ModelCard
+from ganserve.core.quality import PSNR_DROP_DB, reference_cases
 
 # A bicubic skip Resizes the input: onnxruntime-openvino 1.24's CPU provider cannot run that Resize in the int8 graph.
 SR_SKIP = {"blocks": 1, "channels": 8, "bicubic_skip": True}
@@ -154,7 +154,7 @@ def test_no_provider_can_run_it_is_one_line_and_writes_nothing(sr_ckpt: Path, tm
     repo = tmp_path / "repo"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.run(
-        [sys.executable, "-m", "ganserve.cli", "export", str(sr_ckpt), "--repo", str(repo), "--variants", "int8",
+        [sys.executable, "-m", "ganserve.pipeline.cli", "export", str(sr_ckpt), "--repo", str(repo), "--variants", "int8",
          "--providers", only, "--quiet"],
         capture_output=True, text=True, env=env, timeout=300,
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.server import ServerThread
+from ganserve.serving.server import ServerThread
 from local_server import server_config
 from serving_models import make_repo
 

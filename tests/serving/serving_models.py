@@ -1,4 +1,4 @@
-"""Tiny ONNX models written with onnx.helper into a temp model repository (ganserve.contract layout)."""
+"""Tiny ONNX models written with onnx.helper into a temp model repository (ganserve.core.contract layout)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ganserve.contract import CARD_FILE, CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, TensorSpec, triton_config
+from ganserve.core.contract import CARD_FILE, CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, TensorSpec, triton_config
 
 AGE_LABELS = ["young", "adult", "old"]
 AGE_SHIFT = np.array([-0.5, 0.0, 0.5], np.float32)
@@ -76,7 +76,7 @@ BUILDERS = {"sr2": sr_model, "digits": classifier_model, "aging": aging_model}
 
 
 def write_model(repo: Path, name: str, version: int = 1) -> Path:
-    """One model folder per ganserve.contract: card, config.pbtxt, <version>/model.onnx (+ reference for sr2)."""
+    """One model folder per ganserve.core.contract: card, config.pbtxt, <version>/model.onnx (+ reference for sr2)."""
     card = CARDS[name]
     folder = repo / name
     _save(BUILDERS[name](), folder / str(version) / MODEL_FILE)

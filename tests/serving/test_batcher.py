@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from serving.batcher import (
+from ganserve.serving.batcher import (
     Batcher,
     BatcherClosedError,
     BatchingConfig,

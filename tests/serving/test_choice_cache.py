@@ -17,14 +17,14 @@ import pytest
 import tritonclient.grpc as tc
 from onnx import helper, numpy_helper
 
-from ganserve.cli import main
-from ganserve.contract import MODEL_FILE, REFERENCE_FILE
-from serving.choice_cache import CACHE_ENV, CHOICES_DIR, OPENVINO_DIR
-from serving.metrics import ServerMetrics
-from serving.models import READY, BatchingOverrides, ModelManager
-from serving.precision import Choice
-from serving.runtime import RuntimeSettings
-from serving.server import ServerThread, start_subprocess
+from ganserve.pipeline.cli import main
+from ganserve.core.contract import MODEL_FILE, REFERENCE_FILE
+from ganserve.serving.choice_cache import CACHE_ENV, CHOICES_DIR, OPENVINO_DIR
+from ganserve.serving.metrics import ServerMetrics
+from ganserve.serving.models import READY, BatchingOverrides, ModelManager
+from ganserve.serving.precision import Choice
+from ganserve.serving.runtime import RuntimeSettings
+from ganserve.serving.server import ServerThread, start_subprocess
 from local_server import server_config
 from serving_models import sr_model, write_model
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.codecs import photo, psnr, sr_like
-from serving import imaging
-from serving.imaging import decode_image, encode_image
+from ganserve.benchmarks.codecs import photo, psnr, sr_like
+from ganserve.serving import imaging
+from ganserve.serving.imaging import decode_image, encode_image
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 4096 * 4096
@@ -85,7 +85,7 @@ def test_jpeg_decode_matches_pillow_and_source(monkeypatch) -> None:
 
 
 def test_codec_benchmark_writes_rows(tmp_path) -> None:
-    result = subprocess.run([sys.executable, "-m", "benchmarks.codecs", "--sizes", "64", "--repeats", "1",
+    result = subprocess.run([sys.executable, "-m", "ganserve.benchmarks.codecs", "--sizes", "64", "--repeats", "1",
                              "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "CPU:" in result.stdout

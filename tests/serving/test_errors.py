@@ -9,11 +9,11 @@ import grpc
 import numpy as np
 import pytest
 
-from serving.models import BatchingOverrides
-from serving.proto.ganserve.v1 import images_pb2, images_pb2_grpc
-from serving.proto.inference import grpc_service_pb2 as pb
-from serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
-from serving.server import ServerThread
+from ganserve.serving.models import BatchingOverrides
+from ganserve.serving.proto.ganserve.v1 import images_pb2, images_pb2_grpc
+from ganserve.serving.proto.inference import grpc_service_pb2 as pb
+from ganserve.serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from ganserve.serving.server import ServerThread
 from local_server import server_config
 from test_imaging import bomb_png, png_bytes
 
@@ -152,7 +152,7 @@ def test_queue_full_is_resource_exhausted(slow_server) -> None:
 ])
 def test_out_of_range_serve_flags_are_one_line_errors(flags: list[str], message: str, tmp_path,
                                                       capsys: pytest.CaptureFixture) -> None:
-    from ganserve.cli import main
+    from ganserve.pipeline.cli import main
 
     assert main(["serve", "--repo", str(tmp_path), *flags]) == 2
     err = capsys.readouterr().err.strip()

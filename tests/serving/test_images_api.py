@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.client import ImageOptions, ImagesClient
+from ganserve.serving.client import ImageOptions, ImagesClient
 from test_imaging import png_bytes
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ganserve.contract import TensorSpec
-from serving.imaging import decode_image, encode_image, pad_to_multiple, to_image, to_tensor
-from serving.status import ServingError
+from ganserve.core.contract import TensorSpec
+from ganserve.serving.imaging import decode_image, encode_image, pad_to_multiple, to_image, to_tensor
+from ganserve.serving.status import ServingError
 
 
 def png_bytes(arr: np.ndarray) -> bytes:

@@ -58,8 +58,8 @@ def test_infer_matches_in_process_onnxruntime(client, repo) -> None:
 
 
 def test_typed_contents_in_and_out(client, server) -> None:
-    from serving.proto.inference import grpc_service_pb2 as pb
-    from serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
+    from ganserve.serving.proto.inference import grpc_service_pb2 as pb
+    from ganserve.serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
     import grpc
 
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -115,8 +115,8 @@ def test_repository_index_and_control_refused(client) -> None:
 
 def test_serialized_response_equals_the_message_serialization() -> None:
     """The single-copy wire answer parses to exactly what filling raw_output_contents would have sent."""
-    from serving.proto.inference import grpc_service_pb2 as pb
-    from serving.tensors import NUMPY, datatype_of, serialized_response, varint
+    from ganserve.serving.proto.inference import grpc_service_pb2 as pb
+    from ganserve.serving.tensors import NUMPY, datatype_of, serialized_response, varint
 
     def by_the_message(response: pb.ModelInferResponse, outputs: dict, wanted: list[tuple[str, bool]]) -> None:
         """The protocol written out with protobuf's own API: raw contents for all when any is raw, else typed."""

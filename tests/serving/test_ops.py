@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
-from serving.server import ServerThread
+from ganserve.serving.server import ServerThread
 from local_server import server_config
 from serving_models import write_model
 from test_imaging import png_bytes
@@ -84,7 +84,7 @@ def test_cli_client_super_resolves_a_file(server, tmp_path: Path) -> None:
     rgb = np.random.default_rng(3).integers(0, 256, (10, 12, 3), dtype=np.uint8)
     src, dst = tmp_path / "in.png", tmp_path / "out.png"
     src.write_bytes(png_bytes(rgb))
-    cmd = [sys.executable, "-m", "ganserve.cli", "client", "--server", f"127.0.0.1:{server.port}"]
+    cmd = [sys.executable, "-m", "ganserve.pipeline.cli", "client", "--server", f"127.0.0.1:{server.port}"]
     done = subprocess.run([*cmd, "sr", str(src), str(dst), "--model", "sr2"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -97,6 +97,6 @@ def test_cli_client_super_resolves_a_file(server, tmp_path: Path) -> None:
 
 
 def test_cli_serve_rejects_a_missing_repo(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "ganserve.cli", "serve", "--repo", str(tmp_path / "none")],
+    done = subprocess.run([sys.executable, "-m", "ganserve.pipeline.cli", "serve", "--repo", str(tmp_path / "none")],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "model repository not found" in done.stderr

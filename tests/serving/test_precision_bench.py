@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks import inprocess
-from ganserve.contract import CARD_FILE, ModelCard
+from ganserve.benchmarks import inprocess
+from ganserve.core.contract import CARD_FILE, ModelCard
 from test_precision import fast, write_model
 
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from ganserve.contract import CARD_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, TensorSpec
-from ganserve.errors import GanserveError
-from ganserve.quality import PSNR_DROP_DB, REFERENCE_TOLERANCE, ReferenceCase, check_outputs
-from export.exporter import export_from_spec
-from serving.runtime import RuntimeSettings, choose_runner
-from training.export_spec import ExportSpec
+from ganserve.core.contract import CARD_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, TensorSpec
+from ganserve.core.errors import GanserveError
+from ganserve.core.quality import PSNR_DROP_DB, REFERENCE_TOLERANCE, ReferenceCase, check_outputs
+from ganserve.export.exporter import export_from_spec
+from ganserve.serving.runtime import RuntimeSettings, choose_runner
+from ganserve.core.export_spec import ExportSpec
 
 
 def _photo(h: int, w: int, seed: int) -> np.ndarray:
@@ -66,7 +66,7 @@ def test_version_folder_holds_the_variant_and_every_reference_case(exported: Pat
     assert (exported / MODEL_FILE).is_file() and (exported / "model.int8.onnx").is_file()
     card = ModelCard.load(exported.parent / CARD_FILE)
     assert card.precision == "fp32" and card.parity["variants"]["int8"]["file"] == "model.int8.onnx"
-    # The server's quality rule (ganserve.quality) holds for the variant the export wrote: max abs error within the
+    # The server's quality rule (ganserve.core.quality) holds for the variant the export wrote: max abs error within the
     # int8 tolerance of the [0, 1] value range (measured 0.029 vs limit 0.06; a variant calibrated on half-range data
     # errs 0.54), and, since the reference set has ground truth, a PSNR drop within PSNR_DROP_DB (measured 0.070).
     int8_facts = card.parity["variants"]["int8"]

@@ -10,16 +10,16 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as triton_config_pb2
 from tritonclient.grpc import service_pb2 as triton_service_pb2
 
-from ganserve.contract import triton_config
-from serving.proto.inference import grpc_service_pb2, model_config_pb2
-from serving.repository import parse_config
+from ganserve.core.contract import triton_config
+from ganserve.serving.proto.inference import grpc_service_pb2, model_config_pb2
+from ganserve.serving.repository import parse_config
 from serving_models import CARDS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_generated_code_is_current() -> None:
-    result = subprocess.run([sys.executable, "-m", "serving.proto.build", "--check"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "ganserve.serving.proto.build", "--check"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 

@@ -8,9 +8,9 @@ import signal
 import grpc
 import numpy as np
 
-from serving.proto.inference import grpc_service_pb2 as pb
-from serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
-from serving.server import start_subprocess
+from ganserve.serving.proto.inference import grpc_service_pb2 as pb
+from ganserve.serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from ganserve.serving.server import start_subprocess
 
 
 def _request(value: float, size: int) -> pb.ModelInferRequest:

@@ -9,8 +9,8 @@ import numpy as np
 import tritonclient.grpc as tc
 
 from local_server import server_config
-from serving.runtime import OrtRunner, RunnerPool
-from serving.server import ServerThread
+from ganserve.serving.runtime import OrtRunner, RunnerPool
+from ganserve.serving.server import ServerThread
 from serving_models import AGE_SHIFT, make_repo
 
 

@@ -11,8 +11,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from skimage import data
 
-from serving.batcher import Batcher, BatchingConfig
-from serving.tiling import plan_tiles, run_tiled
+from ganserve.serving.batcher import Batcher, BatchingConfig
+from ganserve.serving.tiling import plan_tiles, run_tiled
 
 
 def sr_model(scale: int, channels: int = 8, seed: int = 0) -> bytes:

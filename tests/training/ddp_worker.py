@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from training.trainer import Trainer
+from ganserve.training.trainer import Trainer
 
 TINY_GAN = {"blocks": 1, "channels": 8, "batch_size": 2, "lr_patch": 8, "log_every": 1, "eval_every": 0,
             "sample_every": 0, "ckpt_every": 0, "d_channels": 4, "batch_norm": True}

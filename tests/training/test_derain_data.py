@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from ganserve.errors import GanserveError
-from training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, load_builtin
-from training.data.raindrops import (
+from ganserve.core.errors import GanserveError
+from ganserve.training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, load_builtin
+from ganserve.training.data.raindrops import (
     EDGE_MARGIN,
     MASK_THRESHOLD,
     RainSource,

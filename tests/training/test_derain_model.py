@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ganserve.errors import GanserveError
-from training.application import TrainContext
-from training.models.attentive_gan import (
+from ganserve.core.errors import GanserveError
+from ganserve.training.application import TrainContext
+from ganserve.training.models.attentive_gan import (
     AttentiveDiscriminator,
     AttentiveGANApp,
     AttentiveGANConfig,

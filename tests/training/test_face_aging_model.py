@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from ganserve.errors import GanserveError
-from training import registry
-from training.application import TrainContext
-from training.checkpoint import build_from_checkpoint
-from training.data.faces import AGE_GROUPS, GROUP_CENTRES, age_group, identity, render, scene, write_utkface_folder
-from training.models import face_aging as fa
-from training.models.face_judges import load_net, render_set, save_net, train_net
-from training.trainer import train
+from ganserve.core.errors import GanserveError
+from ganserve.training import registry
+from ganserve.training.application import TrainContext
+from ganserve.training.checkpoint import build_from_checkpoint
+from ganserve.training.data.faces import AGE_GROUPS, GROUP_CENTRES, age_group, identity, render, scene, write_utkface_folder
+from ganserve.training.models import face_aging as fa
+from ganserve.training.models.face_judges import load_net, render_set, save_net, train_net
+from ganserve.training.trainer import train
 
 TINY = {"g_channels": 8, "g_blocks": 1, "d_channels": 8, "batch_size": 4, "eval_identities": 3,
         "train_identities": 6, "renders_per_identity": 2, "log_every": 1, "sample_every": 0, "ckpt_every": 0,
@@ -206,7 +206,7 @@ def _age_hits(predict, judges: fa.Judges, identities: int, against_source: bool 
 
 def _varied_age_judge():
     """A seeded age-judge network with a strong head, re-centred so its verdicts differ between held-out faces."""
-    from training.models.face_judges import FaceNet, net_config
+    from ganserve.training.models.face_judges import FaceNet, net_config
 
     torch.manual_seed(3)
     net = FaceNet(net_config("age_judge", 0)).eval()
@@ -219,7 +219,7 @@ def _varied_age_judge():
 
 
 def test_renderer_training_batches_are_reproducible(nets: dict[str, str]) -> None:
-    from training.application import TrainContext
+    from ganserve.training.application import TrainContext
 
     app = fa.FaceAgingApp(fa.FaceAgingConfig(**{**TINY, "loss_net": nets["loss_net"]}))
     app.setup_training(TrainContext(note=lambda m: None))
@@ -232,7 +232,7 @@ def test_renderer_training_batches_are_reproducible(nets: dict[str, str]) -> Non
 
 
 def test_identity_or_age_loss_without_a_loss_net_is_refused() -> None:
-    from training.application import TrainContext
+    from ganserve.training.application import TrainContext
 
     app = fa.FaceAgingApp(fa.FaceAgingConfig(**{**TINY, "loss_net": ""}))
     with pytest.raises(GanserveError, match="loss_net"):
@@ -254,7 +254,7 @@ def test_demo_examples_are_held_out_faces_with_their_truth() -> None:
 
 
 def test_quality_benchmark_writes_consistent_results(tmp_path: Path, nets: dict[str, str]) -> None:
-    from benchmarks.face_aging_quality import main as bench
+    from ganserve.benchmarks.face_aging_quality import main as bench
 
     cfg = {**TINY, "loss_net": nets["loss_net"], "age_judge": nets["age_judge"], "id_judge": nets["id_judge"],
            "eval_identities": 2}
@@ -303,7 +303,7 @@ def test_ensemble_losses_average_the_networks(nets: dict[str, str]) -> None:
 
 
 def test_loss_net_list_is_parsed_and_loaded(nets: dict[str, str]) -> None:
-    from training.application import TrainContext
+    from ganserve.training.application import TrainContext
 
     assert fa.loss_net_paths(" a.pt , b.pt") == ["a.pt", "b.pt"]
     with pytest.raises(GanserveError, match="comma-separated"):

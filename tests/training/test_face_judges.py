@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ganserve.errors import GanserveError
-from training.models import face_judges as fj
+from ganserve.core.errors import GanserveError
+from ganserve.training.models import face_judges as fj
 
 
 def test_judges_differ_from_the_loss_net() -> None:
@@ -95,7 +95,7 @@ def test_command_writes_three_nets_and_a_report(tmp_path: Path, capsys: pytest.C
 
 def _held_out_renders(identities: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Each held-out identity rendered in its own scene at the six group centres, with group and identity labels."""
-    from training.data.faces import GROUP_CENTRES, identity, render, scene
+    from ganserve.training.data.faces import GROUP_CENTRES, identity, render, scene
 
     faces, groups, owners = [], [], []
     for i in range(identities):

@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from ganserve.errors import GanserveError
-from training.data import faces as F
+from ganserve.core.errors import GanserveError
+from ganserve.training.data import faces as F
 
 
 def _diff(a: np.ndarray, b: np.ndarray) -> float:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ganserve.errors import GanserveError
-from training.data.faces import UTKName, load_utkface_folder, parse_utkface_name, write_utkface_folder
+from ganserve.core.errors import GanserveError
+from ganserve.training.data.faces import UTKName, load_utkface_folder, parse_utkface_name, write_utkface_folder
 
 
 @pytest.mark.parametrize("name,expected", [

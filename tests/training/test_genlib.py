@@ -13,16 +13,16 @@ import pytest
 import torch
 from PIL import Image
 
-from ganserve.cli import main as ganserve_main
-from ganserve.errors import GanserveError
-from training import registry
-from training.application import TrainContext
-from training.checkpoint import build_from_checkpoint
-from training.data.toy import ring_centers, sample_ring
-from training.eval.gen_metrics import class_histogram_metrics, frechet_distance, toy_metrics
-from training.models.toygan import train_toy
-from training.objectives.latent import gaussian_kl, imq_mmd, reconstruction_nll, reparameterize
-from training.trainer import train
+from ganserve.pipeline.cli import main as ganserve_main
+from ganserve.core.errors import GanserveError
+from ganserve.training import registry
+from ganserve.training.application import TrainContext
+from ganserve.training.checkpoint import build_from_checkpoint
+from ganserve.training.data.toy import ring_centers, sample_ring
+from ganserve.training.eval.gen_metrics import class_histogram_metrics, frechet_distance, toy_metrics
+from ganserve.training.models.toygan import train_toy
+from ganserve.training.objectives.latent import gaussian_kl, imq_mmd, reconstruction_nll, reparameterize
+from ganserve.training.trainer import train
 from local_server import server_config
 
 TINY = {"image_size": 8, "channels": 8, "latent_dim": 8, "batch_size": 32, "eval_samples": 100, "log_every": 1,
@@ -213,8 +213,8 @@ def test_ganserve_train_cli(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
     """dcgan and cvaegan trained a few steps, exported to one repository, and a server on it."""
-    from export.exporter import export_checkpoint
-    from serving.server import ServerThread
+    from ganserve.export.exporter import export_checkpoint
+    from ganserve.serving.server import ServerThread
 
     root = tmp_path_factory.mktemp("genlib")
     apps = {}
@@ -235,7 +235,7 @@ def _png(data: bytes) -> np.ndarray:
 
 @pytest.mark.parametrize("name, condition, label", [("dcgan", "", None), ("cvaegan", "7", 7)])
 def test_generate_returns_the_in_process_sample(served, name: str, condition: str, label: int | None) -> None:
-    from serving.client import ImagesClient
+    from ganserve.serving.client import ImagesClient
 
     thread, apps = served
     with ImagesClient(f"127.0.0.1:{thread.port}", timeout=30) as client:
@@ -272,8 +272,8 @@ def test_oip_infer_matches_in_process_generator(served) -> None:
 
 
 def test_cli_generate_writes_the_served_sample(served, tmp_path, capsys) -> None:
-    from ganserve.cli import main
-    from serving.client import ImagesClient
+    from ganserve.pipeline.cli import main
+    from ganserve.serving.client import ImagesClient
 
     thread, _ = served
     out = tmp_path / "seven.png"
@@ -289,7 +289,7 @@ def test_cli_generate_writes_the_served_sample(served, tmp_path, capsys) -> None
 
 def test_metric_classifier_is_the_committed_file_not_retrained() -> None:
     """Every machine measures Frechet distances with the same weights (retraining differs across CPU kinds)."""
-    from training.eval import gen_metrics as gm
+    from ganserve.training.eval import gen_metrics as gm
 
     path = gm.classifier_file(16)
     assert path.is_file()

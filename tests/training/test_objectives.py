@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from ganserve.errors import GanserveError
-from training.objectives import clip_weights, get_objective, gradient_penalty, objectives
+from ganserve.core.errors import GanserveError
+from ganserve.training.objectives import clip_weights, get_objective, gradient_penalty, objectives
 
 
 def _sig(x: float) -> float:

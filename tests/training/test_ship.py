@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from ganserve.cli import main
-from ganserve.contract import ModelCard, model_versions
-from ganserve.errors import GanserveError
-from training.checkpoint import build_from_checkpoint, load_checkpoint
-from training.ship import VOLATILE_KEYS, read_entry, ship
-from training.trainer import train
+from ganserve.pipeline.cli import main
+from ganserve.core.contract import ModelCard, model_versions
+from ganserve.core.errors import GanserveError
+from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
+from ganserve.core.shipped import TRAINING_RECORD, read_entry
+from ganserve.pipeline.ship import VOLATILE_KEYS, ship
+from ganserve.training.trainer import train
 
 TINY = {"blocks": 1, "channels": 8, "batch_size": 2, "lr_patch": 12, "eval_every": 0, "sample_every": 0, "ckpt_every": 0}
 
@@ -45,10 +46,10 @@ def test_ship_writes_a_servable_entry_with_its_card(trained: tuple[Path, Path]) 
     assert model_versions(entry) == [1] and ModelCard.load(entry / "model_card.json").name == "tiny-sr"
     assert (entry / "metrics.jsonl").is_file() and (entry / "config.pbtxt").is_file()
     # the same checkpoint again does not beat itself: refused, and the entry is untouched
-    before = (entry / "card.json").read_bytes()
+    before = (entry / TRAINING_RECORD).read_bytes()
     with pytest.raises(GanserveError, match="does not beat"):
         ship(ckpt, "tiny-sr", models_dir=root / "models", progress=False)
-    assert (entry / "card.json").read_bytes() == before
+    assert (entry / TRAINING_RECORD).read_bytes() == before
     assert sorted(p.name for p in (root / "models").iterdir()) == ["tiny-sr"]  # no staging folder left behind
 
 
@@ -83,7 +84,7 @@ def test_train_from_reruns_the_recorded_training(trained: tuple[Path, Path], tmp
     out = tmp_path / "again"
     assert main(["train", "--from", str(entry), "--out", str(out), "--no-progress"]) == 0
     again = load_checkpoint(out / "checkpoint.pt")
-    card = json.loads((entry / "card.json").read_text())
+    card = json.loads((entry / TRAINING_RECORD).read_text())
     assert again["config"] == card["config"] and again["step"] == card["training"]["steps"]
     assert main(["train", "srgan", "--from", str(entry)]) == 2  # the entry records srresnet
 
@@ -97,7 +98,7 @@ def _psnr_y_by_hand(checkpoint: Path) -> tuple[float, float]:
     import torch
     import torch.nn.functional as F
 
-    from training.models.sr_eval import held_out_pairs
+    from ganserve.training.models.sr_eval import held_out_pairs
 
     app = build_from_checkpoint(checkpoint)
     s = app.config.scale

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from ganserve.contract import ModelCard
-from serving.client import ImagesClient
-from serving.server import ServerThread
-from training.checkpoint import build_from_checkpoint, load_checkpoint
-from training.ship import ENTRY_LIMIT, SHIP_CARD, SHIPPED, TOTAL_LIMIT, VOLATILE_KEYS, shipped_entries
+from ganserve.core.contract import ModelCard
+from ganserve.serving.client import ImagesClient
+from ganserve.serving.server import ServerThread
+from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
+from ganserve.core.shipped import SHIPPED, TRAINING_RECORD, shipped_entries
+from ganserve.pipeline.ship import ENTRY_LIMIT, TOTAL_LIMIT, VOLATILE_KEYS
 from local_server import server_config
 
 ENTRIES = shipped_entries(SHIPPED)
@@ -25,7 +26,7 @@ def test_the_project_ships_models() -> None:
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
 def test_shipped_model_reproduces_its_card(entry: Path) -> None:
-    card = json.loads((entry / SHIP_CARD).read_text())
+    card = json.loads((entry / TRAINING_RECORD).read_text())
     ckpt = entry / card["file"]
     assert sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()) <= ENTRY_LIMIT
     payload = load_checkpoint(ckpt)

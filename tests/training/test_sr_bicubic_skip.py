@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from training.data.images import upscale_bicubic
-from training.models.srgan import SRResNet
-from training.registry import build
+from ganserve.training.data.images import upscale_bicubic
+from ganserve.training.models.srgan import SRResNet
+from ganserve.training.registry import build
 
 
 def test_zero_residual_is_exactly_bicubic() -> None:

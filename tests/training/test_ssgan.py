@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from ganserve.cli import main
-from ganserve.errors import GanserveError
-from training import registry
-from training.checkpoint import build_from_checkpoint, load_checkpoint
-from training.data.digits import (
+from ganserve.pipeline.cli import main
+from ganserve.core.errors import GanserveError
+from ganserve.training import registry
+from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
+from ganserve.training.data.digits import (
     labeled_subset, load_mnist_dir, load_sklearn_digits, read_idx, semi_supervised_split, stratified_split,
 )
-from training.models.ssgan import (
+from ganserve.training.models.ssgan import (
     accuracy_report, confusion_matrix, feature_matching_loss, log_d_real, parse_widths, supervised_loss,
     unsupervised_loss,
 )
-from training.trainer import train
+from ganserve.training.trainer import train
 
 # A small network that still learns the digits in ~150 steps (tens of ms per step on one thread).
 TINY = {"d_widths": "64,32", "g_widths": "64", "z_dim": 16, "batch_size": 32, "init_batch": 64, "lr": 3e-3,
@@ -229,7 +229,7 @@ def test_train_on_idx_files_and_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_recipe_files_resolve() -> None:
-    from training.config import resolve_config
+    from ganserve.training.config import resolve_config
 
     files = sorted(Path(__file__).resolve().parents[2].glob("training/configs/ssgan*.yaml"))
     assert files
@@ -239,7 +239,7 @@ def test_recipe_files_resolve() -> None:
 
 
 def test_conv_classifier_weight_norm_init_and_moving_average(tmp_path: Path) -> None:
-    from training.models.ssgan import ConvDiscriminator, WNConv2d
+    from ganserve.training.models.ssgan import ConvDiscriminator, WNConv2d
 
     torch.manual_seed(0)
     x = torch.rand(64, 4, 8, 8)
@@ -271,7 +271,7 @@ def test_conv_classifier_weight_norm_init_and_moving_average(tmp_path: Path) -> 
 
 
 def test_entropy_loss_hand_checked() -> None:
-    from training.models.ssgan import entropy_loss
+    from ganserve.training.models.ssgan import entropy_loss
 
     uniform = torch.zeros(2, 4)  # p = 1/4 each: entropy log 4
     assert float(entropy_loss(uniform)) == pytest.approx(math.log(4.0), rel=1e-6)
@@ -283,7 +283,7 @@ def test_entropy_loss_hand_checked() -> None:
 
 
 def test_random_shift_moves_each_image_within_bounds_and_is_seeded() -> None:
-    from training.models.ssgan import random_shift
+    from ganserve.training.models.ssgan import random_shift
 
     x = torch.arange(1.0, 17.0).view(1, 1, 4, 4).repeat(32, 1, 1, 1)
     a = random_shift(x, 1, torch.Generator().manual_seed(3))
@@ -308,7 +308,7 @@ def shifted(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 
 def test_consistency_loss_hand_checked_and_wired(tmp_path: Path) -> None:
-    from training.models.ssgan import consistency_loss
+    from ganserve.training.models.ssgan import consistency_loss
 
     same = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]])
     assert float(consistency_loss(same, same)) == pytest.approx(0.0, abs=1e-7)
@@ -322,7 +322,7 @@ def test_consistency_loss_hand_checked_and_wired(tmp_path: Path) -> None:
 
     app = registry.build("ssgan", {**TINY, "consistency_weight": 2.0, "consistency_shift": 1, "consistency_rampup": 4})
     assert [app.consistency_ramp(s) for s in (0, 1, 3, 10)] == pytest.approx([0.5, 1.0, 2.0, 2.0])
-    from training.application import TrainContext
+    from ganserve.training.application import TrainContext
 
     app.setup_training(TrainContext(note=lambda m: None))
     batch = app.make_batch(0, 0, 1)

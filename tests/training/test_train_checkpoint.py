@@ -7,10 +7,10 @@ import pickle
 import pytest
 import torch
 
-from ganserve.errors import CheckpointError
-from training import registry
-from training.checkpoint import FORMAT, build_from_checkpoint, load_checkpoint, save_checkpoint
-from training.config import config_dict
+from ganserve.core.errors import CheckpointError
+from ganserve.training import registry
+from ganserve.training.checkpoint import FORMAT, build_from_checkpoint, load_checkpoint, save_checkpoint
+from ganserve.training.config import config_dict
 
 
 def _saved(tmp_path, tiny):

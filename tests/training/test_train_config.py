@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from ganserve.errors import GanserveError
-from training import registry
-from training.config import parse_set, resolve_config
-from training.models.srgan import SRGANConfig, SRResNetConfig
-from training.schedule import lr_factor
+from ganserve.core.errors import GanserveError
+from ganserve.training import registry
+from ganserve.training.config import parse_set, resolve_config
+from ganserve.training.models.srgan import SRGANConfig, SRResNetConfig
+from ganserve.training.schedule import lr_factor
 
 
 def test_registry_lists_and_builds_both_sr_models() -> None:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ganserve.errors import GanserveError
-from training import metrics
-from training.data.images import (
+from ganserve.core.errors import GanserveError
+from ganserve.training import metrics
+from ganserve.training.data.images import (
     BUILTIN_HELD_OUT,
     BUILTIN_TRAIN,
     SRSource,
@@ -21,7 +21,7 @@ from training.data.images import (
     step_generator,
     upscale_bicubic,
 )
-from training.models.sr_eval import evaluate_sr
+from ganserve.training.models.sr_eval import evaluate_sr
 
 
 def test_builtin_split_is_disjoint_and_covers_coffee_once() -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from training.checkpoint import load_checkpoint
+from ganserve.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

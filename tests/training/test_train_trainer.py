@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ganserve.cli import main
-from training.checkpoint import build_from_checkpoint, load_checkpoint
-from training.trainer import train
+from ganserve.pipeline.cli import main
+from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
+from ganserve.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,7 +121,7 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_then_exits(tmp_path, sig) -> None:
     out, data = tmp_path / "run", tmp_path / "photos"
     data.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(data / "a.png")
-    cmd = [sys.executable, "-m", "ganserve.cli", "train", "srresnet", "--budget-minutes", "5", "--out", str(out),
+    cmd = [sys.executable, "-m", "ganserve.pipeline.cli", "train", "srresnet", "--budget-minutes", "5", "--out", str(out),
            "--no-progress", "--data-dir", str(data), "--set", "blocks=1", "--set", "channels=8", "--set", "batch_size=2",
            "--set", "lr_patch=8", "--set", "log_every=1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -166,7 +166,7 @@ def test_export_spec_is_complete(tmp_path, tiny) -> None:
 
 
 def test_srgan_with_vgg_weights_uses_them(tmp_path, tiny_gan) -> None:
-    from training.models.vgg import VGG19_RELU_INDEX, VGG19Features
+    from ganserve.training.models.vgg import VGG19_RELU_INDEX, VGG19Features
 
     net = VGG19Features(VGG19_RELU_INDEX["2_2"])
     vgg = tmp_path / "vgg19.pth"

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from ganserve.errors import GanserveError
-from training import registry
-from training.application import TrainContext
-from training.checkpoint import build_from_checkpoint
-from training.trainer import train
+from ganserve.core.errors import GanserveError
+from ganserve.training import registry
+from ganserve.training.application import TrainContext
+from ganserve.training.checkpoint import build_from_checkpoint
+from ganserve.training.trainer import train
 
 P2P = {"depth": 5, "ngf": 4, "max_mult": 2, "ndf": 4, "d_max_mult": 2, "crop": 32, "batch_size": 2,
        "log_every": 1, "eval_every": 0, "sample_every": 0, "ckpt_every": 0}
@@ -154,7 +154,7 @@ def test_demo_examples_are_held_out_requests_with_truth() -> None:
     cyc = registry.build("cyclegan", {**CYC, "export_direction": "ba"})
     (example,) = cyc.demo_examples(1)
     assert example.name == "flower_ba"
-    from training.data.unpaired import dusk_uint8
+    from ganserve.training.data.unpaired import dusk_uint8
 
     assert np.array_equal(example.image, dusk_uint8(example.truth))  # B -> A: the request is the dusk rendering
 

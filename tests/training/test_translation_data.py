@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ganserve.errors import GanserveError
-from training.data.paired import PairedSource, edge_map, load_paired_folder, swap_direction
-from training.data.unpaired import (
+from ganserve.core.errors import GanserveError
+from ganserve.training.data.paired import PairedSource, edge_map, load_paired_folder, swap_direction
+from ganserve.training.data.unpaired import (
     DOMAIN_A, DOMAIN_B, DUSK_GAINS, UnpairedSource, dusk, dusk_uint8, load_unpaired_folder, undusk,
 )
-from training.data.images import BUILTIN_HELD_OUT
+from ganserve.training.data.images import BUILTIN_HELD_OUT
 
 
 def _save(path: Path, arr: np.ndarray) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ganserve.errors import GanserveError
-from training.models.translation_nets import ImagePool, PatchDiscriminator, ResnetGenerator, UNetGenerator, norm_layer
+from ganserve.core.errors import GanserveError
+from ganserve.training.models.translation_nets import ImagePool, PatchDiscriminator, ResnetGenerator, UNetGenerator, norm_layer
 
 
 @pytest.mark.parametrize("depth,size", [(5, 32), (5, 64), (6, 64), (6, 128)])

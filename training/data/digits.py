@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ganserve.errors import GanserveError
+from ganserve.core.errors import GanserveError
 
 # IDX type codes (LeCun's MNIST format): the third byte of the magic number.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

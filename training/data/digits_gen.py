@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganserve.errors import GanserveError
+from ganserve.core.errors import GanserveError
 
 SIZES = (8, 16, 32)
 CLASSES = 10

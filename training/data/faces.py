@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from ganserve.errors import GanserveError
+from ganserve.core.errors import GanserveError
 
 # The paper's six age groups (Antipov et al. 2017), as served labels.
 AGE_GROUPS: tuple[str, ...] = ("0-18", "19-29", "30-39", "40-49", "50-59", "60+")

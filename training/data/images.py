@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganserve.errors import GanserveError
+from ganserve.core.errors import GanserveError
 
 log = logging.getLogger("ganserve.training")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganserve.errors import GanserveError
-from training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, IMAGE_SUFFIXES, load_builtin
+from ganserve.core.errors import GanserveError
+from ganserve.training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, IMAGE_SUFFIXES, load_builtin
 
 Pair = tuple[np.ndarray, np.ndarray]  # (A, B) as HxWx3 uint8 of the same size
 CANNY_SIGMA = 2.0

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ganserve.errors import GanserveError
-from training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, IMAGE_SUFFIXES, load_builtin
+from ganserve.core.errors import GanserveError
+from ganserve.training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, IMAGE_SUFFIXES, load_builtin
 
 # Pixels a drop's soft edge and defocus may change outside its binary mask (the "blur margin").
 EDGE_MARGIN = 2

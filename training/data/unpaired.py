@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganserve.errors import GanserveError
-from training.data.images import BUILTIN_HELD_OUT, IMAGE_SUFFIXES, load_builtin, scan_folder
+from ganserve.core.errors import GanserveError
+from ganserve.training.data.images import BUILTIN_HELD_OUT, IMAGE_SUFFIXES, load_builtin, scan_folder
 
 # Disjoint built-in domains (both drawn from the training photos; the held-out ones are never used for training).
 DOMAIN_A: tuple[str, ...] = ("skimage:astronaut", "skimage:rocket", "sklearn:china", "skimage:immunohistochemistry",

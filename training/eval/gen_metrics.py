@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from scipy import linalg
 from torch import nn
 
-from training.data import digits_gen
-from training.data.toy import RADIUS, STD, ring_centers
+from ganserve.training.data import digits_gen
+from ganserve.training.data.toy import RADIUS, STD, ring_centers
 
 CLASSIFIER_STEPS = 250
 CLASSIFIER_SEED = 1234
@@ -193,7 +193,7 @@ def toy_metrics(samples: torch.Tensor, modes: int = 8, radius: float = RADIUS, s
 
 def main(argv: list[str] | None = None) -> int:
     """Train the metric classifier for one size and write it where ``digits_classifier`` reads it (atomically)."""
-    parser = argparse.ArgumentParser(prog="python -m training.eval.gen_metrics", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ganserve.training.eval.gen_metrics", description=main.__doc__)
     parser.add_argument("--write", type=int, required=True, metavar="SIZE", help="digit size in pixels, e.g. 16")
     args = parser.parse_args(argv)
     if args.write < 4 or args.write % 4:

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.models.genbase import ConvDecoder, ConvEncoder, DigitsGenApp, DigitsGenConfig, mlp
-from training.objectives import get_objective
-from training.registry import register_model
+from ganserve.training.models.genbase import ConvDecoder, ConvEncoder, DigitsGenApp, DigitsGenConfig, mlp
+from ganserve.training.objectives import get_objective
+from ganserve.training.registry import register_model
 
 
 @dataclass

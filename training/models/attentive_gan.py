@@ -31,18 +31,18 @@ import torch.nn.functional as F
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 
-from ganserve.contract import TensorSpec
-from ganserve.errors import GanserveError
-from training.application import Application, DemoExample, TrainContext
-from training.config import CommonConfig
-from training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, load_builtin, step_generator
-from training.data.raindrops import HELD_OUT_COUNT, HELD_OUT_CROP, RainSource, held_out_pairs, stack_pairs
-from training.export_spec import ExportSpec
-from training.models.sr_eval import picture_grid
-from training.models.vgg import VGG19_RELU_INDEX, load_vgg19_features
-from training.objectives import get_objective
-from training.objectives.content import ContentLoss
-from training.registry import register_model
+from ganserve.core.contract import TensorSpec
+from ganserve.core.errors import GanserveError
+from ganserve.training.application import Application, DemoExample, TrainContext
+from ganserve.training.config import CommonConfig
+from ganserve.training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, load_builtin, step_generator
+from ganserve.training.data.raindrops import HELD_OUT_COUNT, HELD_OUT_CROP, RainSource, held_out_pairs, stack_pairs
+from ganserve.core.export_spec import ExportSpec
+from ganserve.training.models.sr_eval import picture_grid
+from ganserve.training.models.vgg import VGG19_RELU_INDEX, load_vgg19_features
+from ganserve.training.objectives import get_objective
+from ganserve.training.objectives.content import ContentLoss
+from ganserve.training.registry import register_model
 
 # Maps a NCHW float32 rainy batch in [0, 1] to (derained batch, final attention map or None).
 Predict = Callable[[np.ndarray], tuple[np.ndarray, "np.ndarray | None"]]

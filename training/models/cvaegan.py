@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.data import digits_gen
-from training.models.genbase import ConvDecoder, ConvEncoder, DigitsGenApp, DigitsGenConfig, label_planes, one_hot
-from training.objectives import get_objective
-from training.objectives.latent import gaussian_kl, reparameterize
-from training.registry import register_model
+from ganserve.training.data import digits_gen
+from ganserve.training.models.genbase import ConvDecoder, ConvEncoder, DigitsGenApp, DigitsGenConfig, label_planes, one_hot
+from ganserve.training.objectives import get_objective
+from ganserve.training.objectives.latent import gaussian_kl, reparameterize
+from ganserve.training.registry import register_model
 
 
 @dataclass

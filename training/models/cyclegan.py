@@ -18,21 +18,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganserve.contract import TensorSpec
-from ganserve.errors import GanserveError
-from training.application import Application, DemoExample, TrainContext
-from training.config import CommonConfig
-from training.data.images import BUILTIN_HELD_OUT, step_generator
-from training.data.unpaired import (
+from ganserve.core.contract import TensorSpec
+from ganserve.core.errors import GanserveError
+from ganserve.training.application import Application, DemoExample, TrainContext
+from ganserve.training.config import CommonConfig
+from ganserve.training.data.images import BUILTIN_HELD_OUT, step_generator
+from ganserve.training.data.unpaired import (
     DOMAIN_A, DOMAIN_B, TRANSFORM_DESCRIPTION, UnpairedSource, builtin_domains, dusk, dusk_uint8, held_out_a,
     load_unpaired_folder,
 )
-from training.export_spec import ExportSpec
-from training.models import translation_eval as te
-from training.models.pix2pix import Translator
-from training.models.translation_nets import NORMS, ImagePool, PatchDiscriminator, ResnetGenerator
-from training.objectives import get_objective
-from training.registry import register_model
+from ganserve.core.export_spec import ExportSpec
+from ganserve.training.models import translation_eval as te
+from ganserve.training.models.pix2pix import Translator
+from ganserve.training.models.translation_nets import NORMS, ImagePool, PatchDiscriminator, ResnetGenerator
+from ganserve.training.objectives import get_objective
+from ganserve.training.registry import register_model
 
 DIRECTIONS = ("ab", "ba")
 HELD_OUT_DESCRIPTION = (

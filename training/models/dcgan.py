@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.models.genbase import ConvDecoder, ConvEncoder, DigitsGenApp, DigitsGenConfig
-from training.objectives import clip_weights, get_objective, gradient_penalty
-from training.registry import register_model
+from ganserve.training.models.genbase import ConvDecoder, ConvEncoder, DigitsGenApp, DigitsGenConfig
+from ganserve.training.objectives import clip_weights, get_objective, gradient_penalty
+from ganserve.training.registry import register_model
 
 
 @dataclass

@@ -32,11 +32,11 @@ from skimage.metrics import structural_similarity
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ganserve.contract import TensorSpec
-from ganserve.errors import GanserveError
-from training.application import Application, DemoExample, TrainContext, update_average
-from training.config import CommonConfig
-from training.data.faces import (
+from ganserve.core.contract import TensorSpec
+from ganserve.core.errors import GanserveError
+from ganserve.training.application import Application, DemoExample, TrainContext, update_average
+from ganserve.training.config import CommonConfig
+from ganserve.training.data.faces import (
     AGE_GROUPS,
     GROUP_CENTRES,
     FaceFolder,
@@ -46,11 +46,11 @@ from training.data.faces import (
     render,
     scene,
 )
-from training.data.images import step_generator
-from training.export_spec import ExportSpec
-from training.models.face_judges import FaceNet, load_net, render_set, resolve
-from training.objectives import get_objective
-from training.registry import register_model
+from ganserve.training.data.images import step_generator
+from ganserve.core.export_spec import ExportSpec
+from ganserve.training.models.face_judges import FaceNet, load_net, render_set, resolve
+from ganserve.training.objectives import get_objective
+from ganserve.training.registry import register_model
 
 GROUPS = len(AGE_GROUPS)
 SIZE = 64
@@ -418,7 +418,7 @@ class FaceAgingApp(Application):
         if self.ema is not None:
             self.ema.to(memory_format=torch.channels_last)
         if (c.age_weight > 0 or c.id_weight > 0) and not c.loss_net:
-            raise GanserveError("age_weight/id_weight need loss_net (python -m training.models.face_judges)")
+            raise GanserveError("age_weight/id_weight need loss_net (python -m ganserve.training.models.face_judges)")
         if c.loss_net and (c.age_weight > 0 or c.id_weight > 0):
             self._loss_nets = tuple(load_net(p, "loss_net").to(context.device) for p in loss_net_paths(c.loss_net))
             self.facts["loss_net"] = str(c.loss_net)

@@ -9,7 +9,7 @@
 
 Train all three with one command (about 1.5 minutes each on 2 cores):
 
-    python -m training.models.face_judges --config training/configs/face_judges_cpu.yaml --out models/face-judges
+    python -m ganserve.training.models.face_judges --config training/configs/face_judges_cpu.yaml --out models/face-judges
 
 Each file is a small dict saved with torch.save (kind, config, state, metrics), read back with ``load_net``.
 """
@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganserve.errors import GanserveError
-from training.config import load_config_file
-from training.data.faces import AGE_GROUPS, GROUP_CENTRES, age_group, identity, render, scene
+from ganserve.core.errors import GanserveError
+from ganserve.training.config import load_config_file
+from ganserve.training.data.faces import AGE_GROUPS, GROUP_CENTRES, age_group, identity, render, scene
 
 KINDS = ("loss_net", "age_judge", "id_judge")
 FILES = {kind: f"{kind}.pt" for kind in KINDS}
@@ -193,7 +193,7 @@ def load_net(path: str | Path, kind: str | None = None) -> FaceNet:
     """Read a face network written by ``save_net`` (eval mode, frozen); a one-line error for anything else."""
     path = resolve(path)
     if not path.is_file():
-        raise GanserveError(f"{path}: no such face network file (train with: python -m training.models.face_judges)")
+        raise GanserveError(f"{path}: no such face network file (train with: python -m ganserve.training.models.face_judges)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
@@ -268,7 +268,7 @@ def train_all(out: str | Path, minutes: float = 1.5, identities: int = 160, per_
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: train the loss network and the two judges into --out."""
-    p = argparse.ArgumentParser(prog="python -m training.models.face_judges", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m ganserve.training.models.face_judges", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="models/face-judges")
     p.add_argument("--config", default=None, help="YAML/JSON with minutes, identities, per_identity, seed")
     p.add_argument("--minutes", type=float, default=None, help="training time per network (default 1.5)")

@@ -17,14 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganserve.contract import TensorSpec
-from ganserve.errors import GanserveError
-from training.application import Application, DemoExample, TrainContext
-from training.config import CommonConfig
-from training.data import digits_gen
-from training.data.images import step_generator
-from training.eval.gen_metrics import digits_metrics
-from training.export_spec import ExportSpec
+from ganserve.core.contract import TensorSpec
+from ganserve.core.errors import GanserveError
+from ganserve.training.application import Application, DemoExample, TrainContext
+from ganserve.training.config import CommonConfig
+from ganserve.training.data import digits_gen
+from ganserve.training.data.images import step_generator
+from ganserve.training.eval.gen_metrics import digits_metrics
+from ganserve.core.export_spec import ExportSpec
 
 EVAL_SEED = 4321
 LABELS = [str(i) for i in range(digits_gen.CLASSES)]

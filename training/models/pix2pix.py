@@ -18,19 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganserve.contract import TensorSpec
-from ganserve.errors import GanserveError
-from training.application import Application, DemoExample, TrainContext
-from training.config import CommonConfig
-from training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, step_generator
-from training.data.paired import (
+from ganserve.core.contract import TensorSpec
+from ganserve.core.errors import GanserveError
+from ganserve.training.application import Application, DemoExample, TrainContext
+from ganserve.training.config import CommonConfig
+from ganserve.training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, step_generator
+from ganserve.training.data.paired import (
     CANNY_SIGMA, PairedSource, builtin_train_pairs, held_out_pairs, load_paired_folder, swap_direction,
 )
-from training.export_spec import ExportSpec
-from training.models import translation_eval as te
-from training.models.translation_nets import NORMS, PatchDiscriminator, UNetGenerator
-from training.objectives import get_objective
-from training.registry import register_model
+from ganserve.core.export_spec import ExportSpec
+from ganserve.training.models import translation_eval as te
+from ganserve.training.models.translation_nets import NORMS, PatchDiscriminator, UNetGenerator
+from ganserve.training.objectives import get_objective
+from ganserve.training.registry import register_model
 
 HELD_OUT_DESCRIPTION = (
     f"edges -> photo on held-out photos (never trained on): {', '.join(BUILTIN_HELD_OUT)}; "

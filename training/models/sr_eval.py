@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from training import metrics
-from training.data.images import BUILTIN_HELD_OUT, downscale, held_out_images, to_tensor, upscale_bicubic
+from ganserve.training import metrics
+from ganserve.training.data.images import BUILTIN_HELD_OUT, downscale, held_out_images, to_tensor, upscale_bicubic
 
 # Maps a 1x3xhxw float32 LR array in [0, 1] to a 1x3x(sh)x(sw) SR array.
 ArrayPredictor = Callable[[np.ndarray], np.ndarray]

@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganserve.contract import TensorSpec
-from ganserve.errors import GanserveError
-from training.application import Application, DemoExample, TrainContext
-from training.config import CommonConfig
-from training.data.images import BUILTIN_TRAIN, SRSource, load_builtin, step_generator, upscale_bicubic
-from training.export_spec import ExportSpec
-from training.models.sr_eval import (
+from ganserve.core.contract import TensorSpec
+from ganserve.core.errors import GanserveError
+from ganserve.training.application import Application, DemoExample, TrainContext
+from ganserve.training.config import CommonConfig
+from ganserve.training.data.images import BUILTIN_TRAIN, SRSource, load_builtin, step_generator, upscale_bicubic
+from ganserve.core.export_spec import ExportSpec
+from ganserve.training.models.sr_eval import (
     HELD_OUT_DESCRIPTION,
     evaluate_sr,
     held_out_pairs,
@@ -34,10 +34,10 @@ from training.models.sr_eval import (
     held_out_lr_crops,
     picture_grid,
 )
-from training.models.vgg import VGG19_RELU_INDEX, load_vgg19_features
-from training.objectives import get_objective
-from training.objectives.content import ContentLoss
-from training.registry import register_model
+from ganserve.training.models.vgg import VGG19_RELU_INDEX, load_vgg19_features
+from ganserve.training.objectives import get_objective
+from ganserve.training.objectives.content import ContentLoss
+from ganserve.training.registry import register_model
 
 PIXEL_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 GENERATOR_SHAPE_KEYS = ("scale", "blocks", "channels", "batch_norm", "bicubic_skip")
@@ -326,7 +326,7 @@ class SRGANApp(SRResNetApp):
             context.note("init_from not set: the generator starts from random weights (pre-train with srresnet first)")
 
     def _init_generator(self, path: str) -> None:
-        from training.checkpoint import load_checkpoint
+        from ganserve.training.checkpoint import load_checkpoint
 
         payload = load_checkpoint(path)
         theirs = payload["config"]

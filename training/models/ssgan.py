@@ -24,14 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganserve.contract import TensorSpec
-from ganserve.errors import GanserveError
-from training.application import Application, DemoExample, TrainContext, update_average
-from training.config import CommonConfig
-from training.data.digits import SemiSupervisedSplit, semi_supervised_split
-from training.data.images import step_generator
-from training.export_spec import ExportSpec
-from training.registry import register_model
+from ganserve.core.contract import TensorSpec
+from ganserve.core.errors import GanserveError
+from ganserve.training.application import Application, DemoExample, TrainContext, update_average
+from ganserve.training.config import CommonConfig
+from ganserve.training.data.digits import SemiSupervisedSplit, semi_supervised_split
+from ganserve.training.data.images import step_generator
+from ganserve.core.export_spec import ExportSpec
+from ganserve.training.registry import register_model
 
 
 # -- losses (the paper's section 5) --------------------------------------------------------------------------

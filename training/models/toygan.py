@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from training.data.toy import sample_ring
-from training.eval.gen_metrics import toy_metrics
-from training.objectives import clip_weights, get_objective, gradient_penalty
+from ganserve.training.data.toy import sample_ring
+from ganserve.training.eval.gen_metrics import toy_metrics
+from ganserve.training.objectives import clip_weights, get_objective, gradient_penalty
 
 NOISE_DIM = 2
 

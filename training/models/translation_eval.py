@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from training import metrics
+from ganserve.training import metrics
 
 # Maps a 1x3xHxW float32 array in [0, 1] to one of the same shape.
 ArrayPredictor = Callable[[np.ndarray], np.ndarray]

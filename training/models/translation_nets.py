@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ganserve.errors import GanserveError
+from ganserve.core.errors import GanserveError
 
 NORMS = ("instance", "batch", "none")
 

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ganserve.errors import GanserveError
-from training.models.genbase import ConvDecoder, ConvEncoder, DigitsGenApp, DigitsGenConfig
-from training.objectives.latent import DECODERS, gaussian_kl, reconstruction_nll, reparameterize
-from training.registry import register_model
+from ganserve.core.errors import GanserveError
+from ganserve.training.models.genbase import ConvDecoder, ConvEncoder, DigitsGenApp, DigitsGenConfig
+from ganserve.training.objectives.latent import DECODERS, gaussian_kl, reconstruction_nll, reparameterize
+from ganserve.training.registry import register_model
 
 
 @dataclass

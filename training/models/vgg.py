@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ganserve.errors import GanserveError
+from ganserve.core.errors import GanserveError
 
 # Channels per conv layer, "M" = 2x2 max-pool (configuration "E" of the paper).
 VGG19_LAYERS: tuple[int | str, ...] = (

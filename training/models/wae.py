@@ -13,11 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ganserve.errors import GanserveError
-from training.models.genbase import ConvDecoder, ConvEncoder, DigitsGenApp, DigitsGenConfig, mlp
-from training.objectives import get_objective
-from training.objectives.latent import imq_mmd
-from training.registry import register_model
+from ganserve.core.errors import GanserveError
+from ganserve.training.models.genbase import ConvDecoder, ConvEncoder, DigitsGenApp, DigitsGenConfig, mlp
+from ganserve.training.objectives import get_objective
+from ganserve.training.objectives.latent import imq_mmd
+from ganserve.training.registry import register_model
 
 PENALTIES = ("gan", "mmd")
 

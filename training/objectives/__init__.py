@@ -1,6 +1,6 @@
 """Training objectives shared by applications: adversarial losses by name, Lipschitz tools, latent-variable terms."""
 
-from training.objectives.adversarial import (
+from ganserve.training.objectives.adversarial import (
     Objective,
     Recipe,
     clip_weights,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganserve.errors import GanserveError
+from ganserve.core.errors import GanserveError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from serving.proto.ganserve.v1 import images_pb2 as ganserve_dot_v1_dot_images__pb2
+from ganserve.serving.proto.ganserve.v1 import images_pb2 as ganserve_dot_v1_dot_images__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

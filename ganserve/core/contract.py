@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ganserve.errors import RepositoryError
+from ganserve.core.errors import RepositoryError
 
 CARD_FILE = "model_card.json"
 CONFIG_FILE = "config.pbtxt"

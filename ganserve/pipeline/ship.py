@@ -1,14 +1,11 @@
-"""Shipped models: one folder per application under models/, each a trained checkpoint with the card that proves it.
+"""`ganserve ship`: evaluate a trained checkpoint on held-out data and add it to the shipped models (models/).
 
-An entry ``models/<name>/`` holds ``checkpoint.pt`` (weights and config, optimizer state stripped), ``card.json``
-(command, config, seed, commit, training summary, held-out metrics next to their baselines, the issue's target),
-``metrics.jsonl`` (the training log) and the model exported beside them in the model-repository layout
-(``config.pbtxt``, ``model_card.json``, ``1/model.onnx``), so ``models/`` itself is a model repository that
-``ganserve serve --repo models`` serves without training or exporting anything.
+The entry layout (training_record.json beside checkpoint.pt and the exported model) is ganserve.core.shipped.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -17,49 +14,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ganserve.contract import check_model_name
-from ganserve.errors import CheckpointError, GanserveError
-from ganserve.machine import describe as describe_cpu
+import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ROOT / "models"
-SHIP_CARD = "card.json"
-SHIP_CHECKPOINT = "checkpoint.pt"
+from ganserve.core.contract import check_model_name
+from ganserve.core.errors import CheckpointError, GanserveError
+from ganserve.core.machine import describe as describe_cpu
+from ganserve.core.shipped import SHIP_CHECKPOINT, SHIPPED, TRAINING_RECORD, read_entry, shipped_entries
+from ganserve.export.exporter import export_checkpoint
+from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
+from ganserve.training.config import parse_set, user_data
+
 ENTRY_LIMIT = 10 * 2**20
 TOTAL_LIMIT = 60 * 2**20
 # Held-out figures that are not quality (compared by nothing, reproduced by nothing).
 VOLATILE_KEYS = ("elapsed_seconds", "eval_seconds")
-# Config keys that point at user data: a shipped model must be reproducible from the built-in data.
-DATA_KEYS = ("data_dir", "data_root", "idx_dir", "paired_dir", "unpaired_dir", "rain_dir", "faces_dir")
-
-
-def read_entry(entry: str | Path) -> dict[str, Any]:
-    """The card of a shipped entry (a folder, or its card.json); a one-line error for anything else."""
-    path = Path(entry)
-    card_path = path if path.name == SHIP_CARD else path / SHIP_CARD
-    if not card_path.is_file():
-        raise GanserveError(f"{entry}: not a shipped model entry (no {SHIP_CARD})")
-    try:
-        card = json.loads(card_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise GanserveError(f"{card_path}: unreadable card ({exc})") from exc
-    for key in ("model", "file", "config", "held_out", "quality_key"):
-        if key not in card:
-            raise GanserveError(f"{card_path}: card lacks {key!r}")
-    return card
-
-
-def entry_checkpoint(entry: str | Path) -> Path:
-    """The checkpoint file a shipped entry names."""
-    card = read_entry(entry)
-    folder = Path(entry) if Path(entry).is_dir() else Path(entry).parent
-    return folder / card["file"]
-
-
-def shipped_entries(models_dir: str | Path = SHIPPED) -> list[Path]:
-    """Entry folders under models/ (those with a card.json), sorted by name."""
-    root = Path(models_dir)
-    return sorted(p.parent for p in root.glob(f"*/{SHIP_CARD}") if not p.parent.name.startswith("."))
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
@@ -105,22 +73,17 @@ def ship(
     trained on user data, and (unless ``force``) one whose headline held-out metric does not beat the entry it
     would replace.
     """
-    import torch
-
-    from export.exporter import export_checkpoint
-    from training.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
-
     check_model_name(name)
     models_dir = Path(models_dir)
     payload = load_checkpoint(checkpoint)
     if payload.get("metrics", {}).get("interrupted"):
         raise CheckpointError(f"{checkpoint}: an interrupted training; ship a finished one")
-    user_data = {k: v for k, v in payload["config"].items() if k in DATA_KEYS and v}
-    if user_data:
-        raise GanserveError(f"{checkpoint}: trained on user data {user_data}; a shipped model must train on built-in data")
     say = print if progress else (lambda *_: None)
     say(f"[ship] evaluating {checkpoint} on held-out data")
     app = build_from_checkpoint(checkpoint, options)
+    if user_data(app.config):
+        raise GanserveError(f"{checkpoint}: trained on user data {user_data(app.config)}; "
+                            "a shipped model must train on built-in data")
     spec = app.export_spec()
     torch.manual_seed(0)
     held_out = _numbers(app.evaluate())
@@ -164,7 +127,7 @@ def ship(
                               if isinstance(v, str) and k not in ("cpu",)},
             "target": target,
         }
-        (entry / SHIP_CARD).write_text(json.dumps(card, indent=2) + "\n")
+        (entry / TRAINING_RECORD).write_text(json.dumps(card, indent=2) + "\n")
         size = _folder_bytes(entry)
         if size > ENTRY_LIMIT:
             raise GanserveError(f"{name}: the entry is {size / 2**20:.1f} MB, over the 10 MB limit; train a more compact model")
@@ -211,3 +174,41 @@ def shipped_table(models_dir: str | Path = SHIPPED) -> str:
         lines.append(f"| {entry.name} | {card['model']} | {_folder_bytes(entry) / 2**20:.1f} MB | {trained} | {cpu} | "
                      f"{_headline(card)} | {card.get('target', '')} |")
     return "\n".join(lines)
+
+
+def add_commands(subparsers: Any, name: str) -> None:
+    """Add the ``ship`` subcommand (ganserve.pipeline.cli maps it here)."""
+    p = subparsers.add_parser(
+        name,
+        help="evaluate a trained checkpoint and add it to the shipped models (models/)",
+        description="Re-evaluate CHECKPOINT on held-out data, strip its optimizer state, export it beside itself and "
+        "write models/NAME/{checkpoint.pt, training_record.json, metrics.jsonl, config.pbtxt, model_card.json, 1/model.onnx} "
+        "atomically. Refuses an entry over 10 MB and one that does not beat the entry it replaces.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", help="a finished checkpoint written by `ganserve train`")
+    p.add_argument("--name", help="entry name under models/ (also its model name when served)")
+    p.add_argument("--list", action="store_true", help="print the table of shipped models (Markdown) and exit")
+    p.add_argument("--command", dest="train_command", default="",
+                   help="the exact `ganserve train ...` command that trained it")
+    p.add_argument("--target", default="", help="the application's quality target, one line, for the card")
+    p.add_argument("--models-dir", default=None, metavar="DIR", help="where entries live (default: the project's models/)")
+    p.add_argument("--option", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a config value before evaluation and export (e.g. export_direction=ba); recorded")
+    p.add_argument("--note", default="", help="conditions of the training worth recording (e.g. a shared CPU)")
+    p.add_argument("--force", action="store_true", help="replace the entry even if it is not better")
+    p.set_defaults(func=_run_ship)
+
+
+def _run_ship(args: argparse.Namespace) -> int:
+    if args.list:
+        print(shipped_table(args.models_dir or SHIPPED))
+        return 0
+    if not args.checkpoint or not args.name:
+        raise GanserveError("give CHECKPOINT and --name (or --list)")
+    if not Path(args.checkpoint).is_file():
+        raise GanserveError(f"{args.checkpoint}: no such checkpoint file")
+    out = ship(args.checkpoint, args.name, command=args.train_command, target=args.target, note=args.note,
+               options=parse_set(args.option) or None,
+               models_dir=args.models_dir or SHIPPED, force=args.force)
+    print(out)
+    return 0

@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ganserve.contract import CARD_FILE, ModelCard, model_versions
-from ganserve.errors import GanserveError
+from ganserve.core.contract import CARD_FILE, ModelCard, model_versions
+from ganserve.core.errors import GanserveError
+from ganserve.core.shipped import SHIPPED, read_entry, shipped_entries
 
-ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ROOT / "models"  # trained models that ship with the project: models/<name>/checkpoint.pt
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -50,7 +50,7 @@ def _train_sr(cfg: DemoConfig) -> DemoModel:
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.is_file() and not cfg.retrain:
         return DemoModel("srresnet", ckpt, f"reused {ckpt} from an earlier run")
-    from training.trainer import train
+    from ganserve.training.trainer import train
 
     overrides = {"blocks": 1, "channels": 8, "batch_size": 4} if cfg.tiny else {}
     recipe = ROOT / "training" / "configs" / "srresnet_cpu30.yaml"
@@ -63,8 +63,7 @@ def _train_sr(cfg: DemoConfig) -> DemoModel:
 
 def _retrain(cfg: DemoConfig, entry: Path) -> DemoModel:
     """--retrain: the entry's recorded recipe (config and seed) for the demo's time budget."""
-    from training.ship import read_entry
-    from training.trainer import train
+    from ganserve.training.trainer import train
 
     card = read_entry(entry)
     say(f"{entry.name}: retraining {card['model']} from its recorded config for {cfg.train_minutes:g} min")
@@ -75,7 +74,6 @@ def _retrain(cfg: DemoConfig, entry: Path) -> DemoModel:
 
 def trained_models(cfg: DemoConfig) -> list[DemoModel]:
     """Every application's model: shipped (default), retrained (--retrain), or the SR fallback when none ships."""
-    from training.ship import read_entry, shipped_entries
 
     entries = [e for e in shipped_entries(SHIPPED) if not cfg.models or e.name in cfg.models]
     unknown = sorted(set(cfg.models) - {e.name for e in entries} - {"srresnet"})
@@ -100,7 +98,7 @@ def trained_models(cfg: DemoConfig) -> list[DemoModel]:
 # -- step 2: export -------------------------------------------------------------------------------------------
 def ensure_exported(ckpt: Path, repo: Path, name: str, options: dict | None = None) -> ModelCard:
     """Export `ckpt` as `name` unless the repository already holds an export of this exact checkpoint."""
-    from ganserve.files import file_sha256
+    from ganserve.core.files import file_sha256
 
     card_path = repo / name / CARD_FILE
     sha = file_sha256(ckpt)
@@ -109,7 +107,7 @@ def ensure_exported(ckpt: Path, repo: Path, name: str, options: dict | None = No
         if card.source.get("checkpoint_sha256") == sha:
             say(f"model repository already holds {name} v{card.version} exported from this checkpoint: reused")
             return card
-    from export.exporter import export_checkpoint
+    from ganserve.export.exporter import export_checkpoint
 
     say(f"exporting {ckpt} -> {repo}/{name} (ONNX, parity check, model card)")
     export_checkpoint(ckpt, repo, name=name, options=options or None)
@@ -119,10 +117,10 @@ def ensure_exported(ckpt: Path, repo: Path, name: str, options: dict | None = No
 # -- step 4: requests ------------------------------------------------------------------------------------------
 def request_examples(server: str, model: DemoModel, card: ModelCard, cfg: DemoConfig) -> list[dict]:
     """Send the application's held-out examples through the image API; write side-by-sides; return the rows."""
-    from ganserve.demo_tasks import TASKS
-    from serving.client import ImagesClient
-    from training.checkpoint import build_from_checkpoint
-    from training.models.sr_eval import labelled_row
+    from ganserve.pipeline.demo_tasks import TASKS
+    from ganserve.serving.client import ImagesClient
+    from ganserve.training.checkpoint import build_from_checkpoint
+    from ganserve.training.models.sr_eval import labelled_row
 
     examples = build_from_checkpoint(model.checkpoint, model.options or None).demo_examples(cfg.examples)
     folder = cfg.out / model.name
@@ -142,7 +140,7 @@ def _fmt(value: object) -> str:
 
 def _report(models: list[DemoModel], cards: dict[str, ModelCard], results: dict[str, list[dict]],
             latency_md: str) -> list[str]:
-    from ganserve.demo_tasks import summarise
+    from ganserve.pipeline.demo_tasks import summarise
 
     lines = ["# ganserve demo", "", "Every model was served by ganserve over gRPC on 127.0.0.1 and asked through the "
              "image API about held-out data it never trained on.", "",
@@ -167,9 +165,9 @@ def _report(models: list[DemoModel], cards: dict[str, ModelCard], results: dict[
 
 # -- the whole job -----------------------------------------------------------------------------------------------
 def run_demo(cfg: DemoConfig) -> dict:
-    from benchmarks.bench import BenchConfig, run_bench_models
-    from ganserve.demo_tasks import summarise
-    from serving.server import start_subprocess
+    from ganserve.benchmarks.bench import BenchConfig, run_bench_models
+    from ganserve.pipeline.demo_tasks import summarise
+    from ganserve.serving.server import start_subprocess
 
     t_start = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from ganserve.contract import ModelCard
+from ganserve.core.contract import ModelCard
 
 PANEL = 192  # small pictures (digits, faces) are shown at least this tall, nearest-neighbour
 
@@ -45,7 +45,7 @@ def _shown(img: Image.Image, height: int) -> Image.Image:
 
 
 def _quality(pred: np.ndarray, truth: np.ndarray, border: int, prefix: str = "") -> dict[str, float]:
-    from training import metrics
+    from ganserve.training import metrics
 
     p, t = _rgb(pred), _rgb(truth)
     return {f"{prefix}psnr_y": metrics.psnr_y(p, t, border), f"{prefix}ssim_y": metrics.ssim_y(p, t, border)}
@@ -61,7 +61,7 @@ def super_resolution(client, card: ModelCard, ex) -> Outcome:
     """SuperResolve the LR photo; baseline: bicubic upscaling of the same 8-bit LR image."""
     import torch
 
-    from training.data.images import upscale_bicubic
+    from ganserve.training.data.images import upscale_bicubic
 
     reply, ms = _timed(lambda: client.super_resolve(card.name, png(ex.image)))
     out = np.asarray(Image.open(io.BytesIO(reply.image)).convert("RGB"))

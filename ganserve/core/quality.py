@@ -14,7 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ganserve.contract import ModelCard, TensorSpec
+from ganserve.core.contract import ModelCard, TensorSpec
 
 PSNR_DROP_DB = 0.1
 # Max abs error vs the fp32 reference, per unit of value range, where no PSNR or top-1 rule applies.

@@ -1,14 +1,20 @@
-"""What an application declares so the exporter needs no per-model code."""
+"""What an application declares so the exporter needs no per-model code.
+
+It lives in the torch-free core because it is the contract between two layers: training writes it (each
+application's ``export_spec()``), export reads it. Torch appears only in type hints.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
-import torch
 
-from ganserve.contract import TensorSpec
+from ganserve.core.contract import TensorSpec
+
+if TYPE_CHECKING:
+    import torch
 
 # A predictor maps named numpy inputs (batched, float32) to named numpy outputs; torch and onnxruntime both
 # get wrapped into one, so the same evaluation measures either.
@@ -21,7 +27,7 @@ class ExportSpec:
     example_inputs: tuple[torch.Tensor, ...]  # batched example used for tracing
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    task: str  # one of ganserve.contract.TASKS
+    task: str  # one of ganserve.core.contract.TASKS
     architecture: str
     scale: int = 1
     spatial_multiple: int = 1

@@ -10,17 +10,17 @@ import argparse
 import importlib
 import sys
 
-from ganserve.errors import GanserveError
+from ganserve.core.errors import GanserveError
 
 # subcommand -> module that defines add_commands(subparsers); imported only when that command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("training.cli", "train a registered model (SRResNet/SRGAN, ...)"),
-    "ship": ("training.cli", "evaluate a trained checkpoint and add it to the shipped models (models/)"),
-    "export": ("export.cli", "export a checkpoint to a verified ONNX model repository"),
-    "serve": ("serving.cli", "serve a model repository over gRPC"),
-    "client": ("serving.cli", "call a running server (image API)"),
-    "bench": ("benchmarks.cli", "measure latency and throughput side by side"),
-    "demo": ("ganserve.demo", "the main job: train or reuse, export, serve, request, report"),
+    "train": ("ganserve.training.cli", "train a registered model (SRResNet/SRGAN, ...)"),
+    "ship": ("ganserve.pipeline.ship", "evaluate a trained checkpoint and add it to the shipped models (models/)"),
+    "export": ("ganserve.export.cli", "export a checkpoint to a verified ONNX model repository"),
+    "serve": ("ganserve.serving.cli", "serve a model repository over gRPC"),
+    "client": ("ganserve.serving.cli", "call a running server (image API)"),
+    "bench": ("ganserve.benchmarks.cli", "measure latency and throughput side by side"),
+    "demo": ("ganserve.pipeline.demo", "the main job: train or reuse, export, serve, request, report"),
 }
 
 

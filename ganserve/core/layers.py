@@ -1,0 +1,29 @@
+"""The layers of ganserve, bottom to top, and what each may import (tests/serving/test_imports.py checks it).
+
+One import name, ``ganserve``: the stage folders stay at the top of the checkout and install as
+``ganserve.<stage>`` (pyproject.toml maps them), so ``FOLDERS`` says which folder holds which package.
+"""
+
+from __future__ import annotations
+
+LAYERS = ("core", "training", "export", "serving", "benchmarks", "pipeline")
+ALLOWED: dict[str, set[str]] = {
+    "core": {"core"},  # contract, errors, machine facts: nothing of ours, never torch
+    "training": {"core", "training"},  # applications, networks by name, objectives, data
+    "export": {"core", "training", "export"},  # ONNX, parity, variants, repository writer
+    "serving": {"core", "serving"},  # never torch, training or export
+    "benchmarks": {"core", "training", "export", "serving", "benchmarks"},  # measurement may use the stages
+    "pipeline": set(LAYERS),  # ship, demo, the CLI: whole jobs
+}
+FOLDERS = {"ganserve": "ganserve", "training": "ganserve.training", "export": "ganserve.export",
+           "serving": "ganserve.serving", "benchmarks": "ganserve.benchmarks"}
+
+
+def layer_of(module: str) -> str | None:
+    """The layer a dotted module name belongs to (``ganserve`` itself counts as core); None outside ganserve."""
+    parts = module.split(".")
+    if parts[0] != "ganserve":
+        return None
+    if len(parts) == 1:
+        return "core"
+    return parts[1] if parts[1] in LAYERS else None

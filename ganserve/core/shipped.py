@@ -1,0 +1,59 @@
+"""The shipped-entry layout (models/<name>/), read without torch by every layer that takes an entry.
+
+An entry holds ``checkpoint.pt`` (weights and config, optimizer state stripped), ``training_record.json`` (how the
+checkpoint was trained and what it scored on held-out data: command, config, seed, commit, training summary,
+held-out metrics next to their baselines, the issue's target), ``metrics.jsonl`` (the training log) and the model
+exported beside them in the model-repository layout (``config.pbtxt``, ``model_card.json``, ``1/model.onnx``), so
+``models/`` itself is a model repository. ``training_record.json`` is about the checkpoint; ``model_card.json`` is
+about the exported ONNX model (ganserve.core.contract) and is what the server reads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ganserve.core.errors import GanserveError
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models"
+TRAINING_RECORD = "training_record.json"
+LEGACY_RECORD = "card.json"  # what entries written before the rename call it; read, never written
+SHIP_CHECKPOINT = "checkpoint.pt"
+
+
+def record_path(entry: str | Path) -> Path:
+    """The training record of an entry folder (or the record file itself), under its current or legacy name."""
+    path = Path(entry)
+    if path.name in (TRAINING_RECORD, LEGACY_RECORD):
+        return path
+    legacy = path / LEGACY_RECORD
+    return legacy if legacy.is_file() and not (path / TRAINING_RECORD).is_file() else path / TRAINING_RECORD
+
+
+def read_entry(entry: str | Path) -> dict[str, Any]:
+    """The training record of a shipped entry; a one-line error for anything else."""
+    card_path = record_path(entry)
+    if not card_path.is_file():
+        raise GanserveError(f"{entry}: not a shipped model entry (no {TRAINING_RECORD})")
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise GanserveError(f"{card_path}: unreadable training record ({exc})") from exc
+    for key in ("model", "file", "config", "held_out", "quality_key"):
+        if key not in card:
+            raise GanserveError(f"{card_path}: training record lacks {key!r}")
+    return card
+
+
+def entry_checkpoint(entry: str | Path) -> Path:
+    """The checkpoint file a shipped entry names."""
+    card = read_entry(entry)
+    return record_path(entry).parent / card["file"]
+
+
+def shipped_entries(models_dir: str | Path = SHIPPED) -> list[Path]:
+    """Entry folders under models/ (those with a training record), sorted by name."""
+    root = Path(models_dir)
+    folders = {p.parent for name in (TRAINING_RECORD, LEGACY_RECORD) for p in root.glob(f"*/{name}")}
+    return sorted(p for p in folders if not p.name.startswith("."))
