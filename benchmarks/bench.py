@@ -27,6 +27,7 @@ from ganserve.benchmarks.loadgen import ProcessMonitor, Stats, closed_loop, summ
 from ganserve.benchmarks.machine import bf16_peak_gflops, cpu_info, int8_peak_gops, matmul_peak_gflops
 from ganserve.core.contract import CARD_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, model_versions
 from ganserve.core.errors import GanserveError
+from ganserve.core.image_metrics import to_uint8
 
 log = logging.getLogger("ganserve.bench")
 
@@ -102,7 +103,7 @@ def _feeds(card: ModelCard, size: int, batch: int) -> dict[str, np.ndarray]:
 def _png_of(x: np.ndarray, card: ModelCard) -> bytes:
     spec = card.input_by_role("image") or card.inputs[0]
     lo, hi = spec.value_range or [0.0, 1.0]
-    img = ((x[0].transpose(1, 2, 0) - lo) / (hi - lo) * 255).round().clip(0, 255).astype(np.uint8)
+    img = to_uint8((x[0].transpose(1, 2, 0) - lo) / (hi - lo))
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     return buf.getvalue()
@@ -249,7 +250,7 @@ class Bench:
                 spec = self.card.output_by_role("image") or self.card.outputs[0]
                 lo, hi = spec.value_range or [0.0, 1.0]
                 y = self._output(size)
-                img = ((y[0].transpose(1, 2, 0) - lo) / (hi - lo) * 255).round().clip(0, 255).astype(np.uint8)
+                img = to_uint8((y[0].transpose(1, 2, 0) - lo) / (hi - lo))
                 self.codecs[str(size)] = inprocess.codec_table(img)
             self.notes.append("codec table: the model's own output for the bench input, encoded in this process")
 
@@ -310,17 +311,21 @@ class Bench:
             proc.terminate()
             proc.wait(timeout=30)
 
-    def _image_rpc(self, images, png: bytes):
-        """(the image RPC for this model's task, a request for it) or (None, None) where the task has none here."""
+    def _image_rpc(self, images, png: bytes, size: int):
+        """(Transform, its request) for a model with an image input and an image output, or (None, None): each
+        condition takes its first choice from the card, a mask input an all-white mask of the image's size."""
+        from ganserve.serving.conditioning import condition_choices
         from ganserve.serving.proto.ganserve.v1 import images_pb2
 
-        if self.card.task == "face_aging":
-            spec = self.card.input_by_role("condition")
-            label = (spec.labels or ["0"])[-1] if spec else "0"
-            return images.AgeFace, images_pb2.AgeFaceRequest(model=self.cfg.model, image=png, target_age=label)
-        rpc = {"super_resolution": images.SuperResolve, "translation": images.Translate,
-               "derain": images.Derain}.get(self.card.task)
-        return (rpc, images_pb2.ImageRequest(model=self.cfg.model, image=png)) if rpc else (None, None)
+        if self.card.input_by_role("image") is None or self.card.output_by_role("image") is None:
+            return None, None
+        conditions = {spec.name: (condition_choices(spec) or ["0"])[0] for spec in self.card.conditions()}
+        request = images_pb2.TransformRequest(model=self.cfg.model, image=png, conditions=conditions)
+        if self.card.input_by_role("mask") is not None:
+            buf = io.BytesIO()
+            Image.new("L", (size, size), 255).save(buf, format="PNG")
+            request.mask = buf.getvalue()
+        return images.Transform, request
 
     async def _served_paths(self, target: str, monitor: ProcessMonitor) -> None:
         from ganserve.serving.proto.ganserve.v1 import images_pb2_grpc
@@ -356,9 +361,10 @@ class Bench:
                             await self._floor(req, await oip.ModelInfer(req, timeout=600), size, mk)
                 if "image-api" in self.cfg.paths:
                     png = _png_of(_image_input(self.card, size, 1), self.card)
-                    rpc, ireq = self._image_rpc(images, png)
+                    rpc, ireq = self._image_rpc(images, png, size)
                     if rpc is None:
-                        self.skipped.append(f"image-api: task {self.card.task} has no image RPC in the bench")
+                        self.skipped.append(f"image-api: model {self.cfg.model} has no image input and image output "
+                                            "(what Transform needs)")
                     else:
                         for fmt in ("PNG", "JPEG"):
                             ireq.options.output_format = fmt

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ganserve.benchmarks.cli import int_list
+from ganserve.core.image_metrics import psnr
 from ganserve.core.machine import cpu_info, describe
 
 Encoder = Callable[[np.ndarray], bytes]
@@ -239,12 +240,6 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
-
-
 def _reference_files(arr: np.ndarray) -> dict[str, bytes]:
     return {"PNG": _pil_png(6)(arr), "JPEG": _pil_jpeg(90)(arr)}
 
@@ -269,7 +264,7 @@ def measure(sizes: list[int], repeats: int, log: Callable[[str], None] = print) 
                 if c.fmt == "PNG":
                     row["lossless"] = bool(np.array_equal(back, src) and np.array_equal(_pil_decode(data), src))
                 else:
-                    row["psnr_db"] = psnr(_pil_decode(data), src)
+                    row["psnr_db"] = psnr(_pil_decode(data), src, data_range=255.0)
                 res.encoders.append(row)
                 log(f"  {content:9s} {size:5d} {c.name:28s} enc {row['encode_ms']:8.2f} ms  "
                     f"dec {row['decode_ms'] if row['decode_ms'] is not None else float('nan'):7.2f} ms  "

@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 
 from ganserve.benchmarks.machine import describe
+from ganserve.core.pictures import enlarge, labelled_row, stack, to_pil
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
 from ganserve.training.data.raindrops import held_out_pairs, stack_pairs
-from ganserve.training.models.sr_eval import labelled_row, to_pil
 
 GAN, BASELINE, RAINY = "attentive GAN", "autoencoder, L1 only", "rainy input"
 
@@ -66,10 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                             (to_pil(gan_out[i].transpose(1, 2, 0)), "attentive GAN"),
                             (to_pil(base_out[i].transpose(1, 2, 0)), "L1 baseline"),
                             (to_pil(clean[i].transpose(1, 2, 0)), "clean")]) for i in range(len(rainy))]
-    picture = Image.new("RGB", (sheets[0].width, sum(s.height for s in sheets)), "white")
-    for i, sheet in enumerate(sheets):
-        picture.paste(sheet, (0, i * sheets[0].height))
-    picture.resize((picture.width * 2, picture.height * 2), Image.NEAREST).save(args.out / "side_by_side.png")
+    enlarge(stack(sheets), 2).save(args.out / "side_by_side.png")
 
     cpu = describe()
     lines = [f"Held-out raindrop removal: {int(scores[GAN]['eval_images'])} rendered crops of the held-out photos; "

@@ -27,12 +27,13 @@ from PIL import Image, ImageDraw
 
 from ganserve.core.errors import GanserveError
 from ganserve.core.machine import describe
+from ganserve.core.pictures import enlarge, to_pil
 from ganserve.training.checkpoint import build_from_checkpoint
 from ganserve.training.data.faces import AGE_GROUPS
-from ganserve.training.models.face_aging import GROUPS, Judges, held_out_faces, pair_outputs, score_pairs, summarise
+from ganserve.training.models.face_aging_eval import Judges, held_out_faces, pair_outputs, score_pairs, summarise
+from ganserve.training.networks.face_aging import GROUPS
 from ganserve.training.models.face_judges import load_net
 
-METRICS = ("target_age_accuracy", "id_verify_rate", "id_rank1", "psnr", "ssim")
 MATRIX_KEYS = {"target_age_accuracy": "age_hit", "id_verify_rate": "id_verified", "id_rank1": "id_rank1",
                "psnr": "psnr", "ssim": "ssim"}
 
@@ -94,8 +95,7 @@ def grid_picture(outputs: np.ndarray, identities: list[int], source: int, scale:
     draw.text((4, 3), f"input {AGE_GROUPS[source]}", fill="black")
 
     def tile(a: np.ndarray) -> Image.Image:
-        img = Image.fromarray((np.clip(a.transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8))
-        return img.resize((cell, cell), Image.Resampling.NEAREST)
+        return enlarge(to_pil(a.transpose(1, 2, 0)), scale)
 
     for r, i in enumerate(identities):
         y = header + r * cell

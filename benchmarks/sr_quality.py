@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ganserve.benchmarks.machine import describe
+from ganserve.core.pictures import enlarge, labelled_row, to_pil
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
 from ganserve.training.data.images import upscale_bicubic
-from ganserve.training.models.sr_eval import evaluate_sr, held_out_pairs, labelled_row, to_pil
+from ganserve.training.models.sr_eval import evaluate_sr, held_out_pairs
 
 
 def _predictor(app) -> callable:
@@ -57,9 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     panels = [(to_pil(bic), "bicubic")]
     panels += [(to_pil(p(lr_crop)[0].transpose(1, 2, 0)), name) for name, p in preds]
     panels.append((to_pil(hr_crop), "ground truth"))
-    sheet = labelled_row(panels, header=18)
-    sheet = sheet.resize((sheet.width * 2, sheet.height * 2), Image.NEAREST)
-    sheet.save(args.out / "side_by_side.png")
+    enlarge(labelled_row(panels, header=18), 2).save(args.out / "side_by_side.png")
     lines = [f"Held-out SR quality ×{scale} (Y channel, {scale}-px border cropped; mean over the held-out photos); "
              f"CPU: {describe()}", "",
              "| model | steps | PSNR-Y dB | vs bicubic | SSIM-Y | vs bicubic | sharpness (1.0 = truth) |",

@@ -20,10 +20,11 @@ import numpy as np
 from PIL import Image
 
 from ganserve.benchmarks.machine import describe
+from ganserve.core.image_metrics import to_uint8
+from ganserve.core.pictures import labelled_row, stack, to_pil
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
 from ganserve.training.data.unpaired import builtin_domains
 from ganserve.training.models import translation_eval as te
-from ganserve.training.models.sr_eval import labelled_row, to_pil
 
 FIGURES = ("l1", "psnr", "ssim", "sharpness")
 DIRECTION_LABEL = {"ab": "A -> B", "ba": "B -> A"}
@@ -43,15 +44,6 @@ def _load(ckpt: Path, model: str, l1_only: bool | None = None) -> Any:
     if l1_only is not None and (app.config.gan_weight == 0) != l1_only:
         raise SystemExit(f"translation_quality: {ckpt} is {'not ' if l1_only else ''}an L1-only (gan_weight=0) run")
     return app
-
-
-def _stack(sheets: list[Image.Image]) -> Image.Image:
-    picture = Image.new("RGB", (max(s.width for s in sheets), sum(s.height for s in sheets)), "white")
-    y = 0
-    for sheet in sheets:
-        picture.paste(sheet, (0, y))
-        y += sheet.height
-    return picture
 
 
 def _hwc(x: np.ndarray) -> np.ndarray:
@@ -103,22 +95,22 @@ def pix2pix_picture(gan: Any, l1: Any, rows: int) -> Image.Image:
     pairs = gan.held_out()
     edges, photos = te.crops([a for a, _ in pairs], rows, side, side), te.crops([b for _, b in pairs], rows, side, side)
     out_gan, out_l1 = gan._predict(edges), l1._predict(edges)
-    return _stack([labelled_row([(to_pil(edges[i].transpose(1, 2, 0)), "edges (input)"),
-                                 (to_pil(out_l1[i].transpose(1, 2, 0)), "L1-only U-Net"),
-                                 (to_pil(out_gan[i].transpose(1, 2, 0)), "pix2pix"),
-                                 (to_pil(photos[i].transpose(1, 2, 0)), "photo (truth)")]) for i in range(rows)])
+    return stack([labelled_row([(to_pil(edges[i].transpose(1, 2, 0)), "edges (input)"),
+                                (to_pil(out_l1[i].transpose(1, 2, 0)), "L1-only U-Net"),
+                                (to_pil(out_gan[i].transpose(1, 2, 0)), "pix2pix"),
+                                (to_pil(photos[i].transpose(1, 2, 0)), "photo (truth)")]) for i in range(rows)])
 
 
 def cyclegan_picture(app: Any, rows: int) -> Image.Image:
     held = app.held_out()
-    to8 = [(np.rint(a * 255).astype(np.uint8), np.rint(b * 255).astype(np.uint8)) for a, b in held]
+    to8 = [(to_uint8(a), to_uint8(b)) for a, b in held]
     a, b = te.crops([x for x, _ in to8], rows, 128, 128), te.crops([y for _, y in to8], rows, 128, 128)
     fake_b, fake_a = app._predict("ab", a), app._predict("ba", b)
-    return _stack([labelled_row([(to_pil(a[i].transpose(1, 2, 0)), "A (input)"),
-                                 (to_pil(fake_b[i].transpose(1, 2, 0)), "G_AB(A)"),
-                                 (to_pil(b[i].transpose(1, 2, 0)), "true B = dusk(A)"),
-                                 (to_pil(fake_a[i].transpose(1, 2, 0)), "G_BA(true B)"),
-                                 (to_pil(a[i].transpose(1, 2, 0)), "A (truth)")]) for i in range(rows)])
+    return stack([labelled_row([(to_pil(a[i].transpose(1, 2, 0)), "A (input)"),
+                                (to_pil(fake_b[i].transpose(1, 2, 0)), "G_AB(A)"),
+                                (to_pil(b[i].transpose(1, 2, 0)), "true B = dusk(A)"),
+                                (to_pil(fake_a[i].transpose(1, 2, 0)), "G_BA(true B)"),
+                                (to_pil(a[i].transpose(1, 2, 0)), "A (truth)")]) for i in range(rows)])
 
 
 def _minutes(row: dict[str, Any]) -> str:

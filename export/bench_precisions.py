@@ -22,7 +22,7 @@ import numpy as np
 
 from ganserve.core.contract import MODEL_FILE, ModelCard
 from ganserve.core.errors import GanserveError
-from ganserve.export.defaults import PRECISIONS
+from ganserve.core.precisions import EXPORT_PRECISIONS
 from ganserve.export.predictors import CPU, ort_session
 
 CELL_BUDGET_S = 15.0  # stop timing one cell after this long (at least 3 runs), so big inputs stay bounded
@@ -72,7 +72,7 @@ def bench(checkpoint: str | Path, repo: Path, sizes: list[int], repeats: int, pr
     from ganserve.export.exporter import export_checkpoint, read_card
 
     rows = []
-    for version, precision in enumerate(PRECISIONS, start=1):
+    for version, precision in enumerate(EXPORT_PRECISIONS, start=1):
         out = export_checkpoint(checkpoint, repo, name="bench", version=version, precision=precision, progress=progress)
         card = read_card(out)
         key = card.metrics.get("quality_key", "")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from ganserve.core.contract import CARD_FILE, ModelCard
 from ganserve.core.errors import CheckpointError, GanserveError
+from ganserve.core.precisions import EXPORT_PRECISIONS, VARIANT_PRECISIONS
 from ganserve.core.quality import PSNR_DROP_DB
 from ganserve.core.shipped import entry_checkpoint, read_entry
-from ganserve.export.defaults import DEFAULT_OPSET, PRECISIONS
+from ganserve.export.defaults import DEFAULT_OPSET
 
 
 def _positive(text: str) -> int:
@@ -25,9 +26,9 @@ def _positive(text: str) -> int:
 
 def _variants(text: str) -> tuple[str, ...]:
     values = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
-    bad = [v for v in values if v not in ("int8", "fp16")]
+    bad = [v for v in values if v not in VARIANT_PRECISIONS]
     if bad:
-        raise argparse.ArgumentTypeError(f"unknown variant(s) {bad}; choose from int8, fp16")
+        raise argparse.ArgumentTypeError(f"unknown variant(s) {bad}; choose from {', '.join(VARIANT_PRECISIONS)}")
     return values
 
 
@@ -48,7 +49,7 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--repo", required=True, metavar="DIR", help="model repository folder (created if missing)")
     p.add_argument("--name", help="model name in the repository (default: the checkpoint's model name)")
     p.add_argument("--version", type=_positive, metavar="N", help="version number (default: the next free one)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="weights/compute precision (default fp32)")
+    p.add_argument("--precision", choices=EXPORT_PRECISIONS, default="fp32", help="weights/compute precision (default fp32)")
     p.add_argument("--opset", type=_positive, default=DEFAULT_OPSET, metavar="N", help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.add_argument("--variants", type=_variants, default=(), metavar="P[,P]",

@@ -2,5 +2,4 @@
 
 DEFAULT_OPSET = 17
 MIN_OPSET, MAX_OPSET = 13, 21  # the TorchScript exporter's range that onnxruntime 1.x loads
-PRECISIONS = ("fp32", "fp16", "int8")
 FP32_TOLERANCE = 1e-4  # max abs error vs torch an fp32 export must meet, or nothing is written

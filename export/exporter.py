@@ -16,11 +16,12 @@ from ganserve.core.contract import (
 )
 from ganserve.core.errors import CheckpointError, GanserveError
 from ganserve.core.files import file_sha256
+from ganserve.core.precisions import EXPORT_PRECISIONS
 from ganserve.core.quality import (
     CLASS_ROLES, PSNR_DROP_DB, REFERENCE_TOLERANCE, ReferenceCase, check_outputs, reference_cases,
 )
 from ganserve.export.card import build_card, source_facts, training_facts
-from ganserve.export.defaults import DEFAULT_OPSET, FP32_TOLERANCE, PRECISIONS
+from ganserve.export.defaults import DEFAULT_OPSET, FP32_TOLERANCE
 from ganserve.export.onnx_export import to_onnx
 from ganserve.export.parity import ParityCase, measure_parity, parity_cases
 from ganserve.export.precision import to_fp16, to_int8
@@ -127,8 +128,8 @@ def export_from_spec(
 
     Faster precisions are measured on the first of ``providers`` (default: CPU, then OpenVINO) that runs them; a
     variant failing the server's quality rule on the reference set is refused unless ``allow_failing_variants``."""
-    if precision not in PRECISIONS:
-        raise GanserveError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision not in EXPORT_PRECISIONS:
+        raise GanserveError(f"unknown precision {precision!r}; use one of {', '.join(EXPORT_PRECISIONS)}")
     _check_variants(precision, variants)
     tried = resolve_providers(providers)
     repo, version = check_target(repo, name, version, overwrite)

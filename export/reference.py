@@ -50,8 +50,3 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
-
-
-def reference_npz(spec: ExportSpec, reference: Predictor) -> bytes:
-    """reference.npz's bytes for this spec (see reference_arrays)."""
-    return npz_bytes(reference_arrays(spec, reference))

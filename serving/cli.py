@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 
 from ganserve.core.errors import GanserveError
+from ganserve.core.precisions import PRECISIONS
 
 
 def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
@@ -34,7 +35,7 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--providers", default="cuda,openvino,cpu",
                    help="execution providers to try, in order of preference (those the installed onnxruntime lacks "
                         "are skipped with the reason logged; CPU is always the last resort)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8", "fp16"],
+    p.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS],
                    help="auto: per model, the fastest provider/precision that passes the reference check; "
                         "else pin this precision (a model's config.pbtxt parameters can pin its own)")
     p.add_argument("--intra-op-threads", type=int, default=0,
@@ -108,20 +109,30 @@ def _run_serve(args: argparse.Namespace) -> int:
 IMAGE_VERBS = {"sr": "super_resolve", "translate": "translate", "derain": "derain"}
 
 
+def _image_args(v: argparse.ArgumentParser) -> None:
+    """IN OUT --model and the image options every image-to-image verb takes."""
+    v.add_argument("input", type=Path)
+    v.add_argument("output", type=Path)
+    v.add_argument("--model", required=True)
+    v.add_argument("--format", default=None, help="PNG or JPEG (default: from OUT's extension)")
+    v.add_argument("--quality", type=int, default=0, help="JPEG quality 1..100")
+    v.add_argument("--tile-size", type=int, default=None)
+    v.add_argument("--tile-overlap", type=int, default=None)
+
+
 def _add_client(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("client", help="call a running server's image API")
     p.add_argument("--server", default=os.environ.get("GANSERVE_SERVER", "127.0.0.1:8001"), help="host:port")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+    t = verbs.add_parser("transform", help="any image-to-image model: IN image -> OUT image (Transform)")
+    _image_args(t)
+    t.add_argument("--condition", action="append", default=[], metavar="NAME=CHOICE",
+                   help="a condition input and its choice, e.g. age=60+ (repeatable; see `client list`)")
+    t.add_argument("--mask", type=Path, default=None, help="mask image, IN's size, for models with a mask input")
     for verb in (*IMAGE_VERBS, "age"):
         v = verbs.add_parser(verb, help=f"{verb}: IN image -> OUT image")
-        v.add_argument("input", type=Path)
-        v.add_argument("output", type=Path)
-        v.add_argument("--model", required=True)
-        v.add_argument("--format", default=None, help="PNG or JPEG (default: from OUT's extension)")
-        v.add_argument("--quality", type=int, default=0, help="JPEG quality 1..100")
-        v.add_argument("--tile-size", type=int, default=None)
-        v.add_argument("--tile-overlap", type=int, default=None)
+        _image_args(v)
         if verb == "age":
             v.add_argument("--target", required=True, help="age group label (see `client list`)")
     c = verbs.add_parser("classify", help="classify: IN image -> top-k labels")
@@ -134,19 +145,41 @@ def _add_client(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=0, help="latent seed (same seed, same image)")
     g.add_argument("--condition", default="", help="class label for conditional models (see `client list`)")
     g.add_argument("--format", default=None, help="PNG or JPEG (default: from OUT's extension)")
-    verbs.add_parser("list", help="models the server has, with their state and task")
+    verbs.add_parser("list", help="models the server has: state, task, the RPC that serves each, its conditions")
     p.set_defaults(func=_run_client)
+
+
+def parse_conditions(pairs: list[str]) -> dict[str, str]:
+    """NAME=CHOICE strings -> {name: choice}; a malformed or repeated one is a one-line error."""
+    found: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, choice = pair.partition("=")
+        if not sep or not name.strip() or not choice.strip():
+            raise GanserveError(f"--condition {pair!r}: write NAME=CHOICE (e.g. age=60+)")
+        if name.strip() in found:
+            raise GanserveError(f"--condition {name.strip()!r} given twice")
+        found[name.strip()] = choice.strip()
+    return found
+
+
+def _listed(m) -> str:
+    """One `client list` line: name, version, state, task, provider (reason), RPC, conditions and choices."""
+    extra = f" ({m.reason})" if m.reason else ""
+    conditions = "; ".join(f"{c.name}={'|'.join(c.choices)}" + (f" (default {c.default})" if c.default else "")
+                           for c in m.conditions)
+    return f"{m.name}\tv{m.version or '-'}\t{m.state}\t{m.task}\t{m.provider}{extra}\t{m.rpc or 'ModelInfer'}" + \
+        (f"\t{conditions}" if conditions else "")
 
 
 def _run_client(args: argparse.Namespace) -> int:
     from ganserve.serving.client import ImageOptions, ImagesClient
 
+    conditions = parse_conditions(args.condition) if args.verb == "transform" else {}
     try:
         with ImagesClient(args.server, timeout=args.timeout) as client:
             if args.verb == "list":
                 for m in client.list_models().models:
-                    extra = f" ({m.reason})" if m.reason else ""
-                    print(f"{m.name}\tv{m.version or '-'}\t{m.state}\t{m.task}\t{m.provider}{extra}")
+                    print(_listed(m))
                 return 0
             if args.verb == "generate":
                 fmt = args.format or ("JPEG" if args.output.suffix.lower() in (".jpg", ".jpeg") else "PNG")
@@ -161,7 +194,10 @@ def _run_client(args: argparse.Namespace) -> int:
             fmt = args.format or ("JPEG" if args.output.suffix.lower() in (".jpg", ".jpeg") else "PNG")
             options = ImageOptions(output_format=fmt, jpeg_quality=args.quality, tile_size=args.tile_size,
                                    tile_overlap=args.tile_overlap)
-            if args.verb == "age":
+            if args.verb == "transform":
+                mask = _read(args.mask) if args.mask is not None else None
+                reply = client.transform(args.model, data, conditions, mask, options)
+            elif args.verb == "age":
                 reply = client.age_face(args.model, data, args.target, options)
             else:
                 reply = getattr(client, IMAGE_VERBS[args.verb])(args.model, data, options)

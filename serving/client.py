@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import grpc
 
@@ -49,6 +50,14 @@ class ImagesClient:
                                   model_version=version)
         return getattr(self.stub, rpc)(request, timeout=self.timeout)
 
+    def transform(self, model: str, image: bytes, conditions: Mapping[str, str] | None = None,
+                  mask: bytes | None = None, options: ImageOptions | None = None, version: str = "") -> pb.ImageResponse:
+        """Any image-to-image model: the image (and its mask) in, the picture out; ``conditions`` maps each
+        condition input's name to a choice (see list_models)."""
+        request = pb.TransformRequest(model=model, image=image, conditions=dict(conditions or {}), mask=mask or b"",
+                                      options=(options or ImageOptions()).to_proto(), model_version=version)
+        return self.stub.Transform(request, timeout=self.timeout)
+
     def super_resolve(self, model: str, image: bytes, options: ImageOptions | None = None, version: str = "") -> pb.ImageResponse:
         return self._image_call("SuperResolve", model, image, options, version)
 
@@ -69,8 +78,8 @@ class ImagesClient:
         return self.stub.Classify(request, timeout=self.timeout)
 
     def generate(self, model: str, seed: int = 0, condition: str = "", options: ImageOptions | None = None,
-                 version: str = "") -> pb.ImageResponse:
-        request = pb.GenerateRequest(model=model, seed=seed, condition=condition,
+                 version: str = "", conditions: Mapping[str, str] | None = None) -> pb.ImageResponse:
+        request = pb.GenerateRequest(model=model, seed=seed, condition=condition, conditions=dict(conditions or {}),
                                      options=(options or ImageOptions()).to_proto(), model_version=version)
         return self.stub.Generate(request, timeout=self.timeout)
 

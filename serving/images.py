@@ -1,10 +1,16 @@
-"""ganserve.v1.Images: image bytes in, image bytes (or class probabilities) out, driven by the model card."""
+"""ganserve.v1.Images: image bytes in, image bytes (or class probabilities) out, driven by the model card.
+
+What each RPC feeds and reads comes from the roles of the card's tensors ("image", "condition", "mask", "latent",
+"probabilities"/"logits"), never from its task: Transform serves every image-to-image model, and SuperResolve,
+Translate, Derain and AgeFace are aliases of it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
 
 import grpc
 import numpy as np
@@ -12,17 +18,56 @@ import numpy as np
 from ganserve.core.contract import ModelCard, TensorSpec
 from ganserve.serving import status
 from ganserve.serving.calls import CallGate
-from ganserve.serving.conditioning import condition_index, condition_tensor, latent_tensor
+from ganserve.serving.conditioning import (condition_choices, condition_tensor, latent_tensor, resolve_conditions,
+                                           single_condition)
 from ganserve.serving.imaging import decode_image, encode_pixels, from_layout, pad_to_multiple, to_layout, to_pixels, to_tensor
 from ganserve.serving.models import ModelManager, ServedModel, ServedVersion
 from ganserve.serving.proto.ganserve.v1 import images_pb2 as pb
 from ganserve.serving.proto.ganserve.v1 import images_pb2_grpc as pb_grpc
 from ganserve.serving.tiling import run_tiled
 
-RPC_FOR_TASK = {
-    "super_resolution": "SuperResolve", "translation": "Translate", "derain": "Derain", "face_aging": "AgeFace",
-    "classification": "Classify", "generation": "Generate",
-}
+# What each RPC needs of a card, in the words its error messages use.
+NEEDS = {"Transform": "an image input and an image output",
+         "Classify": "an image input and a probabilities or logits output",
+         "Generate": "a latent input and an image output, and no image input"}
+
+
+def rpc_for(card: ModelCard) -> str:
+    """The Images RPC that serves a model, from its card's roles; empty when only ModelInfer can."""
+    takes_image = card.input_by_role("image") is not None
+    if takes_image and card.output_by_role("probabilities", "logits") is not None:
+        return "Classify"
+    if card.output_by_role("image") is not None:
+        if takes_image:
+            return "Transform"
+        if card.input_by_role("latent") is not None:
+            return "Generate"
+    return ""
+
+
+def _roles(tensors: Iterable[TensorSpec]) -> str:
+    """'lr (image), age (condition)' for messages."""
+    return ", ".join(f"{t.name} ({t.role})" for t in tensors)
+
+
+def check_rpc(card: ModelCard, rpc: str, called: str = "") -> None:
+    """INVALID_ARGUMENT unless `rpc` serves this model; the message names the RPC that does (``called`` is the
+    alias the client used, when it used one)."""
+    right = rpc_for(card)
+    if right == rpc:
+        return
+    hint = f"call {right}" if right else "call it through ModelInfer"
+    raise status.invalid(f"model {card.name!r} (inputs {_roles(card.inputs)}; outputs {_roles(card.outputs)}) is not "
+                         f"served by {called or rpc}, which needs {NEEDS[rpc]}; {hint}")
+
+
+def check_filled(card: ModelCard, filled: Iterable[str]) -> None:
+    """INVALID_ARGUMENT when the model has inputs the image API does not fill (they need ModelInfer)."""
+    names = set(filled)
+    extra = [t for t in card.inputs if t.name not in names]
+    if extra:
+        raise status.invalid(f"model {card.name!r} needs inputs {_roles(extra)} that the image API cannot fill; "
+                             "use ModelInfer")
 
 
 @dataclass
@@ -55,6 +100,80 @@ def _to_encoded(y: np.ndarray, spec: TensorSpec, fmt: str, quality: int) -> tupl
     return (pixels.shape[1], pixels.shape[0]), encode_pixels(pixels, fmt, quality)
 
 
+@dataclass
+class ImageCall:
+    """One image-to-image request, whichever RPC carried it (Transform or one of its aliases)."""
+
+    model: str
+    version: str
+    image: bytes
+    options: pb.ImageOptions
+    conditions: Mapping[str, str] = field(default_factory=dict)
+    mask: bytes = b""
+    target_age: str | None = None  # AgeFace's one condition field: it fills the model's only condition input
+    carries_conditions: bool = True  # False for SuperResolve / Translate / Derain, whose requests name none
+
+
+@dataclass
+class TransformPlan:
+    """The tensors of a model one image-to-image request feeds and reads, chosen by the card's roles."""
+
+    image: TensorSpec
+    output: TensorSpec
+    mask: TensorSpec | None
+    conditions: list[tuple[TensorSpec, int]]  # each condition input with the index of its chosen choice
+
+
+def transform_plan(card: ModelCard, call: ImageCall, rpc: str = "Transform") -> TransformPlan:
+    """Check an image-to-image request against the card and say what feeds which input; INVALID_ARGUMENT when the
+    model is not an image-to-image model or the request's mask or conditions do not fit it."""
+    check_rpc(card, "Transform", rpc)
+    image, output, mask = card.input_by_role("image"), card.output_by_role("image"), card.input_by_role("mask")
+    assert image is not None and output is not None  # check_rpc saw both
+    if call.mask and mask is None:
+        raise status.invalid(f"model {card.name!r} has no mask input (inputs {_roles(card.inputs)}); send no mask")
+    if mask is not None and not call.mask:
+        raise status.invalid(f"model {card.name!r} needs a mask image for its input {mask.name!r}, the image's size "
+                             "(TransformRequest.mask)")
+    given, what = call.conditions, "condition"
+    if call.target_age is not None:
+        given, what = single_condition(card, call.target_age, "target_age"), "target age"
+    elif not call.carries_conditions:
+        missing = [spec.name for spec in card.conditions() if spec.default is None]
+        if missing:
+            raise status.invalid(f"model {card.name!r} needs conditions ({', '.join(missing)}) that {rpc} cannot "
+                                 "carry; call Transform with conditions")
+    chosen = resolve_conditions(card, given, what)
+    check_filled(card, [image.name, *([mask.name] if mask is not None else []), *chosen])
+    specs = {spec.name: spec for spec in card.conditions()}
+    return TransformPlan(image, output, mask, [(specs[name], index) for name, index in chosen.items()])
+
+
+def _with_mask(x: np.ndarray, m: np.ndarray, model: str) -> np.ndarray:
+    """The image and its mask stacked on the channel axis, so padding and tiling cut both alike."""
+    if x.shape[2:] != m.shape[2:]:
+        raise status.invalid(f"model {model!r}: the mask is {m.shape[3]}x{m.shape[2]} but the image is "
+                             f"{x.shape[3]}x{x.shape[2]}; send both at one size")
+    return np.concatenate([x, m], axis=1)
+
+
+def describe(info: pb.ModelInfo, card: ModelCard) -> None:
+    """Fill a ListModels entry from a card: facts, the RPC that serves it, its tensors and its conditions."""
+    info.task, info.architecture, info.precision = card.task, card.architecture, card.precision
+    info.scale, info.spatial_multiple, info.tile_safe = card.scale, card.spatial_multiple, card.tile_safe
+    info.rpc = rpc_for(card)
+    probs = card.output_by_role("probabilities", "logits")
+    info.labels.extend((probs.labels or []) if probs else [])
+    conditions = card.conditions()
+    info.condition_labels.extend((conditions[0].labels or []) if conditions else [])
+    for spec in conditions:
+        info.conditions.add(name=spec.name, choices=condition_choices(spec), default=spec.default or "",
+                            required=spec.default is None)
+    for tensors, specs in ((info.inputs, card.inputs), (info.outputs, card.outputs)):
+        for spec in specs:
+            tensors.add(name=spec.name, role=spec.role, datatype=spec.dtype, shape=spec.shape)
+
+
 class _Run:
     """Counts the network calls of one request and sends each through the model's batcher."""
 
@@ -67,19 +186,18 @@ class _Run:
 
 
 class ImagesServicer(pb_grpc.ImagesServicer):
-    """One code path per kind of request; what a model needs comes from its card."""
+    """One code path per kind of model (image to image, classifier, generator); its card's roles say which."""
 
     def __init__(self, models: ModelManager, gate: CallGate, settings: ImageSettings) -> None:
         self.models, self.gate, self.settings = models, gate, settings
 
     # -- helpers -----------------------------------------------------------------------------------------
-    def _model(self, name: str, version: str, rpc: str) -> tuple[ServedModel, ServedVersion, ModelCard]:
+    def _model(self, name: str, version: str) -> tuple[ServedModel, ServedVersion, ModelCard]:
+        """The ready model, version and card a request names (a model without a card needs ModelInfer)."""
         model, served = self.models.get(name, version)
         card = model.card
         if card is None:
             raise status.precondition(f"model {name!r} has no model card; call it through ModelInfer")
-        if RPC_FOR_TASK[card.task] != rpc:
-            raise status.invalid(f"model {name!r} is a {card.task} model; call {RPC_FOR_TASK[card.task]}, not {rpc}")
         return model, served, card
 
     def _tiling(self, card: ModelCard, options: pb.ImageOptions) -> tuple[int, int]:
@@ -95,12 +213,6 @@ class ImagesServicer(pb_grpc.ImagesServicer):
             raise status.invalid(f"tile_overlap {overlap} must be less than half of tile_size {tile}")
         return tile, overlap
 
-    @staticmethod
-    def _only_inputs(card: ModelCard, allowed: set[str]) -> None:
-        extra = [t.name for t in card.inputs if t.role not in allowed]
-        if extra:
-            raise status.invalid(f"model {card.name!r} needs inputs {extra} that the image API cannot fill; use ModelInfer")
-
     async def _decode(self, data: bytes, spec: TensorSpec) -> np.ndarray:
         return await asyncio.to_thread(_decoded_tensor, data, spec, self.settings.max_pixels)
 
@@ -115,31 +227,31 @@ class ImagesServicer(pb_grpc.ImagesServicer):
                                 height=height, timing=timing, model=name, model_version=str(served.version),
                                 tiles=runs)
 
-    async def _image_to_image(self, rpc: str, request, context: grpc.aio.ServicerContext, condition: str | None = None):
+    async def _transform(self, rpc: str, call: ImageCall, context: grpc.aio.ServicerContext) -> pb.ImageResponse:
+        """The one image-to-image path: decode, pad, tile through the batcher, crop, encode (Transform and aliases)."""
         deadline = self.gate.deadline(context)
 
         async def work() -> pb.ImageResponse:
             t0 = time.perf_counter()
-            model, served, card = self._model(request.model, request.model_version, rpc)
-            image_spec = card.input_by_role("image") or card.inputs[0]
-            out_spec = card.output_by_role("image") or card.outputs[0]
-            cond_spec = card.input_by_role("condition")
-            self._only_inputs(card, {"image", "condition"})
-            cond_index = None
-            if cond_spec is not None:
-                cond_index = condition_index(cond_spec, condition or "", "target age" if rpc == "AgeFace" else "condition")
-            x = await self._decode(request.image, image_spec)
+            model, served, card = self._model(call.model, call.version)
+            plan = transform_plan(card, call, rpc)
+            x = await self._decode(call.image, plan.image)
+            channels = x.shape[1]
+            if plan.mask is not None:
+                x = _with_mask(x, await self._decode(call.mask, plan.mask), model.name)
             t_decoded = time.perf_counter()
             height, width = x.shape[2], x.shape[3]
             multiple = max(1, card.spatial_multiple)
-            tile, overlap = self._tiling(card, request.options)
+            tile, overlap = self._tiling(card, call.options)
             run = _Run(served, deadline)
 
             async def infer(part: np.ndarray) -> np.ndarray:
-                feeds = {image_spec.name: to_layout(part, image_spec)}
-                if cond_spec is not None and cond_index is not None:
-                    feeds[cond_spec.name] = condition_tensor(cond_spec, cond_index, part.shape[2], part.shape[3])
-                return from_layout((await run(feeds))[out_spec.name], out_spec)
+                feeds = {plan.image.name: to_layout(part if plan.mask is None else part[:, :channels], plan.image)}
+                if plan.mask is not None:
+                    feeds[plan.mask.name] = to_layout(part[:, channels:], plan.mask)
+                for spec, index in plan.conditions:
+                    feeds[spec.name] = condition_tensor(spec, index, part.shape[2], part.shape[3])
+                return from_layout((await run(feeds))[plan.output.name], plan.output)
 
             start = time.perf_counter_ns()
             try:
@@ -149,33 +261,47 @@ class ImagesServicer(pb_grpc.ImagesServicer):
                 raise
             served.stats.record(True, time.perf_counter_ns() - start)
             y = y[:, :, : height * card.scale, : width * card.scale]
-            return await self._reply(y, out_spec, request.options, served, model.name, run.calls, t0, t_decoded,
+            return await self._reply(y, plan.output, call.options, served, model.name, run.calls, t0, t_decoded,
                                      time.perf_counter())
 
-        return await self.gate.run(context, rpc, request.model, work)
+        return await self.gate.run(context, rpc, call.model, work)
+
+    @staticmethod
+    def _alias(request: pb.ImageRequest) -> ImageCall:
+        """An ImageRequest (SuperResolve / Translate / Derain) as a Transform call without conditions."""
+        return ImageCall(request.model, request.model_version, request.image, request.options, carries_conditions=False)
 
     # -- RPCs --------------------------------------------------------------------------------------------
+    async def Transform(self, request: pb.TransformRequest, context: grpc.aio.ServicerContext) -> pb.ImageResponse:
+        call = ImageCall(request.model, request.model_version, request.image, request.options,
+                         dict(request.conditions), request.mask)
+        return await self._transform("Transform", call, context)
+
     async def SuperResolve(self, request: pb.ImageRequest, context: grpc.aio.ServicerContext) -> pb.ImageResponse:
-        return await self._image_to_image("SuperResolve", request, context)
+        return await self._transform("SuperResolve", self._alias(request), context)
 
     async def Translate(self, request: pb.ImageRequest, context: grpc.aio.ServicerContext) -> pb.ImageResponse:
-        return await self._image_to_image("Translate", request, context)
+        return await self._transform("Translate", self._alias(request), context)
 
     async def Derain(self, request: pb.ImageRequest, context: grpc.aio.ServicerContext) -> pb.ImageResponse:
-        return await self._image_to_image("Derain", request, context)
+        return await self._transform("Derain", self._alias(request), context)
 
     async def AgeFace(self, request: pb.AgeFaceRequest, context: grpc.aio.ServicerContext) -> pb.ImageResponse:
-        return await self._image_to_image("AgeFace", request, context, condition=request.target_age)
+        call = ImageCall(request.model, request.model_version, request.image, request.options,
+                         target_age=request.target_age)
+        return await self._transform("AgeFace", call, context)
 
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         deadline = self.gate.deadline(context)
 
         async def work() -> pb.ClassifyResponse:
             t0 = time.perf_counter()
-            model, served, card = self._model(request.model, request.model_version, "Classify")
-            image_spec = card.input_by_role("image") or card.inputs[0]
-            out_spec = card.output_by_role("probabilities", "logits") or card.outputs[0]
-            self._only_inputs(card, {"image"})
+            model, served, card = self._model(request.model, request.model_version)
+            check_rpc(card, "Classify")
+            image_spec = card.input_by_role("image")
+            out_spec = card.output_by_role("probabilities", "logits")
+            assert image_spec is not None and out_spec is not None  # check_rpc saw both
+            check_filled(card, [image_spec.name])
             if request.top_k < 0:
                 raise status.invalid(f"top_k must be >= 0, got {request.top_k}")
             x = await self._decode(request.image, image_spec)
@@ -198,22 +324,31 @@ class ImagesServicer(pb_grpc.ImagesServicer):
 
         return await self.gate.run(context, "Classify", request.model, work)
 
+    @staticmethod
+    def _generate_conditions(card: ModelCard, request: pb.GenerateRequest) -> dict[str, int]:
+        """Generate's conditions map, with its older single condition field filling the model's only condition."""
+        given = dict(request.conditions)
+        for name, value in single_condition(card, request.condition, "condition").items():
+            if given.get(name, value).strip().lower() != value.strip().lower():
+                raise status.invalid(f"model {card.name!r}: condition {value!r} and conditions[{name!r}] = "
+                                     f"{given[name]!r} disagree; send one")
+            given[name] = value
+        return resolve_conditions(card, given)
+
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.ImageResponse:
         deadline = self.gate.deadline(context)
 
         async def work() -> pb.ImageResponse:
             t0 = time.perf_counter()
-            model, served, card = self._model(request.model, request.model_version, "Generate")
-            latent = card.input_by_role("latent")
-            if latent is None:
-                raise status.invalid(f"model {model.name!r} has no latent input")
-            self._only_inputs(card, {"latent", "condition"})
-            out_spec = card.output_by_role("image") or card.outputs[0]
+            model, served, card = self._model(request.model, request.model_version)
+            check_rpc(card, "Generate")
+            latent, out_spec = card.input_by_role("latent"), card.output_by_role("image")
+            assert latent is not None and out_spec is not None  # check_rpc saw both
+            chosen = self._generate_conditions(card, request)
+            check_filled(card, [latent.name, *chosen])
             feeds = {latent.name: latent_tensor(latent, request.seed)}
-            cond_spec = card.input_by_role("condition")
-            if cond_spec is not None:
-                index = condition_index(cond_spec, request.condition)
-                feeds[cond_spec.name] = condition_tensor(cond_spec, index, 1, 1)
+            for spec in card.conditions():
+                feeds[spec.name] = condition_tensor(spec, chosen[spec.name], 1, 1)
             t_decoded = time.perf_counter()
             y = from_layout((await _Run(served, deadline)(feeds))[out_spec.name], out_spec)
             return await self._reply(y, out_spec, request.options, served, model.name, 1, t0, t_decoded,
@@ -229,14 +364,8 @@ class ImagesServicer(pb_grpc.ImagesServicer):
             if model.versions:
                 latest = model.latest()
                 info.version, info.provider = str(latest.version), latest.runner.provider
-            card = model.card
-            if card is not None:
-                info.task, info.architecture, info.precision = card.task, card.architecture, card.precision
-                info.scale, info.spatial_multiple, info.tile_safe = card.scale, card.spatial_multiple, card.tile_safe
-                probs = card.output_by_role("probabilities", "logits")
-                cond = card.input_by_role("condition")
-                info.labels.extend((probs.labels or []) if probs else [])
-                info.condition_labels.extend((cond.labels or []) if cond else [])
+            if model.card is not None:
+                describe(info, model.card)
             if model.versions:
                 info.precision = model.latest().runner.precision  # what serves, which may differ from the export
         return response

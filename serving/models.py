@@ -14,12 +14,13 @@ import numpy as np
 
 from ganserve.core.contract import ModelCard, check_model_name, list_models
 from ganserve.core.errors import GanserveError, RepositoryError
+from ganserve.core.precisions import PRECISIONS
 from ganserve.serving import status
 from ganserve.serving.batcher import Batcher, BatchingConfig
 from ganserve.serving.metrics import ServerMetrics
 from ganserve.serving.proto.inference import model_config_pb2
 from ganserve.serving.repository import ModelSource, read_model
-from ganserve.serving.precision import PRECISIONS, Choice
+from ganserve.serving.precision import Choice
 from ganserve.serving.runtime import OrtRunner, RunnerPool, RuntimeSettings, choose_runner, stream_runners
 
 log = logging.getLogger("ganserve.serving")

@@ -23,13 +23,13 @@ import numpy as np
 
 from ganserve.core.contract import MODEL_FILE, ModelCard, variant_file
 from ganserve.core.errors import RepositoryError
+from ganserve.core.precisions import PRECISIONS
 from ganserve.core.quality import (  # noqa: F401  (re-exported: the server's rule is the core's)
     CLASS_ROLES, PSNR_DROP_DB, REFERENCE_TOLERANCE, ReferenceCase, check_quality, reference_cases,
 )
 
 log = logging.getLogger("ganserve.serving")
 
-PRECISIONS = ("fp32", "bf16", "int8", "fp16")
 OPENVINO_HINT = {"fp32": "f32", "bf16": "bf16"}
 
 

@@ -14,9 +14,10 @@ import onnxruntime as ort
 from ganserve.core.contract import ModelCard
 from ganserve.core.errors import RepositoryError
 from ganserve.core.machine import cpu_info
+from ganserve.core.precisions import PRECISIONS
 from ganserve.serving.choice_cache import ChoiceCache, entry_of, key_material, key_of, restore
 from ganserve.serving.precision import (
-    PRECISIONS, Candidate, Choice, choose, list_candidates, load_reference_cases, reuse, version_files,
+    Candidate, Choice, choose, list_candidates, load_reference_cases, reuse, version_files,
 )
 
 log = logging.getLogger("ganserve.serving")

@@ -1,1 +1,1 @@
-"""Training stage (PyTorch): the generic GAN trainer, data sources, objectives and application models."""
+"""Training stage (PyTorch): the generic GAN trainer, applications, networks by name, data sources, objectives."""

@@ -92,15 +92,13 @@ def build_from_checkpoint(path: str | Path, overrides: dict[str, Any] | None = N
     """Rebuild the registered application a checkpoint names, load its weights, and put it in eval mode.
 
     ``overrides`` (config key -> value, strings allowed) replace stored config values first, e.g. which of a
-    two-generator model's directions to export; one that changes the networks fails on the weights below."""
+    two-generator model's directions to export; one that changes the networks fails on the weights below. A config
+    written before networks were named is migrated on the way (``training/migrate.py``)."""
     from ganserve.training import registry
-    from ganserve.training.config import coerce
+    from ganserve.training.config import merge_config
 
     payload = load_checkpoint(path)
-    config = dict(payload["config"])
-    if overrides:
-        config.update(coerce(registry.lookup(payload["model"])[1], overrides))
-    app = registry.build(payload["model"], config)
+    app = registry.build(payload["model"], merge_config(payload["model"], payload["config"], overrides))
     try:
         app.load_state_dict(payload["state"], strict=True)
     except RuntimeError as exc:

@@ -1,20 +1,23 @@
-"""Models registered by name with their typed config dataclass: ``@register_model("srresnet", SRResNetConfig)``."""
+"""Applications registered by name with their typed config dataclass: ``@register_model("srresnet", SRResNetConfig)``.
+
+The built-in applications are the modules of ``training/models/`` (``MODEL_MODULES``); plugins (``training/plugins.py``) add others from
+outside the repository. Networks have their own registry (``training/networks``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import pkgutil
 from typing import Any, Callable
 
 from ganserve.core.errors import GanserveError
+from ganserve.training import models
 
 _MODELS: dict[str, tuple[type, type]] = {}
-# Modules that register models when imported; listed here so `available()` sees every application.
-MODEL_MODULES = ("ganserve.training.models.srgan", "ganserve.training.models.ssgan")
-MODEL_MODULES += ("ganserve.training.models.dcgan", "ganserve.training.models.vae", "ganserve.training.models.wae", "ganserve.training.models.aegan", "ganserve.training.models.cvaegan")
-MODEL_MODULES += ("ganserve.training.models.attentive_gan",)
-MODEL_MODULES += ("ganserve.training.models.pix2pix", "ganserve.training.models.cyclegan")
-MODEL_MODULES += ("ganserve.training.models.face_aging",)
+# Every module of training/models/ is imported to find the built-in applications, so a new one needs no list
+# edited here (plugins, training/plugins.py, bring applications from outside the repository).
+MODEL_MODULES = tuple(f"{models.__name__}.{m.name}" for m in pkgutil.iter_modules(models.__path__) if not m.ispkg)
 
 
 def register_model(name: str, config_cls: type) -> Callable[[type], type]:
@@ -34,11 +37,15 @@ def register_model(name: str, config_cls: type) -> Callable[[type], type]:
 
 
 def _load_all() -> None:
+    from ganserve.training.plugins import load_plugins
+
     for mod in MODEL_MODULES:
         importlib.import_module(mod)
+    load_plugins()
 
 
 def available() -> list[str]:
+    """Every registered application name: the built-in ones and the plugins'."""
     _load_all()
     return sorted(_MODELS)
 
@@ -52,14 +59,18 @@ def lookup(name: str) -> tuple[type, type]:
 
 
 def make_config(name: str, values: dict[str, Any] | None = None) -> Any:
-    """Build a model's config from defaults plus ``values``; unknown keys are a clear error."""
+    """Build a model's config from defaults plus ``values``; old flat network keys are migrated, network specs
+    completed from their defaults, and unknown keys are a clear error."""
+    from ganserve.training.migrate import migrate_config
+    from ganserve.training.networks.specs import finish_specs, layer_values
+
     _, config_cls = lookup(name)
-    values = dict(values or {})
+    values = layer_values(config_cls, {}, migrate_config(name, values or {}))
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise GanserveError(f"{name}: unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
-    return config_cls(**values)
+    return config_cls(**finish_specs(config_cls, values))
 
 
 def build(name: str, config: Any = None) -> Any:

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ganserve.core.pictures import png_bytes
+
 log = logging.getLogger("ganserve.training")
 
 
@@ -75,10 +77,4 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def write_png(path: Path, image: np.ndarray) -> None:
     """Write an HxWx3 uint8 image as PNG atomically."""
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
-    _atomic_write(path, buf.getvalue())
+    _atomic_write(path, png_bytes(image))

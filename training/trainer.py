@@ -25,7 +25,7 @@ from ganserve.core.machine import describe as describe_cpu
 from ganserve.training import registry
 from ganserve.training.application import Application, TrainContext, broadcast_state
 from ganserve.training.checkpoint import git_commit, load_checkpoint, save_checkpoint
-from ganserve.training.config import coerce, config_dict, load_config_file
+from ganserve.training.config import config_dict, load_config_file, merge_config
 from ganserve.training.runlog import MetricsLog, setup_logging, write_json, write_png
 from ganserve.training.schedule import lr_factor
 
@@ -82,7 +82,7 @@ class Trainer:
             raise GanserveError(f"--steps must be >= 0, got {steps}")
         if budget_minutes is not None and budget_minutes <= 0:
             raise GanserveError(f"--budget-minutes must be > 0, got {budget_minutes}")
-        app_cls, config_cls = registry.lookup(model_name)
+        registry.lookup(model_name)  # an unknown name fails here, before a resume checkpoint is read
         self.model_name = model_name
         self.steps = steps
         self.budget_s = None if budget_minutes is None else budget_minutes * 60.0
@@ -91,11 +91,8 @@ class Trainer:
         self.ckpt_path = self.out / CHECKPOINT_NAME
 
         payload = self._resume_payload(model_name) if resume else None
-        values: dict[str, Any] = dict(payload["config"]) if payload else {}
-        if config_file:
-            values.update(load_config_file(config_file))
-        values.update(config_overrides or {})
-        self.config = registry.make_config(model_name, coerce(config_cls, values))
+        self.config = merge_config(model_name, payload["config"] if payload else None,
+                                   load_config_file(config_file) if config_file else None, config_overrides)
 
         self.rank, self.world, self._started_pg = init_distributed(self.config.device)
         self.is_main = self.rank == 0

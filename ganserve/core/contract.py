@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ganserve.core.errors import RepositoryError
+from ganserve.core.precisions import PRECISIONS
 
 CARD_FILE = "model_card.json"
 CONFIG_FILE = "config.pbtxt"
@@ -36,7 +37,9 @@ def variant_file(precision: str) -> str:
     return f"model.{precision}.onnx"
 
 
-TASKS = ("super_resolution", "translation", "derain", "face_aging", "classification", "generation")
+# A card's task is a descriptive label (super_resolution, derain, ...): what serves a model is the roles of its
+# tensors, so any short name will do.
+_TASK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Triton data types of the tensors ganserve models use, with their numpy names.
 DTYPES = {"FP32": "float32", "FP16": "float16", "INT64": "int64", "INT32": "int32", "UINT8": "uint8", "BOOL": "bool"}
 # Roles tell the image API what a tensor is, so serving needs no per-model code.
@@ -54,15 +57,28 @@ class TensorSpec:
     layout: str = "NCHW"
     value_range: list[float] | None = None  # e.g. [-1, 1] for images
     labels: list[str] | None = None  # for class axes (classification) or condition choices (age groups)
+    default: str | None = None  # a condition's choice when a request names none; None = the request must name one
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise RepositoryError(f"tensor {self.name!r}: unknown dtype {self.dtype!r} (one of {sorted(DTYPES)})")
         if self.role not in ROLES:
             raise RepositoryError(f"tensor {self.name!r}: unknown role {self.role!r} (one of {ROLES})")
+        if self.default is not None:
+            self._check_default()
         self.shape = [int(d) for d in self.shape]
         if self.value_range is not None:
             self.value_range = [float(v) for v in self.value_range]
+
+    def _check_default(self) -> None:
+        """A default belongs to a condition input and is one of its labels (or an index when it has none)."""
+        if self.role != "condition":
+            raise RepositoryError(f"tensor {self.name!r}: only a condition input has a default (role {self.role!r})")
+        self.default = str(self.default)
+        if self.labels and self.default not in self.labels:
+            raise RepositoryError(f"tensor {self.name!r}: default {self.default!r} is not one of {self.labels}")
+        if not self.labels and not self.default.isdigit():
+            raise RepositoryError(f"tensor {self.name!r}: default {self.default!r} must be an index (no labels)")
 
     @property
     def numpy_dtype(self) -> str:
@@ -96,21 +112,28 @@ class ModelCard:
     schema_version: int = CARD_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise RepositoryError(f"model {self.name!r}: unknown task {self.task!r} (one of {TASKS})")
+        if not isinstance(self.task, str) or not _TASK_RE.match(self.task):
+            raise RepositoryError(f"model {self.name!r}: task {self.task!r} must be a short label (letters, digits, "
+                                  "'_', '-', '.'; at most 64)")
         if not self.inputs or not self.outputs:
             raise RepositoryError(f"model {self.name!r}: a model card needs at least one input and one output")
         self.inputs = [t if isinstance(t, TensorSpec) else TensorSpec(**t) for t in self.inputs]
         self.outputs = [t if isinstance(t, TensorSpec) else TensorSpec(**t) for t in self.outputs]
-        if self.precision not in ("fp32", "fp16", "int8", "bf16"):
+        if self.precision not in PRECISIONS:
             raise RepositoryError(f"model {self.name!r}: unknown precision {self.precision!r}")
 
     # -- convenience for the image API ---------------------------------------------------------------
     def input_by_role(self, role: str) -> TensorSpec | None:
+        """The first input with this role, or None."""
         return next((t for t in self.inputs if t.role == role), None)
 
     def output_by_role(self, *roles: str) -> TensorSpec | None:
+        """The first output with one of these roles, or None."""
         return next((t for t in self.outputs if t.role in roles), None)
+
+    def conditions(self) -> list[TensorSpec]:
+        """The condition inputs, in card order: a request names each by its tensor name."""
+        return [t for t in self.inputs if t.role == "condition"]
 
     # -- (de)serialisation ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

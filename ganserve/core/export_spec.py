@@ -27,7 +27,7 @@ class ExportSpec:
     example_inputs: tuple[torch.Tensor, ...]  # batched example used for tracing
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    task: str  # one of ganserve.core.contract.TASKS
+    task: str  # a descriptive label for the model card (roles, not the task, drive serving)
     architecture: str
     scale: int = 1
     spatial_multiple: int = 1

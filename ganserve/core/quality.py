@@ -8,13 +8,13 @@ truth), classifiers change no top-1 answer, other tensors stay within the max-ab
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
 
 from ganserve.core.contract import ModelCard, TensorSpec
+from ganserve.core.image_metrics import psnr
 
 PSNR_DROP_DB = 0.1
 # Max abs error vs the fp32 reference, per unit of value range, where no PSNR or top-1 rule applies.
@@ -49,13 +49,6 @@ def reference_cases(items: Iterable[tuple[str, np.ndarray]]) -> list[ReferenceCa
 def _flat(arrays: list[np.ndarray]) -> np.ndarray:
     """Every case's pixels in one vector, so the PSNR is over the whole set (cases differ in size)."""
     return np.concatenate([a.ravel() for a in arrays])
-
-
-def psnr(a: np.ndarray, b: np.ndarray, span: float) -> float:
-    """PSNR in dB of two arrays whose values span `span` (inf when they are equal)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(span**2 / mse)
-
 
 
 def check_outputs(outputs_spec: list[TensorSpec], cases: list[ReferenceCase], outputs: list[dict[str, np.ndarray]],

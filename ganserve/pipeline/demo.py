@@ -23,6 +23,7 @@ class DemoConfig:
     out: Path = Path("demo-output")
     repo: Path = Path("model-repository")
     runs: Path = Path("runs/demo")
+    shipped: Path = SHIPPED  # the shipped entries to run (a folder in the models/ layout)
     train_minutes: float = 3.0  # per application, only where no shipped or earlier model exists
     bench_requests: int = 20
     examples: int = 3  # held-out requests per model
@@ -75,11 +76,11 @@ def _retrain(cfg: DemoConfig, entry: Path) -> DemoModel:
 def trained_models(cfg: DemoConfig) -> list[DemoModel]:
     """Every application's model: shipped (default), retrained (--retrain), or the SR fallback when none ships."""
 
-    entries = [e for e in shipped_entries(SHIPPED) if not cfg.models or e.name in cfg.models]
+    entries = [e for e in shipped_entries(cfg.shipped) if not cfg.models or e.name in cfg.models]
     unknown = sorted(set(cfg.models) - {e.name for e in entries} - {"srresnet"})
     if unknown:
         raise GanserveError(f"--models: no shipped model {', '.join(unknown)} (shipped: "
-                            f"{', '.join(e.name for e in shipped_entries(SHIPPED))})")
+                            f"{', '.join(e.name for e in shipped_entries(cfg.shipped))})")
     found = []
     for entry in entries:
         if entry.name == "srresnet" and cfg.tiny:
@@ -88,11 +89,16 @@ def trained_models(cfg: DemoConfig) -> list[DemoModel]:
             found.append(_retrain(cfg, entry))
         else:
             card = read_entry(entry)
-            found.append(DemoModel(entry.name, entry / card["file"], f"shipped model models/{entry.name}",
+            found.append(DemoModel(entry.name, entry / card["file"], f"shipped model {_shown_path(entry)}",
                                    card.get("options") or {}))
     if not any(m.name == "srresnet" for m in found) and (not cfg.models or "srresnet" in cfg.models):
         found.insert(0, _train_sr(cfg))
     return found
+
+
+def _shown_path(entry: Path) -> str:
+    """models/NAME for the project's own entries, the full path for others."""
+    return f"models/{entry.name}" if entry.parent.resolve() == SHIPPED.resolve() else str(entry)
 
 
 # -- step 2: export -------------------------------------------------------------------------------------------
@@ -117,10 +123,10 @@ def ensure_exported(ckpt: Path, repo: Path, name: str, options: dict | None = No
 # -- step 4: requests ------------------------------------------------------------------------------------------
 def request_examples(server: str, model: DemoModel, card: ModelCard, cfg: DemoConfig) -> list[dict]:
     """Send the application's held-out examples through the image API; write side-by-sides; return the rows."""
-    from ganserve.pipeline.demo_tasks import TASKS
+    from ganserve.core.pictures import labelled_row
+    from ganserve.pipeline.demo_tasks import ask
     from ganserve.serving.client import ImagesClient
     from ganserve.training.checkpoint import build_from_checkpoint
-    from ganserve.training.models.sr_eval import labelled_row
 
     examples = build_from_checkpoint(model.checkpoint, model.options or None).demo_examples(cfg.examples)
     folder = cfg.out / model.name
@@ -128,7 +134,7 @@ def request_examples(server: str, model: DemoModel, card: ModelCard, cfg: DemoCo
     rows = []
     with ImagesClient(server) as client:
         for ex in examples:
-            outcome = TASKS[card.task](client, card, ex)
+            outcome = ask(client, card, ex)
             labelled_row(outcome.panels).save(folder / f"{ex.name}.png")
             rows.append({**outcome.row, "side_by_side": str(folder / f"{ex.name}.png")})
     return rows
@@ -223,6 +229,8 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
                    help="training budget per model where none is shipped or reusable (default 3)")
     p.add_argument("--bench-requests", type=int, default=DemoConfig.bench_requests,
                    help="requests per latency-table row (default 20)")
+    p.add_argument("--shipped", type=Path, default=DemoConfig.shipped, metavar="DIR",
+                   help="folder of shipped entries to run (default: the project's models/)")
     p.add_argument("--models", default="", help="comma-separated shipped model names (default: all of models/)")
     p.add_argument("--examples", type=int, default=DemoConfig.examples, help="held-out requests per model (default 3)")
     p.add_argument("--retrain", action="store_true",
@@ -235,7 +243,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.train_minutes <= 0 or args.bench_requests < 1 or args.examples < 1:
         raise GanserveError("--train-minutes, --bench-requests and --examples must be positive")
     cfg = DemoConfig(out=args.out, repo=args.repo, runs=args.runs, train_minutes=args.train_minutes,
-                     bench_requests=args.bench_requests, examples=args.examples,
+                     shipped=args.shipped, bench_requests=args.bench_requests, examples=args.examples,
                      models=[m.strip() for m in args.models.split(",") if m.strip()], retrain=args.retrain, tiny=args.tiny)
     run_demo(cfg)
     return 0

@@ -1,5 +1,5 @@
-"""What the main job asks a served model, per task: send each held-out example through the image API, measure the
-answer against the truth and the obvious baseline, and draw a labelled side-by-side."""
+"""What the main job asks a served model, chosen by its card's roles: send each held-out example through the image
+API, measure the answer against the truth and the obvious baseline, and draw a labelled side-by-side."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import numpy as np
 from PIL import Image
 
 from ganserve.core.contract import ModelCard
+from ganserve.core.errors import GanserveError
+from ganserve.core.image_metrics import from_uint8, psnr_y, ssim_y, to_uint8
+from ganserve.core.pictures import enlarge_to, png_bytes
 
 PANEL = 192  # small pictures (digits, faces) are shown at least this tall, nearest-neighbour
 
@@ -24,31 +27,9 @@ class Outcome:
     panels: list[tuple[Image.Image, str]] = field(default_factory=list)
 
 
-def png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _rgb(image: np.ndarray) -> np.ndarray:
-    """HxW or HxWx3 uint8 -> HxWx3 float64 in [0, 1] (what the Y-channel metrics take)."""
-    x = np.asarray(image, dtype=np.float64) / 255.0
-    return np.repeat(x[..., None], 3, axis=2) if x.ndim == 2 else x[..., :3]
-
-
-def _shown(img: Image.Image, height: int) -> Image.Image:
-    """Nearest-neighbour enlargement of small pictures so a 16-pixel digit is visible."""
-    if img.height >= height:
-        return img.convert("RGB")
-    factor = max(1, round(height / img.height))
-    return img.convert("RGB").resize((img.width * factor, img.height * factor), Image.NEAREST)
-
-
 def _quality(pred: np.ndarray, truth: np.ndarray, border: int, prefix: str = "") -> dict[str, float]:
-    from ganserve.training import metrics
-
-    p, t = _rgb(pred), _rgb(truth)
-    return {f"{prefix}psnr_y": metrics.psnr_y(p, t, border), f"{prefix}ssim_y": metrics.ssim_y(p, t, border)}
+    p, t = from_uint8(pred), from_uint8(truth)
+    return {f"{prefix}psnr_y": psnr_y(p, t, border), f"{prefix}ssim_y": ssim_y(p, t, border)}
 
 
 def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
@@ -57,17 +38,24 @@ def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
     return reply, (time.perf_counter() - t0) * 1e3
 
 
-def super_resolution(client, card: ModelCard, ex) -> Outcome:
-    """SuperResolve the LR photo; baseline: bicubic upscaling of the same 8-bit LR image."""
+def _transform(client, card: ModelCard, ex):
+    """Send an example through Transform; its `condition` fills the model's (first) condition input."""
+    conditions = card.conditions()
+    named = {conditions[0].name: ex.condition} if ex.condition and conditions else None
+    return client.transform(card.name, png_bytes(ex.image), conditions=named)
+
+
+def upscaled(client, card: ModelCard, ex) -> Outcome:
+    """A model whose output is `scale` times its input; baseline: bicubic upscaling of the same 8-bit image."""
     import torch
 
     from ganserve.training.data.images import upscale_bicubic
 
-    reply, ms = _timed(lambda: client.super_resolve(card.name, png(ex.image)))
+    reply, ms = _timed(lambda: _transform(client, card, ex))
     out = np.asarray(Image.open(io.BytesIO(reply.image)).convert("RGB"))
-    lr = torch.from_numpy(_rgb(ex.image).astype(np.float32).transpose(2, 0, 1)[None])
+    lr = torch.from_numpy(from_uint8(ex.image).astype(np.float32).transpose(2, 0, 1)[None])
     bic = upscale_bicubic(lr, card.scale)[0].permute(1, 2, 0).clamp(0, 1).numpy()
-    bic8 = np.rint(bic * 255.0).astype(np.uint8)
+    bic8 = to_uint8(bic)
     row = {"example": ex.name, "request_ms": ms, "input_size": list(ex.image.shape[:2]), "output_size": list(out.shape[:2]),
            **_quality(out, ex.truth, card.scale), **_quality(bic8, ex.truth, card.scale, "baseline_")}
     lr_img = Image.fromarray(ex.image)
@@ -79,37 +67,33 @@ def super_resolution(client, card: ModelCard, ex) -> Outcome:
     ])
 
 
-def _image_to_image(send: Callable[[Any, ModelCard, Any], Any]) -> Callable[[Any, ModelCard, Any], Outcome]:
-    """Translate / Derain / AgeFace: baseline is the input itself (identity), when its size matches the truth."""
-
-    def run(client, card: ModelCard, ex) -> Outcome:
-        reply, ms = _timed(lambda: send(client, card, ex))
-        out_img = Image.open(io.BytesIO(reply.image)).convert("RGB")
-        out = np.asarray(out_img)
-        row: dict[str, Any] = {"example": ex.name, "request_ms": ms, **({"condition": ex.condition} if ex.condition else {})}
-        panels = [(_shown(Image.fromarray(ex.image), PANEL), "input")]
-        label = card.name
-        if ex.truth is not None:
-            row.update(_quality(out, ex.truth, card.scale))
-            label += f" {row['psnr_y']:.2f} dB"
-            if ex.image.shape[:2] == ex.truth.shape[:2]:
-                row.update(_quality(ex.image, ex.truth, card.scale, "baseline_"))
-                panels[0] = (panels[0][0], f"input {row['baseline_psnr_y']:.2f} dB")
-        panels.append((_shown(out_img, PANEL), label + (f" ({ex.condition})" if ex.condition else "")))
-        if ex.truth is not None:
-            panels.append((_shown(Image.fromarray(ex.truth), PANEL), "ground truth"))
-        return Outcome(row, panels)
-
-    return run
+def same_size(client, card: ModelCard, ex) -> Outcome:
+    """An image-to-image model at scale 1; baseline: the input itself (identity), when its size matches the truth."""
+    reply, ms = _timed(lambda: _transform(client, card, ex))
+    out_img = Image.open(io.BytesIO(reply.image)).convert("RGB")
+    out = np.asarray(out_img)
+    row: dict[str, Any] = {"example": ex.name, "request_ms": ms, **({"condition": ex.condition} if ex.condition else {})}
+    panels = [(enlarge_to(Image.fromarray(ex.image), PANEL), "input")]
+    label = card.name
+    if ex.truth is not None:
+        row.update(_quality(out, ex.truth, card.scale))
+        label += f" {row['psnr_y']:.2f} dB"
+        if ex.image.shape[:2] == ex.truth.shape[:2]:
+            row.update(_quality(ex.image, ex.truth, card.scale, "baseline_"))
+            panels[0] = (panels[0][0], f"input {row['baseline_psnr_y']:.2f} dB")
+    panels.append((enlarge_to(out_img, PANEL), label + (f" ({ex.condition})" if ex.condition else "")))
+    if ex.truth is not None:
+        panels.append((enlarge_to(Image.fromarray(ex.truth), PANEL), "ground truth"))
+    return Outcome(row, panels)
 
 
 def classification(client, card: ModelCard, ex) -> Outcome:
     """Classify; the row says whether the top class is the true one."""
-    reply, ms = _timed(lambda: client.classify(card.name, png(ex.image), top_k=3))
+    reply, ms = _timed(lambda: client.classify(card.name, png_bytes(ex.image), top_k=3))
     top = reply.scores[0]
     row = {"example": ex.name, "request_ms": ms, "label": ex.label, "predicted": top.label,
            "probability": top.probability, "correct": float(top.label == ex.label)}
-    return Outcome(row, [(_shown(Image.fromarray(ex.image), PANEL), f"true {ex.label}: {top.label} ({top.probability:.2f})")])
+    return Outcome(row, [(enlarge_to(Image.fromarray(ex.image), PANEL), f"true {ex.label}: {top.label} ({top.probability:.2f})")])
 
 
 def generation(client, card: ModelCard, ex) -> Outcome:
@@ -117,17 +101,23 @@ def generation(client, card: ModelCard, ex) -> Outcome:
     reply, ms = _timed(lambda: client.generate(card.name, seed=ex.seed, condition=ex.condition))
     img = Image.open(io.BytesIO(reply.image))
     row = {"example": ex.name, "request_ms": ms, "seed": ex.seed, "condition": ex.condition}
-    return Outcome(row, [(_shown(img, PANEL), f"seed {ex.seed}" + (f", class {ex.condition}" if ex.condition else ""))])
+    return Outcome(row, [(enlarge_to(img, PANEL), f"seed {ex.seed}" + (f", class {ex.condition}" if ex.condition else ""))])
 
 
-TASKS: dict[str, Callable[[Any, ModelCard, Any], Outcome]] = {
-    "super_resolution": super_resolution,
-    "translation": _image_to_image(lambda client, card, ex: client.translate(card.name, png(ex.image))),
-    "derain": _image_to_image(lambda client, card, ex: client.derain(card.name, png(ex.image))),
-    "face_aging": _image_to_image(lambda client, card, ex: client.age_face(card.name, png(ex.image), ex.condition)),
-    "classification": classification,
-    "generation": generation,
-}
+def ask(client, card: ModelCard, ex) -> Outcome:
+    """One held-out example through the RPC the card's roles call for (serving.images.rpc_for): Transform (with
+    the bicubic baseline when the card's scale > 1), Classify or Generate."""
+    from ganserve.serving.images import rpc_for
+
+    rpc = rpc_for(card)
+    if rpc == "Transform":
+        return (upscaled if card.scale > 1 and ex.truth is not None else same_size)(client, card, ex)
+    if rpc == "Classify":
+        return classification(client, card, ex)
+    if rpc == "Generate":
+        return generation(client, card, ex)
+    raise GanserveError(f"model {card.name!r}: no image API request fits its inputs and outputs "
+                        f"({', '.join(t.role for t in card.inputs)} -> {', '.join(t.role for t in card.outputs)})")
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:

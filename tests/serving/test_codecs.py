@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ganserve.benchmarks.codecs import photo, psnr, sr_like
+from ganserve.benchmarks.codecs import photo, sr_like
+from ganserve.core.image_metrics import psnr
 from ganserve.serving import imaging
 from ganserve.serving.imaging import decode_image, encode_image
 
@@ -81,7 +82,7 @@ def test_jpeg_decode_matches_pillow_and_source(monkeypatch) -> None:
     got = np.asarray(decode_image(data, LIMIT)).astype(int)
     reference = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
     assert got.shape == src.shape and np.abs(got - reference).max() <= 1
-    assert psnr(got.astype(np.uint8), src) > 30.0
+    assert psnr(got.astype(np.uint8), src, data_range=255.0) > 30.0
 
 
 def test_codec_benchmark_writes_rows(tmp_path) -> None:

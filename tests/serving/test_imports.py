@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -142,9 +143,16 @@ def test_pyproject_lists_every_package_folder() -> None:
 
 
 def test_the_wheel_installs_one_top_level_name(tmp_path: Path) -> None:
-    """Build the real wheel; every file in it lives under ganserve/ (or its metadata folder)."""
+    """Build the real wheel (from a copy of the sources, so the checkout gets no build/ folder); every file in it
+    lives under ganserve/ (or its metadata folder)."""
+    source = tmp_path / "src"
+    skip = shutil.ignore_patterns("__pycache__", "results", "*.egg-info")
+    for folder in FOLDERS:
+        shutil.copytree(ROOT / folder, source / folder, ignore=skip)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                             "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=240)
+                             "-w", str(tmp_path), str(source)], capture_output=True, text=True, timeout=240)
     if result.returncode and "No module named" in result.stderr and "wheel" in result.stderr:
         pytest.skip("this environment cannot build wheels without isolation")
     assert result.returncode == 0, result.stderr[-3000:]

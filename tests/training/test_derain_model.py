@@ -8,18 +8,13 @@ import torch
 
 from ganserve.core.errors import GanserveError
 from ganserve.training.application import TrainContext
-from ganserve.training.models.attentive_gan import (
-    AttentiveDiscriminator,
-    AttentiveGANApp,
-    AttentiveGANConfig,
-    AttentiveGenerator,
-    ContextualAutoencoder,
-    attention_loss,
-    multiscale_loss,
-    receptive_radius,
-)
+from ganserve.training.models.attentive_gan import AttentiveGANApp
+from ganserve.training.networks.derain import AttentiveDiscriminator, AttentiveGenerator, ContextualAutoencoder
+from ganserve.training.objectives.derain import attention_loss, multiscale_loss
+from ganserve.training.registry import make_config
 
-TINY = dict(arn_channels=4, arn_blocks=1, ae_width=4, d_channels=4, patch=32, batch_size=2)
+TINY_NETS = dict(arn_channels=4, arn_blocks=1, ae_width=4)
+TINY = dict(generator=TINY_NETS, discriminator={"channels": 4}, patch=32, batch_size=2)
 
 
 def test_attention_loss_weighs_later_steps_more() -> None:
@@ -49,10 +44,9 @@ def test_multiscale_loss_against_area_resized_targets() -> None:
 def test_generator_and_discriminator_shapes(size: tuple[int, int]) -> None:
     torch.manual_seed(0)
     h, w = size
-    config = AttentiveGANConfig(**TINY)
     x = torch.rand(2, 3, h, w)
     with torch.no_grad():
-        maps, outs = AttentiveGenerator(config)(x)
+        maps, outs = AttentiveGenerator(**TINY_NETS)(x)
         logits, mask = AttentiveDiscriminator(4)(x)
     assert len(maps) == 4 and all(m.shape == (2, 1, h, w) for m in maps)
     assert all(float(m.min()) >= 0.0 and float(m.max()) <= 1.0 for m in maps)
@@ -73,9 +67,8 @@ def test_residual_autoencoder_starts_near_the_identity() -> None:
 def test_receptive_radius_bounds_the_measured_one() -> None:
     """One output pixel's input gradient reaches at most receptive_radius() pixels away (and most of the way)."""
     torch.manual_seed(0)
-    config = AttentiveGANConfig(arn_channels=2, arn_blocks=2, ae_width=2)
-    radius = receptive_radius(config)
-    gen = AttentiveGenerator(config).double()
+    gen = AttentiveGenerator(arn_channels=2, arn_blocks=2, ae_width=2).double()
+    radius = gen.receptive_radius()
     size = 2 * radius + 40
     x = torch.rand(1, 3, size, size, dtype=torch.float64, requires_grad=True)
     c = size // 2
@@ -89,7 +82,7 @@ def test_receptive_radius_bounds_the_measured_one() -> None:
 
 def _app(**over: object) -> AttentiveGANApp:
     torch.manual_seed(0)
-    app = AttentiveGANApp(AttentiveGANConfig(**{**TINY, **over}))
+    app = AttentiveGANApp(make_config("attentive-gan", {**TINY, **over}))
     app.setup_training(TrainContext(note=lambda m: None))
     return app
 
@@ -138,7 +131,8 @@ def test_evaluation_is_deterministic_and_names_its_baseline() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"patch": 30}, {"scale_weights": "1,2"}, {"scale_weights": "a,b,c"},
-                                 {"vgg_layer": "9_9"}, {"time_steps": 0}, {"adversarial": "nope"}])
+                                 {"vgg_layer": "9_9"}, {"generator": {"time_steps": 0}}, {"time_steps": 0},
+                                 {"adversarial": "nope"}])
 def test_bad_config_is_a_clear_error(bad: dict) -> None:
     with pytest.raises(GanserveError):
-        AttentiveGANApp(AttentiveGANConfig(**{**TINY, **bad}))
+        AttentiveGANApp(make_config("attentive-gan", {**TINY, **bad}))

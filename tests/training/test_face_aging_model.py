@@ -17,6 +17,9 @@ from ganserve.training.application import TrainContext
 from ganserve.training.checkpoint import build_from_checkpoint
 from ganserve.training.data.faces import AGE_GROUPS, GROUP_CENTRES, age_group, identity, render, scene, write_utkface_folder
 from ganserve.training.models import face_aging as fa
+from ganserve.training.models import face_aging_eval as fe
+from ganserve.training.networks import face_aging as fn
+from ganserve.training.objectives import face_aging as fo
 from ganserve.training.models.face_judges import load_net, render_set, save_net, train_net
 from ganserve.training.trainer import train
 
@@ -40,24 +43,24 @@ def nets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 # -- networks -------------------------------------------------------------------------------------------------------
 def test_generator_shapes_range_and_start_near_identity() -> None:
     torch.manual_seed(0)
-    g = fa.AgeGenerator(16, 2).eval()
+    g = fn.AgeGenerator(16, 2).eval()
     x = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
-        y = g(x, fa.one_hot(torch.tensor([0, 3, 5])))
-        other = g(x, fa.one_hot(torch.tensor([5, 0, 1])))
+        y = g(x, fn.one_hot(torch.tensor([0, 3, 5])))
+        other = g(x, fn.one_hot(torch.tensor([5, 0, 1])))
     assert y.shape == (3, 3, 64, 64) and float(y.min()) >= 0.0 and float(y.max()) <= 1.0
     assert float((y - x).abs().mean()) < 0.1  # residual output with a small last layer: near the input at first
     assert float((other - y).abs().max()) > 0  # the condition reaches the output
     with pytest.raises(GanserveError):
-        fa.AgeGenerator(12, 1)
+        fn.AgeGenerator(12, 1)
 
 
 def test_film_block_is_the_plain_block_at_zero_and_scales_with_the_group() -> None:
     torch.manual_seed(0)
-    block = fa.CondResBlock(8).eval()
+    block = fn.CondResBlock(8).eval()
     x = torch.randn(2, 8, 4, 4)
     plain = x + block.body(x)
-    cond = fa.one_hot(torch.tensor([1, 4]))
+    cond = fn.one_hot(torch.tensor([1, 4]))
     assert torch.allclose(block(x, cond), plain)
     with torch.no_grad():
         block.film.bias[:8] = 1.0  # gamma = 1: the residual doubles
@@ -66,7 +69,7 @@ def test_film_block_is_the_plain_block_at_zero_and_scales_with_the_group() -> No
 
 def test_projection_discriminator_shapes_and_projection_term() -> None:
     torch.manual_seed(0)
-    d = fa.AgeDiscriminator(8).eval()
+    d = fn.AgeDiscriminator(8).eval()
     x = torch.rand(4, 3, 64, 64)
     a, b = torch.tensor([0, 1, 2, 3]), torch.tensor([5, 5, 5, 5])
     with torch.no_grad():
@@ -80,37 +83,37 @@ def test_projection_discriminator_shapes_and_projection_term() -> None:
 # -- losses ----------------------------------------------------------------------------------------------------------
 def test_identity_loss_values() -> None:
     e = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
-    assert float(fa.identity_loss(e, e)) == pytest.approx(0.0, abs=1e-7)
-    assert float(fa.identity_loss(e, torch.tensor([[0.0, 3.0], [5.0, 0.0]]))) == pytest.approx(1.0)
-    assert float(fa.identity_loss(e, -e)) == pytest.approx(2.0)
-    assert float(fa.identity_loss(e, torch.tensor([[1.0, 1.0], [0.0, 1.0]]))) == pytest.approx(
+    assert float(fo.identity_loss(e, e)) == pytest.approx(0.0, abs=1e-7)
+    assert float(fo.identity_loss(e, torch.tensor([[0.0, 3.0], [5.0, 0.0]]))) == pytest.approx(1.0)
+    assert float(fo.identity_loss(e, -e)) == pytest.approx(2.0)
+    assert float(fo.identity_loss(e, torch.tensor([[1.0, 1.0], [0.0, 1.0]]))) == pytest.approx(
         (1 - 1 / math.sqrt(2) + 0) / 2)
 
 
 def test_age_loss_value() -> None:
     logits = torch.tensor([[2.0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1.0]])
     expected = (-math.log(math.e**2 / (math.e**2 + 5)) - math.log(1 / (math.e + 5))) / 2
-    assert float(fa.age_loss(logits, torch.tensor([0, 2]))) == pytest.approx(expected, rel=1e-6)
+    assert float(fo.age_loss(logits, torch.tensor([0, 2]))) == pytest.approx(expected, rel=1e-6)
 
 
 def test_reconstruction_loss_value() -> None:
     x = torch.zeros(1, 3, 2, 2)
     y = x.clone()
     y[0, 0, 0, 0] = 0.6
-    assert float(fa.reconstruction_loss(y, x)) == pytest.approx(0.6 / 12)
+    assert float(fo.reconstruction_loss(y, x)) == pytest.approx(0.6 / 12)
 
 
 def test_jitter_moves_pixels_but_keeps_them() -> None:
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
-    moved = fa.jitter(x, torch.Generator().manual_seed(3))
+    moved = fo.jitter(x, torch.Generator().manual_seed(3))
     assert moved.shape == x.shape and float(moved.sum()) == float(x.sum())
-    assert torch.equal(fa.jitter(x, torch.Generator().manual_seed(3)), moved)
+    assert torch.equal(fo.jitter(x, torch.Generator().manual_seed(3)), moved)
 
 
 # -- evaluation ------------------------------------------------------------------------------------------------------
 def _oracle(x: np.ndarray, cond: np.ndarray) -> np.ndarray:
     """Returns the true render at the target age: looks each input up among the held-out faces."""
-    faces = fa.held_out_faces(3)
+    faces = fe.held_out_faces(3)
     out = []
     for img, c in zip(x, cond):
         i, _ = np.argwhere(np.all(faces == img, axis=(2, 3, 4)))[0]
@@ -119,24 +122,24 @@ def _oracle(x: np.ndarray, cond: np.ndarray) -> np.ndarray:
 
 
 def test_evaluation_of_the_baseline_and_of_the_truth(nets: dict[str, str]) -> None:
-    judges = fa.Judges(load_net(nets["age_judge"]), load_net(nets["id_judge"]))
-    same = fa.evaluate_aging(lambda x, c: x, 3, judges)
+    judges = fe.Judges(load_net(nets["age_judge"]), load_net(nets["id_judge"]))
+    same = fe.evaluate_aging(lambda x, c: x, 3, judges)
     for key in ("psnr", "ssim", "target_age_accuracy", "id_verify_rate", "id_rank1"):
         assert same[key + "_changed"] == pytest.approx(same["input_" + key + "_changed"]), key
     assert same["psnr_gain_changed"] == pytest.approx(0.0)
-    assert same["input_psnr"] == pytest.approx((6 * fa.PSNR_CAP + 30 * same["input_psnr_changed"]) / 36)
-    truth = fa.evaluate_aging(_oracle, 3, judges)
-    assert truth["psnr_changed"] == fa.PSNR_CAP and truth["ssim_changed"] == pytest.approx(1.0)
-    faces = fa.held_out_faces(3)
+    assert same["input_psnr"] == pytest.approx((6 * fe.PSNR_CAP + 30 * same["input_psnr_changed"]) / 36)
+    truth = fe.evaluate_aging(_oracle, 3, judges)
+    assert truth["psnr_changed"] == fe.PSNR_CAP and truth["ssim_changed"] == pytest.approx(1.0)
+    faces = fe.held_out_faces(3)
     judge_on_truth = float(np.mean(judges.age_of(faces.reshape(-1, 3, 64, 64)) == np.tile(np.arange(6), 3)))
     assert truth["target_age_accuracy"] == pytest.approx(judge_on_truth)
     assert truth["id_rank1"] == 1.0 and truth["eval_pairs"] == 108
-    no_judges = fa.evaluate_aging(lambda x, c: x, 3, None)
+    no_judges = fe.evaluate_aging(lambda x, c: x, 3, None)
     assert "target_age_accuracy" not in no_judges and no_judges["psnr"] == pytest.approx(same["psnr"])
 
 
 def test_held_out_faces_are_the_renders_at_group_centres() -> None:
-    faces = fa.held_out_faces(2)
+    faces = fe.held_out_faces(2)
     assert faces.shape == (2, 6, 3, 64, 64)
     expected = render(identity("held_out", 1), GROUP_CENTRES[4], scene("held_out", 1), 64)
     assert np.array_equal(np.rint(faces[1, 4].transpose(1, 2, 0) * 255).astype(np.uint8), expected)
@@ -166,8 +169,8 @@ def test_trains_on_a_utkface_folder_and_reloads(tmp_path: Path, nets: dict[str, 
     for step, row in enumerate(train_rows):
         batch = replay.make_batch(step, 0, 1)
         with torch.no_grad():
-            fake = replay.generator(batch["image"], fa.one_hot(batch["target"]))
-            seen = fa.jitter(torch.cat([fake, batch["image"]]), torch.Generator().manual_seed(batch["jitter_seed"]))
+            fake = replay.generator(batch["image"], fn.one_hot(batch["target"]))
+            seen = fo.jitter(torch.cat([fake, batch["image"]]), torch.Generator().manual_seed(batch["jitter_seed"]))
             verdicts = replay.loss_nets[0].age_logits(seen[:4]).argmax(1)
         assert row["age_acc"] == int((verdicts == batch["target"]).sum()) / 4, step
         replay.train_step(batch, step)
@@ -182,8 +185,8 @@ def test_trains_on_a_utkface_folder_and_reloads(tmp_path: Path, nets: dict[str, 
     hits = _age_hits(app.predict, app.judges(), 3)
     assert metrics["target_age_accuracy"] == pytest.approx(hits.mean(), abs=1e-9)
     assert metrics["target_age_accuracy_changed"] == pytest.approx(hits[:, changed].mean(), abs=1e-9)
-    varied = fa.Judges(_varied_age_judge(), app.judges().ident)
-    figures = fa.evaluate_aging(app.predict, 3, varied)
+    varied = fe.Judges(_varied_age_judge(), app.judges().ident)
+    figures = fe.evaluate_aging(app.predict, 3, varied)
     hits = _age_hits(app.predict, varied, 3)
     assert figures["target_age_accuracy"] == pytest.approx(hits.mean(), abs=1e-9)
     assert figures["target_age_accuracy_changed"] == pytest.approx(hits[:, changed].mean(), abs=1e-9)
@@ -192,10 +195,10 @@ def test_trains_on_a_utkface_folder_and_reloads(tmp_path: Path, nets: dict[str, 
     assert grid.shape == (2 * 3 * 64, 7 * 64, 3) and grid.dtype == np.uint8  # two rows per identity (3 here)
 
 
-def _age_hits(predict, judges: fa.Judges, identities: int, against_source: bool = False) -> np.ndarray:
+def _age_hits(predict, judges: fe.Judges, identities: int, against_source: bool = False) -> np.ndarray:
     """(identity, source, target) -> 1.0 where the age judge names the target group of the output (or the source
     group, to show that the labels matter), each held-out face asked for all six groups at once."""
-    faces = fa.held_out_faces(identities)
+    faces = fe.held_out_faces(identities)
     hits = np.zeros((identities, 6, 6))
     for i in range(identities):
         for s in range(6):
@@ -210,7 +213,7 @@ def _varied_age_judge():
 
     torch.manual_seed(3)
     net = FaceNet(net_config("age_judge", 0)).eval()
-    faces = torch.from_numpy(np.ascontiguousarray(fa.held_out_faces(3).reshape(-1, 3, 64, 64)))
+    faces = torch.from_numpy(np.ascontiguousarray(fe.held_out_faces(3).reshape(-1, 3, 64, 64)))
     with torch.no_grad():
         net.age.weight.mul_(1000.0)
         net.age.bias.sub_(net.age_logits(faces).mean(0))
@@ -221,7 +224,7 @@ def _varied_age_judge():
 def test_renderer_training_batches_are_reproducible(nets: dict[str, str]) -> None:
     from ganserve.training.application import TrainContext
 
-    app = fa.FaceAgingApp(fa.FaceAgingConfig(**{**TINY, "loss_net": nets["loss_net"]}))
+    app = fa.FaceAgingApp(registry.make_config("face-aging", {**TINY, "loss_net": nets["loss_net"]}))
     app.setup_training(TrainContext(note=lambda m: None))
     a, b = app.make_batch(5, 0, 1), app.make_batch(5, 0, 1)
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["target"], b["target"])
@@ -234,16 +237,16 @@ def test_renderer_training_batches_are_reproducible(nets: dict[str, str]) -> Non
 def test_identity_or_age_loss_without_a_loss_net_is_refused() -> None:
     from ganserve.training.application import TrainContext
 
-    app = fa.FaceAgingApp(fa.FaceAgingConfig(**{**TINY, "loss_net": ""}))
+    app = fa.FaceAgingApp(registry.make_config("face-aging", {**TINY, "loss_net": ""}))
     with pytest.raises(GanserveError, match="loss_net"):
         app.setup_training(TrainContext(note=lambda m: None))
-    missing = fa.FaceAgingApp(fa.FaceAgingConfig(**{**TINY, "loss_net": "/nonexistent/loss_net.pt"}))
+    missing = fa.FaceAgingApp(registry.make_config("face-aging", {**TINY, "loss_net": "/nonexistent/loss_net.pt"}))
     with pytest.raises(GanserveError, match="no such face network"):
         missing.setup_training(TrainContext(note=lambda m: None))
 
 
 def test_demo_examples_are_held_out_faces_with_their_truth() -> None:
-    app = fa.FaceAgingApp(fa.FaceAgingConfig(**TINY))
+    app = fa.FaceAgingApp(registry.make_config("face-aging", TINY))
     examples = app.demo_examples(3)
     assert [e.condition for e in examples] == ["60+", "0-18", "50-59"]
     for i, e in enumerate(examples):
@@ -271,7 +274,7 @@ def test_quality_benchmark_writes_consistent_results(tmp_path: Path, nets: dict[
     assert matrix[~np.eye(6, dtype=bool)].mean() == pytest.approx(model["target_age_accuracy_changed"])
     assert doc["true render"]["summary"]["ssim_changed"] == pytest.approx(1.0)
     assert doc["input unchanged"]["summary"]["psnr"] == pytest.approx(
-        (6 * fa.PSNR_CAP + 30 * doc["input unchanged"]["summary"]["psnr_changed"]) / 36)
+        (6 * fe.PSNR_CAP + 30 * doc["input unchanged"]["summary"]["psnr_changed"]) / 36)
     assert "| model |" in (out / "results.md").read_text()
     from PIL import Image
 
@@ -289,13 +292,13 @@ def test_ensemble_losses_average_the_networks(nets: dict[str, str]) -> None:
             p.add_(0.05 * torch.randn_like(p))  # a second, different network
     pair = torch.rand(8, 3, 64, 64)
     targets = torch.tensor([0, 2, 4, 5])
-    single = [fa.ensemble_losses((net,), pair, 4, targets) for net in (a, b)]
+    single = [fo.ensemble_losses((net,), pair, 4, targets) for net in (a, b)]
     for net, (ident, age, hits) in zip((a, b), single):  # one network: exactly its own losses
         emb, _, logits = net(pair)
-        assert float(ident) == pytest.approx(float(fa.identity_loss(emb[:4], emb[4:])), rel=1e-6)
-        assert float(age) == pytest.approx(float(fa.age_loss(logits[:4], targets)), rel=1e-6)
+        assert float(ident) == pytest.approx(float(fo.identity_loss(emb[:4], emb[4:])), rel=1e-6)
+        assert float(age) == pytest.approx(float(fo.age_loss(logits[:4], targets)), rel=1e-6)
         assert hits == pytest.approx(float((logits[:4].argmax(1) == targets).float().mean()))
-    ident, age, hits = fa.ensemble_losses((a, b), pair, 4, targets)
+    ident, age, hits = fo.ensemble_losses((a, b), pair, 4, targets)
     assert float(ident) == pytest.approx((float(single[0][0]) + float(single[1][0])) / 2, rel=1e-6)
     assert float(age) == pytest.approx((float(single[0][1]) + float(single[1][1])) / 2, rel=1e-6)
     assert hits == pytest.approx((single[0][2] + single[1][2]) / 2)
@@ -308,7 +311,8 @@ def test_loss_net_list_is_parsed_and_loaded(nets: dict[str, str]) -> None:
     assert fa.loss_net_paths(" a.pt , b.pt") == ["a.pt", "b.pt"]
     with pytest.raises(GanserveError, match="comma-separated"):
         fa.loss_net_paths("a.pt,,b.pt")
-    app = fa.FaceAgingApp(fa.FaceAgingConfig(**{**TINY, "loss_net": f"{nets['loss_net']},{nets['loss_net']}"}))
+    both = f"{nets['loss_net']},{nets['loss_net']}"
+    app = fa.FaceAgingApp(registry.make_config("face-aging", {**TINY, "loss_net": both}))
     app.setup_training(TrainContext(note=lambda m: None))
     assert len(app.loss_nets) == 2
     assert {"loss_id", "loss_age", "age_acc"} <= set(app.train_step(app.make_batch(0, 0, 1), 0))
@@ -316,14 +320,14 @@ def test_loss_net_list_is_parsed_and_loaded(nets: dict[str, str]) -> None:
 
 def test_moving_average_is_what_is_evaluated_and_exported(tmp_path: Path, nets: dict[str, str]) -> None:
     with pytest.raises(GanserveError, match="ema_decay"):
-        fa.FaceAgingApp(fa.FaceAgingConfig(**{**TINY, "ema_decay": 1.0}))
+        fa.FaceAgingApp(registry.make_config("face-aging", {**TINY, "ema_decay": 1.0}))
     cfg = {**TINY, "loss_net": nets["loss_net"], "ema_decay": 0.5}
     ckpt = train("face-aging", cfg, steps=2, out_dir=tmp_path / "run", progress=False)
     app = build_from_checkpoint(ckpt)
     assert app.ema is not None and app.inference_generator() is app.ema
     live = dict(app.generator.named_parameters())
     assert any(not torch.equal(p, live[k]) for k, p in app.ema.named_parameters())  # it lags the live weights
-    x = np.ascontiguousarray(fa.held_out_faces(2)[:, 1])
+    x = np.ascontiguousarray(fe.held_out_faces(2)[:, 1])
     cond = np.eye(6, dtype=np.float32)[[0, 5]]
     with torch.no_grad():
         expected = app.ema.eval()(torch.from_numpy(x), torch.from_numpy(cond)).numpy()
@@ -341,8 +345,9 @@ def test_moving_average_is_what_is_evaluated_and_exported(tmp_path: Path, nets: 
 
 
 def test_headline_is_the_target_age_accuracy_where_judges_exist(nets: dict[str, str]) -> None:
-    judged = fa.FaceAgingApp(fa.FaceAgingConfig(**{**TINY, "age_judge": nets["age_judge"], "id_judge": nets["id_judge"]}))
+    judges = {"age_judge": nets["age_judge"], "id_judge": nets["id_judge"]}
+    judged = fa.FaceAgingApp(registry.make_config("face-aging", {**TINY, **judges}))
     spec = judged.export_spec()
     assert spec.quality_key == "target_age_accuracy_changed"
     assert spec.quality_key in judged.evaluate()  # shipping can compare it
-    assert fa.FaceAgingApp(fa.FaceAgingConfig(**TINY)).export_spec().quality_key == "psnr_changed"
+    assert fa.FaceAgingApp(registry.make_config("face-aging", TINY)).export_spec().quality_key == "psnr_changed"

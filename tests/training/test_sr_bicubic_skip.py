@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ganserve.training.data.images import upscale_bicubic
-from ganserve.training.models.srgan import SRResNet
+from ganserve.training.networks.sr import SRResNet
 from ganserve.training.registry import build
 
 

@@ -18,10 +18,9 @@ from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
 from ganserve.training.data.digits import (
     labeled_subset, load_mnist_dir, load_sklearn_digits, read_idx, semi_supervised_split, stratified_split,
 )
-from ganserve.training.models.ssgan import (
-    accuracy_report, confusion_matrix, feature_matching_loss, log_d_real, parse_widths, supervised_loss,
-    unsupervised_loss,
-)
+from ganserve.training.models.ssgan_eval import accuracy_report, confusion_matrix
+from ganserve.training.networks.ssgan import parse_widths
+from ganserve.training.objectives.ssgan import feature_matching_loss, log_d_real, supervised_loss, unsupervised_loss
 from ganserve.training.trainer import train
 
 # A small network that still learns the digits in ~150 steps (tens of ms per step on one thread).
@@ -170,8 +169,10 @@ def test_mnist_dir_loader_and_split(tmp_path: Path) -> None:
 # -- config and application --------------------------------------------------------------------------------------
 def test_config_errors() -> None:
     assert parse_widths("500, 250", "d_widths") == [500, 250]
-    with pytest.raises(GanserveError, match="d_widths"):
+    with pytest.raises(GanserveError, match="discriminator.widths='a'"):
         registry.build("ssgan", {"d_widths": "a,b"})
+    with pytest.raises(GanserveError, match="input_noise must be >= 0"):
+        registry.build("ssgan", {"discriminator": {"input_noise": -0.1}})
     with pytest.raises(GanserveError, match="holdout"):
         semi_supervised_split("", 10, 0, holdout="train")
     with pytest.raises(GanserveError, match="unknown config key"):
@@ -235,11 +236,11 @@ def test_recipe_files_resolve() -> None:
     assert files
     for path in files:
         config = resolve_config("ssgan", path)
-        assert config.labels_per_class >= 1 and parse_widths(config.d_widths, "d_widths")
+        assert config.labels_per_class >= 1 and parse_widths(config.discriminator["widths"], "widths")
 
 
 def test_conv_classifier_weight_norm_init_and_moving_average(tmp_path: Path) -> None:
-    from ganserve.training.models.ssgan import ConvDiscriminator, WNConv2d
+    from ganserve.training.networks.ssgan import ConvDiscriminator, WNConv2d
 
     torch.manual_seed(0)
     x = torch.rand(64, 4, 8, 8)
@@ -271,7 +272,7 @@ def test_conv_classifier_weight_norm_init_and_moving_average(tmp_path: Path) -> 
 
 
 def test_entropy_loss_hand_checked() -> None:
-    from ganserve.training.models.ssgan import entropy_loss
+    from ganserve.training.objectives.ssgan import entropy_loss
 
     uniform = torch.zeros(2, 4)  # p = 1/4 each: entropy log 4
     assert float(entropy_loss(uniform)) == pytest.approx(math.log(4.0), rel=1e-6)
@@ -283,7 +284,7 @@ def test_entropy_loss_hand_checked() -> None:
 
 
 def test_random_shift_moves_each_image_within_bounds_and_is_seeded() -> None:
-    from ganserve.training.models.ssgan import random_shift
+    from ganserve.training.data.augment import random_shift
 
     x = torch.arange(1.0, 17.0).view(1, 1, 4, 4).repeat(32, 1, 1, 1)
     a = random_shift(x, 1, torch.Generator().manual_seed(3))
@@ -308,7 +309,7 @@ def shifted(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 
 def test_consistency_loss_hand_checked_and_wired(tmp_path: Path) -> None:
-    from ganserve.training.models.ssgan import consistency_loss
+    from ganserve.training.objectives.ssgan import consistency_loss
 
     same = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]])
     assert float(consistency_loss(same, same)) == pytest.approx(0.0, abs=1e-7)

@@ -8,8 +8,9 @@ import pytest
 
 from ganserve.core.errors import GanserveError
 from ganserve.training import registry
-from ganserve.training.config import parse_set, resolve_config
-from ganserve.training.models.srgan import SRGANConfig, SRResNetConfig
+from ganserve.training.config import config_dict, merge_config, parse_set, resolve_config
+from ganserve.training.models.srgan import SRGANConfig
+from ganserve.training.models.srresnet import SRResNetConfig
 from ganserve.training.schedule import lr_factor
 
 
@@ -25,13 +26,14 @@ def test_registry_lists_and_builds_both_sr_models() -> None:
 def test_unknown_model_and_key_are_clear_errors() -> None:
     with pytest.raises(GanserveError, match="unknown model 'nope'.*srresnet"):
         registry.lookup("nope")
-    with pytest.raises(GanserveError, match="unknown config key.*colour.*known:.*blocks"):
+    with pytest.raises(GanserveError, match="unknown config key.*colour.*known:.*generator"):
         registry.make_config("srresnet", {"colour": 1})
 
 
 def test_defaults_are_the_paper_network() -> None:
     c = registry.make_config("srresnet")
-    assert (c.scale, c.blocks, c.channels, c.batch_norm, c.pixel_loss, c.lr_patch) == (4, 16, 64, True, "mse", 24)
+    assert (c.scale, c.pixel_loss, c.lr_patch) == (4, "mse", 24)
+    assert c.generator == {"type": "srresnet", "blocks": 16, "channels": 64, "batch_norm": True, "bicubic_skip": False}
     g = registry.make_config("srgan")
     assert g.adv_weight == pytest.approx(1e-3) and g.adversarial == "nonsaturating" and g.vgg_layer == "5_4"
 
@@ -41,12 +43,12 @@ def test_file_then_overrides_with_types(tmp_path) -> None:
     yml.write_text("lr: 5.0e-4\nbatch_norm: false\nblocks: 8\npixel_loss: l1\n")
     c = resolve_config("srresnet", yml, parse_set(["blocks=4", "lr=2e-4", "lr_schedule=cosine"]))
     assert isinstance(c, SRResNetConfig)
-    assert (c.blocks, c.batch_norm, c.pixel_loss, c.lr_schedule) == (4, False, "l1", "cosine")
+    assert (c.generator["blocks"], c.generator["batch_norm"], c.pixel_loss, c.lr_schedule) == (4, False, "l1", "cosine")
     assert c.lr == pytest.approx(2e-4) and isinstance(c.lr, float)
     js = tmp_path / "run.json"
     js.write_text(json.dumps({"channels": 32, "batch_norm": "yes"}))
     c = resolve_config("srresnet", js, {})
-    assert (c.channels, c.batch_norm) == (32, True)
+    assert (c.generator["channels"], c.generator["batch_norm"]) == (32, True)
 
 
 @pytest.mark.parametrize(
@@ -57,6 +59,18 @@ def test_file_then_overrides_with_types(tmp_path) -> None:
 def test_bad_overrides(items, message) -> None:
     with pytest.raises(GanserveError, match=message):
         resolve_config("srresnet", None, parse_set(items))
+
+
+def test_layers_merge_in_order_with_types() -> None:
+    """Stored config, then file values, then --set strings: later layers win, every value typed, None skipped."""
+    stored = config_dict(registry.make_config("srresnet", {"blocks": 8, "channels": 32}))
+    c = merge_config("srresnet", stored, None, {"blocks": 4, "lr": "2e-4"}, parse_set(["blocks=2", "batch_norm=no"]))
+    assert (c.generator["blocks"], c.generator["channels"], c.generator["batch_norm"]) == (2, 32, False)
+    assert c.lr == pytest.approx(2e-4) and isinstance(c.lr, float)
+    assert config_dict(merge_config("srresnet", stored)) == stored  # a stored config comes back unchanged
+    assert merge_config("srresnet") == registry.make_config("srresnet")
+    with pytest.raises(GanserveError, match="unknown config key.*colour"):
+        merge_config("srresnet", stored, {"colour": "1"})
 
 
 def test_bad_config_files(tmp_path) -> None:
@@ -98,5 +112,6 @@ def test_shipped_recipes_resolve() -> None:
     configs = Path(__file__).resolve().parents[2] / "training" / "configs"
     pre = resolve_config("srresnet", configs / "srresnet_cpu30.yaml")
     gan = resolve_config("srgan", configs / "srgan_cpu.yaml", {"init_from": "x.pt"})
-    assert (pre.blocks, pre.channels, pre.batch_norm, pre.pixel_loss, pre.lr_schedule) == (8, 32, False, "l1", "cosine")
-    assert all(getattr(gan, k) == getattr(pre, k) for k in ("scale", "blocks", "channels", "batch_norm"))
+    assert pre.generator == {"type": "srresnet", "blocks": 8, "channels": 32, "batch_norm": False, "bicubic_skip": True}
+    assert (pre.pixel_loss, pre.lr_schedule) == ("l1", "cosine")
+    assert (gan.scale, gan.generator) == (pre.scale, pre.generator)  # the fine-tune takes the pre-trained generator

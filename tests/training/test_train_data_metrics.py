@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ganserve.core.errors import GanserveError
-from ganserve.training import metrics
+from ganserve.core import image_metrics as metrics
 from ganserve.training.data.images import (
     BUILTIN_HELD_OUT,
     BUILTIN_TRAIN,

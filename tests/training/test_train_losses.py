@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ganserve.core.errors import GanserveError
-from ganserve.training.models.vgg import IMAGENET_STD, VGG19_RELU_INDEX, VGG19Features, load_vgg19_features
+from ganserve.training.networks.vgg import IMAGENET_STD, VGG19_RELU_INDEX, VGG19Features, load_vgg19_features
 from ganserve.training.objectives import get_objective, objectives
 from ganserve.training.objectives.content import ContentLoss
 
@@ -42,7 +42,7 @@ def test_objective_values(name, real, fake, want_d, want_g) -> None:
 
 
 def test_pixel_losses_hand_computed() -> None:
-    from ganserve.training.models.srgan import PIXEL_LOSSES
+    from ganserve.training.objectives.content import PIXEL_LOSSES
 
     a = torch.tensor([0.0, 0.5, 1.0, 1.0])
     b = torch.tensor([0.0, 0.0, 0.0, 1.0])

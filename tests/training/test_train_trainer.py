@@ -166,7 +166,7 @@ def test_export_spec_is_complete(tmp_path, tiny) -> None:
 
 
 def test_srgan_with_vgg_weights_uses_them(tmp_path, tiny_gan) -> None:
-    from ganserve.training.models.vgg import VGG19_RELU_INDEX, VGG19Features
+    from ganserve.training.networks.vgg import VGG19_RELU_INDEX, VGG19Features
 
     net = VGG19Features(VGG19_RELU_INDEX["2_2"])
     vgg = tmp_path / "vgg19.pth"

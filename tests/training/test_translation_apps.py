@@ -160,14 +160,16 @@ def test_demo_examples_are_held_out_requests_with_truth() -> None:
 
 
 @pytest.mark.parametrize("name,overrides,message", [
-    ("pix2pix", {"crop": 48}, "multiple of 2\\*\\*depth"),
+    ("pix2pix", {"crop": 48}, "multiple of the generator's spatial multiple 32"),
     ("pix2pix", {"norm": "group"}, "norm must be one of"),
     ("pix2pix", {"gan_weight": 0.0, "l1_weight": 0.0}, "nothing to train"),
     ("pix2pix", {"direction": "up"}, "AtoB or BtoA"),
     ("cyclegan", {"export_direction": "ac"}, "export_direction must be ab or ba"),
     ("cyclegan", {"crop": 30}, "multiple of 4"),
     ("cyclegan", {"adversarial": "nope"}, "unknown adversarial objective"),
-    ("cyclegan", {"g_norm": "group"}, "g_norm must be one of"),
+    ("cyclegan", {"g_norm": "group"}, "norm must be one of"),
+    ("cyclegan", {"generator": {"type": "unet"}}, "unknown argument.*blocks"),
+    ("pix2pix", {"discriminator": {"in_channels": 3}}, "in_channels=3 does not fit here, which needs in_channels=6"),
 ])
 def test_bad_configs_are_clear_errors(name: str, overrides: dict, message: str) -> None:
     base = P2P if name == "pix2pix" else CYC

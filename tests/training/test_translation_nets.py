@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ganserve.core.errors import GanserveError
-from ganserve.training.models.translation_nets import ImagePool, PatchDiscriminator, ResnetGenerator, UNetGenerator, norm_layer
+from ganserve.training.data.image_pool import ImagePool
+from ganserve.training.networks.translation import PatchDiscriminator, ResnetGenerator, UNetGenerator, norm_layer
 
 
 @pytest.mark.parametrize("depth,size", [(5, 32), (5, 64), (6, 64), (6, 128)])

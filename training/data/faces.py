@@ -354,12 +354,6 @@ def _wave(x0: float, x1: float, y: float, amp: float, seed: int) -> list[tuple[f
     return [(x, y + amp * math.sin(phase + 7 * (x - x0))) for x in np.linspace(x0, x1, 9)]
 
 
-def render_pool(pool: str, count: int, age: float, size: int = 64, variant: int = 0, start: int = 0) -> np.ndarray:
-    """``count`` identities of ``pool`` (from ``start``) at one age, scene ``variant`` each: N x size x size x 3 uint8."""
-    return np.stack([render(identity(pool, start + i), age, scene(pool, start + i, variant), size)
-                     for i in range(count)])
-
-
 # -- UTKFace-named folders ---------------------------------------------------------------------------------------
 UTK_SUFFIXES = (".jpg", ".jpeg", ".png")
 # 25_0_1_20170116174525125.jpg, and the aligned-crop variant 25_0_1_20170116174525125.jpg.chip.jpg

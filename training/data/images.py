@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ganserve.core.errors import GanserveError
+from ganserve.core.image_metrics import to_uint8
 
 log = logging.getLogger("ganserve.training")
 
@@ -43,7 +44,7 @@ def _to_rgb_uint8(img: np.ndarray) -> np.ndarray:
     """HxWx{1,3,4} or HxW -> HxWx3 uint8; alpha is composited onto white."""
     img = np.asarray(img)
     if img.dtype != np.uint8:
-        img = np.clip(img * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        img = to_uint8(img if img.max() <= 1.0 else img / 255.0)
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
     if img.shape[2] == 4:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ganserve.core.errors import GanserveError
+from ganserve.core.image_metrics import to_uint8
 from ganserve.training.data.images import BUILTIN_HELD_OUT, IMAGE_SUFFIXES, load_builtin, scan_folder
 
 # Disjoint built-in domains (both drawn from the training photos; the held-out ones are never used for training).
@@ -38,7 +39,7 @@ def undusk(img: np.ndarray) -> np.ndarray:
 
 def dusk_uint8(img: np.ndarray) -> np.ndarray:
     """``dusk`` of an HxWx3 uint8 image, as uint8."""
-    return np.rint(dusk(img.astype(np.float64) / 255.0) * 255.0).astype(np.uint8)
+    return to_uint8(dusk(img.astype(np.float64) / 255.0))
 
 
 def builtin_domains() -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -11,7 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ganserve.training.models.genbase import ConvDecoder, ConvEncoder, DigitsGenApp, DigitsGenConfig, mlp
+from ganserve.training.models.genbase import DigitsGenApp, DigitsGenConfig
+from ganserve.training.networks import describe_network
+from ganserve.training.networks.dcgan import mlp
 from ganserve.training.objectives import get_objective
 from ganserve.training.registry import register_model
 
@@ -49,11 +51,11 @@ class AEGANApp(DigitsGenApp):
         super().__init__(config)
         c = config
         self.objective = get_objective(c.objective)
-        self.encoder = ConvEncoder(c.latent_dim, c.channels, c.image_size)
-        self.decoder = ConvDecoder(c.latent_dim, c.channels, c.image_size)
+        self.encoder = self.build_encoder(c.latent_dim)
+        self.decoder = self.build_decoder(c.latent_dim)
         self.g1 = mlp(c.latent_dim, c.hidden, c.latent_dim, 3)
         self.d1 = mlp(c.latent_dim, c.hidden, 1, 3)
-        self.d2 = ConvEncoder(1, c.channels, c.image_size)
+        self.d2 = self.build_encoder(1)
 
     def sampler(self) -> nn.Module:
         return LatentSampler(self.g1, self.decoder)
@@ -98,5 +100,4 @@ class AEGANApp(DigitsGenApp):
 
     def architecture(self) -> str:
         c = self.config
-        return (f"AE-GAN: G1 MLP {c.hidden} -> conv decoder, latent {c.latent_dim}, width {c.channels}, "
-                f"{c.image_size} px")
+        return f"AE-GAN: G1 MLP {c.hidden} -> conv decoder, latent {c.latent_dim}, {describe_network(self.decoder)}"

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganserve.training.data import digits_gen
-from ganserve.training.models.genbase import ConvDecoder, ConvEncoder, DigitsGenApp, DigitsGenConfig, label_planes, one_hot
+from ganserve.training.models.genbase import DigitsGenApp, DigitsGenConfig, label_planes, one_hot
+from ganserve.training.networks import describe_network
 from ganserve.training.objectives import get_objective
 from ganserve.training.objectives.latent import gaussian_kl, reparameterize
 from ganserve.training.registry import register_model
@@ -63,10 +64,10 @@ class CVAEGANApp(DigitsGenApp):
     def __init__(self, config: CVAEGANConfig) -> None:
         super().__init__(config)
         c, k = config, digits_gen.CLASSES
-        self.encoder = ConvEncoder(2 * c.latent_dim, c.channels, c.image_size, in_planes=1 + k)
-        self.generator = ConvDecoder(c.latent_dim + k, c.channels, c.image_size)
-        self.discriminator = ConvEncoder(1, c.channels, c.image_size)
-        self.classifier = ConvEncoder(k, c.channels, c.image_size)
+        self.encoder = self.build_encoder(2 * c.latent_dim, in_planes=1 + k)
+        self.generator = self.build_decoder(c.latent_dim + k)
+        self.discriminator = self.build_encoder(1)
+        self.classifier = self.build_encoder(k)
         self.objective = get_objective("minimax")  # D's logistic loss; G learns by feature matching instead
 
     def sampler(self) -> nn.Module:
@@ -139,4 +140,4 @@ class CVAEGANApp(DigitsGenApp):
 
     def architecture(self) -> str:
         c = self.config
-        return f"CVAE-GAN generator G(z, class), latent {c.latent_dim}, width {c.channels}, {c.image_size} px"
+        return f"CVAE-GAN generator G(z, class), latent {c.latent_dim}, {describe_network(self.generator)}"

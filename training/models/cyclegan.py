@@ -1,7 +1,8 @@
 """CycleGAN (Zhu et al. 2017, "Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial Networks").
 
 Two ResNet generators (G_AB, G_BA), two PatchGAN discriminators, least-squares adversarial loss, cycle loss
-(lambda = 10), identity loss (0.5 * lambda), and a history pool of 50 generated images per discriminator.
+(lambda = 10), identity loss (0.5 * lambda), and a history pool of 50 generated images per discriminator. The config
+names both networks (``generator``, ``discriminator``): any registered image-to-image generator trains the same way.
 Data: the built-in unpaired task with a hidden colour grading (training/data/unpaired.py) or trainA/trainB folders.
 One checkpoint holds both directions; ``export_direction`` ("ab" or "ba") chooses which one ``export_spec()``
 exports, so the two directions become two models (``ganserve export CKPT --option export_direction=ba``).
@@ -18,10 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ganserve.core.image_metrics import to_uint8
+from ganserve.core.pictures import picture_grid
 from ganserve.core.contract import TensorSpec
 from ganserve.core.errors import GanserveError
 from ganserve.training.application import Application, DemoExample, TrainContext
+from ganserve.training.calibration import seeded_feeds
 from ganserve.training.config import CommonConfig
+from ganserve.training.data.image_pool import ImagePool
 from ganserve.training.data.images import BUILTIN_HELD_OUT, step_generator
 from ganserve.training.data.unpaired import (
     DOMAIN_A, DOMAIN_B, TRANSFORM_DESCRIPTION, UnpairedSource, builtin_domains, dusk, dusk_uint8, held_out_a,
@@ -29,8 +34,9 @@ from ganserve.training.data.unpaired import (
 )
 from ganserve.core.export_spec import ExportSpec
 from ganserve.training.models import translation_eval as te
-from ganserve.training.models.pix2pix import Translator
-from ganserve.training.models.translation_nets import NORMS, ImagePool, PatchDiscriminator, ResnetGenerator
+from ganserve.training.networks import build_network, describe_network
+from ganserve.training.networks.specs import network_field
+from ganserve.training.networks.translation import Translator
 from ganserve.training.objectives import get_objective
 from ganserve.training.registry import register_model
 
@@ -45,15 +51,12 @@ HELD_OUT_DESCRIPTION = (
 class CycleGANConfig(CommonConfig):
     """CycleGAN; defaults are the paper's (9 blocks, 64 filters, instance norm, lambda 10, identity 0.5, pool 50)."""
 
-    ngf: int = 64
-    blocks: int = 9  # 9 for 256x256 training images, 6 for 128x128 in the paper
-    norm: str = "instance"  # instance | batch | none
-    g_norm: str = ""  # the generators' norm when it should differ from the discriminators' ("" = norm)
-    residual: bool = False  # generators add a clipped correction to their input (not in the paper; see ResnetGenerator)
-    ndf: int = 64
-    d_layers: int = 3  # 70x70 PatchGAN
-    d_max_mult: int = 8
-    crop: int = 256  # a multiple of 4
+    # both generators (RGB -> RGB in [-1, 1]); ResNet generator blocks 9 for 256x256 training images, 6 for 128x128
+    # in the paper; residual: add a clipped correction to the input (not in the paper; see ResnetGenerator)
+    generator: dict[str, Any] = network_field("resnet-generator", ngf=64, blocks=9, norm="instance", residual=False)
+    # both discriminators; layers 3 = the 70x70 PatchGAN; norm instance | batch | none
+    discriminator: dict[str, Any] = network_field("patchgan", ndf=64, layers=3, norm="instance", max_mult=8)
+    crop: int = 256  # a multiple of the generator's spatial multiple (4)
     cycle_weight: float = 10.0
     identity_weight: float = 0.5  # times cycle_weight, on ||G_AB(b) - b|| and ||G_BA(a) - a||
     adversarial: str = "lsgan"
@@ -74,21 +77,24 @@ class CycleGANApp(Application):
     def __init__(self, config: CycleGANConfig) -> None:
         super().__init__(config)
         c = config
-        for key in ("norm", "g_norm"):
-            if getattr(c, key) not in NORMS and (key == "norm" or c.g_norm):
-                raise GanserveError(f"{key} must be one of {', '.join(NORMS)}, got {getattr(c, key)!r}")
-        g_norm = c.g_norm or c.norm
         if c.export_direction not in DIRECTIONS:
             raise GanserveError(f"export_direction must be ab or ba, got {c.export_direction!r}")
-        if c.crop < 4 or c.crop % 4 or c.batch_size < 1:
-            raise GanserveError(f"crop must be a positive multiple of 4 (got {c.crop}) and batch_size >= 1")
+        if c.batch_size < 1:
+            raise GanserveError(f"batch_size must be >= 1, got {c.batch_size}")
         self.objective = get_objective(c.adversarial)
-        self.g_ab = ResnetGenerator(3, 3, c.ngf, c.blocks, g_norm, c.residual)
-        self.g_ba = ResnetGenerator(3, 3, c.ngf, c.blocks, g_norm, c.residual)
-        self.d_a = PatchDiscriminator(3, c.ndf, c.d_layers, c.norm, c.d_max_mult)
-        self.d_b = PatchDiscriminator(3, c.ndf, c.d_layers, c.norm, c.d_max_mult)
+        self.g_ab = build_network(c.generator, "generator", in_channels=3, out_channels=3)
+        if c.crop < self.multiple or c.crop % self.multiple:
+            raise GanserveError(f"crop must be a positive multiple of {self.multiple} (got {c.crop})")
+        self.g_ba = build_network(c.generator, "generator", in_channels=3, out_channels=3)
+        self.d_a = build_network(c.discriminator, "discriminator", in_channels=3)
+        self.d_b = build_network(c.discriminator, "discriminator", in_channels=3)
         self.pool_a, self.pool_b = ImagePool(c.pool_size), ImagePool(c.pool_size)
         self.source: UnpairedSource | None = None
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be multiples of this: the generators' spatial multiple (4 for the ResNet generator)."""
+        return int(getattr(self.g_ab, "spatial_multiple", 1))
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
@@ -177,14 +183,13 @@ class CycleGANApp(Application):
         finally:
             self.train(was_training)
 
-    @staticmethod
-    def held_out() -> list[tuple[np.ndarray, np.ndarray]]:
-        """Held-out (A, true B) pairs as float HxWx3 in [0, 1], centre-cropped to multiples of 4."""
+    def held_out(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Held-out (A, true B) pairs as float HxWx3 in [0, 1], centre-cropped to the generators' spatial multiple."""
         out = []
         for img in held_out_a():
-            a = te.center_crop_multiple(img, 4).astype(np.float64) / 255.0
-            a = np.rint(a * 255.0) / 255.0
-            out.append((a, np.rint(dusk(a) * 255.0) / 255.0))  # what 8-bit files of both would hold
+            a = te.center_crop_multiple(img, self.multiple).astype(np.float64) / 255.0
+            a = to_uint8(a) / 255.0
+            out.append((a, to_uint8(dusk(a)) / 255.0))  # what 8-bit files of both would hold
         return out
 
     def evaluate_direction(self, direction: str, predict: te.ArrayPredictor) -> dict[str, float]:
@@ -220,10 +225,10 @@ class CycleGANApp(Application):
 
     def sample_grid(self) -> np.ndarray:
         held = self.held_out()
-        a = te.crops([np.rint(x * 255).astype(np.uint8) for x, _ in held], 3, 96, 96)
-        b = te.crops([np.rint(y * 255).astype(np.uint8) for _, y in held], 3, 96, 96)
+        a = te.crops([to_uint8(x) for x, _ in held], 3, 96, 96)
+        b = te.crops([to_uint8(y) for _, y in held], 3, 96, 96)
         fake_b = self._predict("ab", a)
-        return te.picture_grid([a, fake_b, b, self._predict("ba", fake_b), self._predict("ba", b)])
+        return picture_grid([a, fake_b, b, self._predict("ba", fake_b), self._predict("ba", b)])
 
     def demo_examples(self, count: int) -> list[DemoExample]:
         names = [e.split(":")[1].split("[")[0] for e in BUILTIN_HELD_OUT]
@@ -241,23 +246,18 @@ class CycleGANApp(Application):
         direction = c.export_direction
         module = Translator(copy.deepcopy(self.generator(direction)).cpu().eval()).eval()
         held = self.held_out()
-        sources = [np.rint((a if direction == "ab" else b) * 255).astype(np.uint8) for a, b in held]
+        sources = [to_uint8(a if direction == "ab" else b) for a, b in held]
         small, larger = te.crops(sources, 1, 64, 64), te.crops(sources, 2, 92, 120)
 
         def evaluate(predictor: Any) -> dict[str, float]:
             return self.evaluate_direction(direction, lambda x: predictor({"image": x})["translated"])
 
         def calibration() -> Any:
-            gen = torch.Generator().manual_seed(1234)
-            domain_a, domain_b = builtin_domains()
-            source = UnpairedSource(domain_a, domain_b, 64)
-            for _ in range(8):
-                a, b = source.batch(1, gen)
-                yield {"image": (a if direction == "ab" else b).numpy()}
+            source = UnpairedSource(*builtin_domains(), 64)
+            return seeded_feeds(lambda gen: {"image": source.batch(1, gen)[0 if direction == "ab" else 1].numpy()})
 
         name = "G_AB (A -> B)" if direction == "ab" else "G_BA (B -> A)"
-        architecture = (f"{self.model_name} {name}: ResNet generator {c.blocks} blocks x {c.ngf} filters, "
-                        f"{c.g_norm or c.norm} norm" + (", input + clipped correction" if c.residual else ""))
+        architecture = f"{self.model_name} {name}: {describe_network(self.generator(direction))}"
         return ExportSpec(
             module=module,
             example_inputs=(torch.from_numpy(small),),
@@ -266,7 +266,7 @@ class CycleGANApp(Application):
             task="translation",
             architecture=architecture,
             scale=1,
-            spatial_multiple=ResnetGenerator.spatial_multiple,
+            spatial_multiple=self.multiple,
             # instance norm takes whole-image statistics, and the residual stack sees ~100 px around each pixel:
             # tiles would not reproduce the whole-image output, so the server never tiles it
             tile_safe=False,

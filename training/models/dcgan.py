@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ganserve.training.models.genbase import ConvDecoder, ConvEncoder, DigitsGenApp, DigitsGenConfig
+from ganserve.training.models.genbase import DigitsGenApp, DigitsGenConfig
 from ganserve.training.objectives import clip_weights, get_objective, gradient_penalty
 from ganserve.training.registry import register_model
 
@@ -38,8 +38,8 @@ class DCGANApp(DigitsGenApp):
         super().__init__(config)
         self.objective = get_objective(config.objective)
         recipe = self.objective.recipe
-        self.generator = ConvDecoder(config.latent_dim, config.channels, config.image_size)
-        self.discriminator = ConvEncoder(1, config.channels, config.image_size, norm=recipe.gp_weight == 0)
+        self.generator = self.build_decoder(config.latent_dim)
+        self.discriminator = self.build_encoder(1, norm=recipe.gp_weight == 0)
 
     def sampler(self) -> nn.Module:
         return self.generator

@@ -1,4 +1,5 @@
-"""Face networks that are not the generator: the loss network it learns from, and the two independent judges.
+"""Training and storing the face networks that are not the generator: the loss network it learns from, and the two
+independent judges (the network itself, ``FaceNet``, is in ``training/networks/face_aging.py``).
 
 - ``loss_net``: identity embedding + age-group head, trained on the *training* identities' renders; the face-aging
   generator's identity-preserving loss compares its features and its age loss reads the age head (as in
@@ -29,81 +30,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ganserve.core.errors import GanserveError
 from ganserve.training.config import load_config_file
 from ganserve.training.data.faces import AGE_GROUPS, GROUP_CENTRES, age_group, identity, render, scene
+from ganserve.training.networks.face_aging import FACE_NET_KINDS, FaceNet, NetConfig, net_config
 
-KINDS = ("loss_net", "age_judge", "id_judge")
+KINDS = FACE_NET_KINDS
 FILES = {kind: f"{kind}.pt" for kind in KINDS}
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class NetConfig:
-    """Shape of one face network: conv widths (each stage halves the size), embedding size, identity classes."""
-
-    kind: str
-    widths: tuple[int, ...] = (24, 48, 96, 128)
-    embed: int = 64
-    identities: int = 0  # identity classes of the training softmax (0 = no identity head)
-    age_head: bool = True
-    norm: bool = False  # batch norm + ReLU after each conv (the judges) or leaky ReLU alone (the loss net)
-
-
-class FaceNet(nn.Module):
-    """Conv stages (stride 2) -> global average pool -> L2-normalised embedding; optional identity and age heads.
-
-    Input: RGB in [0, 1], N x 3 x 64 x 64 (other sizes work: the pool is global).
-    """
-
-    def __init__(self, cfg: NetConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        layers: list[nn.Module] = []
-        ch = 3
-        for w in cfg.widths:
-            layers.append(nn.Conv2d(ch, w, 3, stride=2, padding=1))
-            if cfg.norm:
-                layers += [nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
-            else:
-                layers.append(nn.LeakyReLU(0.2, inplace=True))
-            ch = w
-        self.trunk = nn.Sequential(*layers)
-        self.embed = nn.Linear(ch, cfg.embed)
-        self.id_head = nn.Linear(cfg.embed, cfg.identities) if cfg.identities else None
-        self.age = nn.Linear(ch, len(AGE_GROUPS)) if cfg.age_head else None
-
-    def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk(x * 2.0 - 1.0).mean(dim=(2, 3))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised identity embedding (N, embed)."""
-        return F.normalize(self.embed(self.pooled(x)), dim=1)
-
-    def age_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Age-group logits (N, 6)."""
-        if self.age is None:
-            raise GanserveError(f"{self.cfg.kind} has no age head")
-        return self.age(self.pooled(x))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        h = self.pooled(x)
-        emb = self.embed(h)
-        id_logits = self.id_head(F.normalize(emb, dim=1) * 16.0) if self.id_head is not None else None
-        return emb, id_logits, self.age(h) if self.age is not None else None
-
-
-def net_config(kind: str, identities: int) -> NetConfig:
-    """The fixed architecture of each kind: the judges differ from the loss net (batch norm, ReLU, widths)."""
-    if kind == "loss_net":
-        return NetConfig(kind, (24, 48, 96, 128), 64, identities, True, False)
-    if kind == "age_judge":
-        return NetConfig(kind, (16, 32, 64, 96), 32, 0, True, True)
-    if kind == "id_judge":
-        return NetConfig(kind, (16, 32, 64, 128), 64, identities, False, True)
-    raise GanserveError(f"unknown face network kind {kind!r} (one of {', '.join(KINDS)})")
 
 
 # -- data -------------------------------------------------------------------------------------------------------

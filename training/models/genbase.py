@@ -1,5 +1,6 @@
-"""What the digit generative models share: their config, conv networks, and an Application base that gives every
-one of them the same data, metrics, sample grids and ONNX export (latent [+ class] -> image in [0, 1]).
+"""What the digit generative models share: their config (naming the conv networks, ``training/networks/dcgan.py``),
+and an Application base that gives every one of them the same data, metrics, sample grids and ONNX export
+(latent [+ class] -> image in [0, 1]).
 
 Images are N x 1 x S x S in [0, 1] everywhere (S = 8, 16 or 32); decoders end in logits and a sigmoid, which is
 the DCGAN tanh output up to an affine map. Discriminators rescale their input to [-1, 1] themselves.
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganserve.core.image_metrics import to_uint8
 from ganserve.core.contract import TensorSpec
 from ganserve.core.errors import GanserveError
 from ganserve.training.application import Application, DemoExample, TrainContext
@@ -25,6 +27,8 @@ from ganserve.training.data import digits_gen
 from ganserve.training.data.images import step_generator
 from ganserve.training.eval.gen_metrics import digits_metrics
 from ganserve.core.export_spec import ExportSpec
+from ganserve.training.networks import build_network, describe_network
+from ganserve.training.networks.specs import network_field
 
 EVAL_SEED = 4321
 LABELS = [str(i) for i in range(digits_gen.CLASSES)]
@@ -37,6 +41,10 @@ class DigitsGenConfig(CommonConfig):
     image_size: int = 16  # 8, 16 or 32
     latent_dim: int = 16
     channels: int = 32  # base width of every conv network
+    # the networks every conv decoder (latent -> image) and conv encoder (image -> features -> head) of the
+    # application is; the application sets their sizes from latent_dim, channels and image_size
+    decoder_net: dict[str, Any] = network_field("conv-decoder")
+    encoder_net: dict[str, Any] = network_field("conv-encoder")
     batch_size: int = 64
     lr: float = 2e-4
     beta1: float = 0.5
@@ -44,68 +52,6 @@ class DigitsGenConfig(CommonConfig):
     eval_every: int = 0
     sample_every: int = 500
     ckpt_every: int = 500
-
-
-# -- networks ------------------------------------------------------------------------------------------------
-def _stages(size: int) -> int:
-    return int(math.log2(size // 4))
-
-
-class ConvDecoder(nn.Module):
-    """DCGAN generator: linear to 4x4 x (2^k * ch), k stride-2 transposed convs with BN + ReLU, 3x3 conv to logits."""
-
-    def __init__(self, in_dim: int, channels: int, size: int) -> None:
-        super().__init__()
-        k = _stages(size)
-        self.top = channels * 2**k
-        self.project = nn.Sequential(nn.Linear(in_dim, self.top * 16), nn.BatchNorm1d(self.top * 16), nn.ReLU())
-        layers: list[nn.Module] = []
-        c = self.top
-        for _ in range(k):
-            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU()]
-            c //= 2
-        layers.append(nn.Conv2d(c, 1, 3, padding=1))
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Logits N x 1 x S x S (apply sigmoid for images in [0, 1])."""
-        return self.body(self.project(z).view(z.shape[0], self.top, 4, 4))
-
-
-class ConvEncoder(nn.Module):
-    """DCGAN discriminator trunk: stride-2 4x4 convs (LeakyReLU 0.2; BN after the first unless ``norm`` is off)
-    down to 4x4, flattened to features, then a linear head of ``out_dim``. Extra input planes carry a condition."""
-
-    def __init__(self, out_dim: int, channels: int, size: int, in_planes: int = 1, norm: bool = True) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        c_in, c = in_planes, channels
-        for i in range(_stages(size)):
-            layers.append(nn.Conv2d(c_in, c, 4, 2, 1, bias=not (norm and i > 0)))
-            if norm and i > 0:
-                layers.append(nn.BatchNorm2d(c))
-            layers.append(nn.LeakyReLU(0.2))
-            c_in, c = c, c * 2
-        self.trunk = nn.Sequential(*layers, nn.Flatten())
-        self.feature_dim = c_in * 16
-        self.head = nn.Linear(self.feature_dim, out_dim)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk(x * 2.0 - 1.0 if x.shape[1] == 1 else torch.cat([x[:, :1] * 2.0 - 1.0, x[:, 1:]], 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> nn.Sequential:
-    """A LeakyReLU MLP (latent-space generators and discriminators)."""
-    mods: list[nn.Module] = []
-    d = in_dim
-    for _ in range(layers):
-        mods += [nn.Linear(d, hidden), nn.LeakyReLU(0.2)]
-        d = hidden
-    mods.append(nn.Linear(d, out_dim))
-    return nn.Sequential(*mods)
 
 
 def one_hot(labels: torch.Tensor) -> torch.Tensor:
@@ -122,7 +68,7 @@ def picture(images: torch.Tensor, columns: int = 8) -> np.ndarray:
     n, _, s, _ = images.shape
     rows = math.ceil(n / columns)
     canvas = np.full((rows * (s + 1) + 1, columns * (s + 1) + 1), 255, np.uint8)
-    arr = (images.detach().clamp(0, 1).cpu().numpy()[:, 0] * 255).round().astype(np.uint8)
+    arr = to_uint8(images.detach().cpu().numpy()[:, 0])
     for i in range(n):
         r, c = divmod(i, columns)
         canvas[1 + r * (s + 1): 1 + r * (s + 1) + s, 1 + c * (s + 1): 1 + c * (s + 1) + s] = arr[i]
@@ -160,6 +106,17 @@ class DigitsGenApp(Application):
     def sampler(self) -> nn.Module:
         """latent [, one-hot class] -> logits N x 1 x S x S."""
         raise NotImplementedError
+
+    def build_decoder(self, in_dim: int) -> nn.Module:
+        """A conv decoder of the config's type: ``in_dim`` inputs -> image logits at the config's size and width."""
+        c = self.config
+        return build_network(c.decoder_net, "decoder_net", in_dim=in_dim, channels=c.channels, size=c.image_size)
+
+    def build_encoder(self, out_dim: int, in_planes: int = 1, norm: bool = True) -> nn.Module:
+        """A conv encoder of the config's type: image (+ condition planes) -> ``out_dim`` outputs."""
+        c = self.config
+        return build_network(c.encoder_net, "encoder_net", out_dim=out_dim, channels=c.channels, size=c.image_size,
+                             in_planes=in_planes, norm=norm)
 
     def setup_training(self, context: TrainContext) -> None:
         super().setup_training(context)
@@ -255,8 +212,9 @@ class DigitsGenApp(Application):
         )
 
     def architecture(self) -> str:
+        """The model card's architecture after the model name (the decoder's sizes from the built network)."""
         c = self.config
-        return f"DCGAN-style conv decoder, latent {c.latent_dim}, width {c.channels}, {c.image_size} px digits"
+        return f"DCGAN-style conv decoder, latent {c.latent_dim}, {describe_network(self.sampler())} digits"
 
     def _card_extra(self) -> dict[str, Any]:
         facts = self.card_facts("grey image in [0, 1]; latent z ~ N(0, I)", "", eval=self.run_metrics().get("eval"))

@@ -1,8 +1,10 @@
 """pix2pix (Isola et al. 2017, "Image-to-Image Translation with Conditional Adversarial Networks").
 
 U-Net generator, PatchGAN discriminator that sees (input, output) pairs, loss = cGAN + lambda * L1 (lambda = 100),
-dropout as the generator's noise, batch or instance norm. ``gan_weight: 0`` trains the same U-Net on L1 alone
-(the paper's ablation): no discriminator update runs, so in a fixed time budget it takes more steps.
+dropout as the generator's noise, batch or instance norm. Both networks are named in the config (``generator``,
+``discriminator``), so any registered image-to-image generator (e.g. ``resnet-generator``) trains the same way.
+``gan_weight: 0`` trains the same generator on L1 alone (the paper's ablation): no discriminator update runs, so in a
+fixed time budget it takes more steps.
 Data: the built-in edges -> photo task (Canny edges of the built-in photos) or a paired folder (``data_dir``).
 Images are RGB in [0, 1] in and out; the networks work in [-1, 1] inside.
 """
@@ -16,11 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from ganserve.core.pictures import picture_grid
 from ganserve.core.contract import TensorSpec
 from ganserve.core.errors import GanserveError
 from ganserve.training.application import Application, DemoExample, TrainContext
+from ganserve.training.calibration import seeded_feeds
 from ganserve.training.config import CommonConfig
 from ganserve.training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, step_generator
 from ganserve.training.data.paired import (
@@ -28,7 +31,9 @@ from ganserve.training.data.paired import (
 )
 from ganserve.core.export_spec import ExportSpec
 from ganserve.training.models import translation_eval as te
-from ganserve.training.models.translation_nets import NORMS, PatchDiscriminator, UNetGenerator
+from ganserve.training.networks import build_network, describe_network
+from ganserve.training.networks.specs import network_field
+from ganserve.training.networks.translation import Translator
 from ganserve.training.objectives import get_objective
 from ganserve.training.registry import register_model
 
@@ -38,30 +43,16 @@ HELD_OUT_DESCRIPTION = (
 )
 
 
-class Translator(nn.Module):
-    """What gets exported: RGB [0, 1] NCHW -> RGB [0, 1] NCHW through a [-1, 1] generator (eval mode, clamped)."""
-
-    def __init__(self, generator: nn.Module) -> None:
-        super().__init__()
-        self.generator = generator
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return ((self.generator(image * 2.0 - 1.0) + 1.0) * 0.5).clamp(0.0, 1.0)
-
-
 @dataclass
 class Pix2PixConfig(CommonConfig):
     """pix2pix; defaults are the paper's (unet_256, 64 filters, batch norm, lambda 100, Adam 2e-4, beta1 0.5)."""
 
-    depth: int = 8  # U-Net levels: 8 = unet_256, 7 = unet_128; inputs are multiples of 2**depth
-    ngf: int = 64
-    max_mult: int = 8  # channel cap: ngf * max_mult (the paper's 8)
-    norm: str = "batch"  # batch | instance | none
-    dropout: float = 0.5
-    ndf: int = 64
-    d_layers: int = 3  # 3 = the 70x70 PatchGAN
-    d_max_mult: int = 8
-    crop: int = 256  # training crop side (a multiple of 2**depth)
+    # RGB -> RGB in [-1, 1]; U-Net depth 8 = unet_256, 7 = unet_128 (inputs are multiples of 2**depth), channel cap
+    # ngf * max_mult, norm batch | instance | none
+    generator: dict[str, Any] = network_field("unet", depth=8, ngf=64, max_mult=8, norm="batch", dropout=0.5)
+    # sees (input, output) pairs: 6 channels in; layers 3 = the 70x70 PatchGAN
+    discriminator: dict[str, Any] = network_field("patchgan", ndf=64, layers=3, norm="batch", max_mult=8)
+    crop: int = 256  # training crop side (a multiple of the generator's spatial multiple)
     l1_weight: float = 100.0
     gan_weight: float = 1.0  # 0 = the L1-only U-Net baseline
     adversarial: str = "nonsaturating"  # the cGAN loss; any name in training.objectives
@@ -81,23 +72,22 @@ class Pix2PixApp(Application):
     def __init__(self, config: Pix2PixConfig) -> None:
         super().__init__(config)
         c = config
-        if c.norm not in NORMS:
-            raise GanserveError(f"norm must be one of {', '.join(NORMS)}, got {c.norm!r}")
-        if c.crop < 2**c.depth or c.crop % 2**c.depth:
-            raise GanserveError(f"crop {c.crop} must be a multiple of 2**depth = {2**c.depth}")
         if c.batch_size < 1 or c.l1_weight < 0 or c.gan_weight < 0:
             raise GanserveError("batch_size must be >= 1 and l1_weight, gan_weight >= 0")
         if c.l1_weight == 0 and c.gan_weight == 0:
             raise GanserveError("l1_weight and gan_weight are both 0: nothing to train")
         swap_direction([], c.direction)  # validates the name
         self.objective = get_objective(c.adversarial)
-        self.generator = UNetGenerator(3, 3, c.depth, c.ngf, c.max_mult, c.norm, c.dropout)
-        self.discriminator = PatchDiscriminator(6, c.ndf, c.d_layers, c.norm, c.d_max_mult)
+        self.generator = build_network(c.generator, "generator", in_channels=3, out_channels=3)
+        if c.crop < self.multiple or c.crop % self.multiple:
+            raise GanserveError(f"crop {c.crop} must be a multiple of the generator's spatial multiple {self.multiple}")
+        self.discriminator = build_network(c.discriminator, "discriminator", in_channels=6)
         self.source: PairedSource | None = None
 
     @property
     def multiple(self) -> int:
-        return 2**self.config.depth
+        """Input sides must be multiples of this: the generator's spatial multiple (2**depth for the U-Net)."""
+        return int(getattr(self.generator, "spatial_multiple", 1))
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
@@ -196,7 +186,7 @@ class Pix2PixApp(Application):
         side = max(self.multiple, 64)
         a = te.crops(self._held_out_images(0), 3, side, side)
         b = te.crops(self._held_out_images(1), 3, side, side)
-        return te.picture_grid([a, self._predict(a), b])
+        return picture_grid([a, self._predict(a), b])
 
     def demo_examples(self, count: int) -> list[DemoExample]:
         names = [e.split(":")[1].split("[")[0] for e in BUILTIN_HELD_OUT]
@@ -218,15 +208,12 @@ class Pix2PixApp(Application):
             return self.evaluate_predictor(lambda x: predictor({"image": x})["translated"])
 
         def calibration() -> Any:
-            gen = torch.Generator().manual_seed(1234)
             source = PairedSource(builtin_train_pairs(), max(m, 64), augment=False)
-            for _ in range(8):
-                a, _b = source.batch(1, gen)
-                yield {"image": a.numpy()}
+            return seeded_feeds(lambda gen: {"image": source.batch(1, gen)[0].numpy()})
 
-        kind = "L1-only U-Net" if c.gan_weight == 0 else "pix2pix U-Net"
-        architecture = (f"{self.model_name}: {kind} depth {c.depth} (multiple {m}), {c.ngf} filters (cap x{c.max_mult}), "
-                        f"{c.norm} norm; PatchGAN {c.d_layers} layers x {c.ndf}")
+        kind = "L1-only" if c.gan_weight == 0 else "pix2pix"
+        architecture = (f"{self.model_name}: {kind} {describe_network(self.generator)}; "
+                        f"{describe_network(self.discriminator)}")
         return ExportSpec(
             module=module,
             example_inputs=(torch.from_numpy(small),),

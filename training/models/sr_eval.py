@@ -1,4 +1,4 @@
-"""Held-out evaluation and picture helpers shared by the super-resolution applications."""
+"""Held-out evaluation shared by the super-resolution applications (figures: ganserve.core.image_metrics)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
-from ganserve.training import metrics
+from ganserve.core.image_metrics import psnr_y, sharpness_ratio, ssim_y
 from ganserve.training.data.images import BUILTIN_HELD_OUT, downscale, held_out_images, to_tensor, upscale_bicubic
 
 # Maps a 1x3xhxw float32 LR array in [0, 1] to a 1x3x(sh)x(sw) SR array.
@@ -43,12 +42,12 @@ def evaluate_sr(predict: ArrayPredictor, scale: int) -> dict[str, float]:
         bic = _hwc(upscale_bicubic(torch.from_numpy(lr), scale).numpy())
         rows.append(
             {
-                "psnr_y": metrics.psnr_y(sr, hr, scale),
-                "ssim_y": metrics.ssim_y(sr, hr, scale),
-                "sharpness": metrics.sharpness_ratio(sr, hr, scale),
-                "bicubic_psnr_y": metrics.psnr_y(bic, hr, scale),
-                "bicubic_ssim_y": metrics.ssim_y(bic, hr, scale),
-                "bicubic_sharpness": metrics.sharpness_ratio(bic, hr, scale),
+                "psnr_y": psnr_y(sr, hr, scale),
+                "ssim_y": ssim_y(sr, hr, scale),
+                "sharpness": sharpness_ratio(sr, hr, scale),
+                "bicubic_psnr_y": psnr_y(bic, hr, scale),
+                "bicubic_ssim_y": ssim_y(bic, hr, scale),
+                "bicubic_sharpness": sharpness_ratio(bic, hr, scale),
             }
         )
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
@@ -89,30 +88,6 @@ def held_out_hr_crops(scale: int, n: int, h: int, w: int) -> np.ndarray:
         for k, y, x in _crop_boxes(scale, n, h, w)
     ]
     return np.stack(items).astype(np.float32)
-
-
-def picture_grid(columns: list[np.ndarray]) -> np.ndarray:
-    """Columns of NCHW [0,1] batches (same shape) -> one HxWx3 uint8 picture, a row per item."""
-    rows = [np.concatenate([c[i] for c in columns], axis=2) for i in range(columns[0].shape[0])]
-    grid = np.concatenate(rows, axis=1).transpose(1, 2, 0)
-    return (np.clip(grid, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def to_pil(x: np.ndarray) -> Image.Image:
-    """HxWx3 float in [0, 1] -> 8-bit RGB image."""
-    return Image.fromarray((np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
-
-
-def labelled_row(panels: list[tuple[Image.Image, str]], header: int = 16) -> Image.Image:
-    """Images of one height side by side, each under a one-line caption (input | bicubic | model | truth)."""
-    sheet = Image.new("RGB", (sum(img.width for img, _ in panels), panels[0][0].height + header), "white")
-    draw = ImageDraw.Draw(sheet)
-    x = 0
-    for img, caption in panels:
-        sheet.paste(img, (x, header))
-        draw.text((x + 3, 2), caption, fill="black")
-        x += img.width
-    return sheet
 
 
 HELD_OUT_DESCRIPTION = "held out (never trained on): " + ", ".join(BUILTIN_HELD_OUT)

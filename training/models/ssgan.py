@@ -11,6 +11,8 @@ batch norm and softplus and a weight-normalised sigmoid output layer.
 Registered as ``ssgan``; ``--set gan=false`` trains the same classifier on the labelled images alone (the
 supervised baseline, same steps and batch). Exported as a classifier: grey (N, 1, H, W) in [0, 1] ->
 probabilities over the K real classes (softmax of the logits, i.e. p(y | x, real)).
+Networks: ``training/networks/ssgan.py``; losses: ``training/objectives/ssgan.py``; held-out evaluation:
+``training/models/ssgan_eval.py``. This module holds the config and the application.
 """
 
 from __future__ import annotations
@@ -21,270 +23,30 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ganserve.core.image_metrics import to_uint8
 from ganserve.core.contract import TensorSpec
 from ganserve.core.errors import GanserveError
+from ganserve.core.export_spec import ExportSpec
 from ganserve.training.application import Application, DemoExample, TrainContext, update_average
 from ganserve.training.config import CommonConfig
+from ganserve.training.data.augment import random_shift
 from ganserve.training.data.digits import SemiSupervisedSplit, semi_supervised_split
 from ganserve.training.data.images import step_generator
-from ganserve.core.export_spec import ExportSpec
+from ganserve.training.models.ssgan_eval import accuracy_report, confusion_matrix
+from ganserve.training.networks import build_network, describe_network
+from ganserve.training.networks.registry import network_arguments
+from ganserve.training.networks.specs import network_field
+from ganserve.training.objectives.ssgan import (
+    consistency_loss,
+    entropy_loss,
+    feature_matching_loss,
+    log_d_real,
+    supervised_loss,
+    unsupervised_loss,
+)
 from ganserve.training.registry import register_model
-
-
-# -- losses (the paper's section 5) --------------------------------------------------------------------------
-def supervised_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the labelled images over the K real classes (the fake class cannot be the label)."""
-    return F.cross_entropy(logits, labels)
-
-
-def log_d_real(logits: torch.Tensor) -> torch.Tensor:
-    """log D(x) per image, with D(x) = Z / (Z + 1) and Z = sum_k exp(l_k): logsumexp(l) - softplus(logsumexp(l))."""
-    lse = torch.logsumexp(logits, dim=1)
-    return lse - F.softplus(lse)
-
-
-def unsupervised_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
-    """0.5 * (E[-log D(x)] over unlabelled images + E[-log(1 - D(G(z)))] over generated ones).
-
-    -log(1 - D) = log(Z + 1) = softplus(logsumexp(l)); both terms are computed in log space so they never overflow.
-    """
-    fake_term = F.softplus(torch.logsumexp(logits_fake, dim=1))
-    return 0.5 * (-log_d_real(logits_real).mean() + fake_term.mean())
-
-
-def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
-    """Mean entropy of p(y | x, real) = softmax(logits) over a batch (in nats): low when the classifier is confident.
-
-    Not in Salimans et al.; an unlabelled-data term of the later GAN-based semi-supervised work (Dai et al. 2017,
-    "Good Semi-supervised Learning that Requires a Bad GAN"), off unless ``entropy_weight`` > 0.
-    """
-    log_p = F.log_softmax(logits, dim=1)
-    return -(log_p.exp() * log_p).sum(dim=1).mean()
-
-
-def consistency_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
-    """Mean over images of the squared distance between the class distributions of two views of the same images.
-
-    Not in Salimans et al.: the consistency regularisation of the discriminator in CR-GAN (Zhang et al. 2020), here
-    on p(y | x, real) as in the Pi-model (Laine & Aila 2017); the views differ by the discriminator's own noise and,
-    with ``consistency_shift``, a translation. Off unless ``consistency_weight`` > 0.
-    """
-    return (F.softmax(logits_a, dim=1) - F.softmax(logits_b, dim=1)).pow(2).sum(dim=1).mean()
-
-
-def feature_matching_loss(features_real: torch.Tensor, features_fake: torch.Tensor) -> torch.Tensor:
-    """Mean over feature units of the squared difference of batch-mean features (real vs generated)."""
-    return (features_real.mean(dim=0) - features_fake.mean(dim=0)).pow(2).mean()
-
-
-def random_shift(images: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
-    """Each image (N, C, H, W) translated by its own random (dy, dx) in [-pixels, pixels], zeros shifted in."""
-    if pixels <= 0:
-        return images
-    n, _, h, w = images.shape
-    padded = F.pad(images, (pixels, pixels, pixels, pixels))
-    offsets = torch.randint(0, 2 * pixels + 1, (n, 2), generator=generator)
-    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
-
-
-# -- evaluation -------------------------------------------------------------------------------------------------
-def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
-    """(classes, classes) counts: row = true class, column = predicted class."""
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (labels.astype(np.int64), predicted.astype(np.int64)), 1)
-    return matrix
-
-
-def accuracy_report(probabilities: np.ndarray, labels: np.ndarray, classes: int) -> dict[str, float]:
-    """Accuracy (the headline), per-class mean recall, and the chance level of the held-out images."""
-    predicted = probabilities.argmax(axis=1)
-    matrix = confusion_matrix(predicted, labels, classes)
-    support = matrix.sum(axis=1)
-    recall = np.diag(matrix)[support > 0] / support[support > 0]
-    return {
-        "accuracy": float(np.mean(predicted == labels)),
-        "mean_class_recall": float(recall.mean()),
-        "chance_accuracy": float(np.max(np.bincount(labels, minlength=classes)) / len(labels)),
-    }
-
-
-# -- networks ---------------------------------------------------------------------------------------------------
-class GaussianNoise(nn.Module):
-    """Adds N(0, std^2) noise in training mode only (the paper's regulariser on the discriminator's layers)."""
-
-    def __init__(self, std: float) -> None:
-        super().__init__()
-        self.std = float(std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.std > 0:
-            return x + self.std * torch.randn_like(x)
-        return x
-
-
-@torch.no_grad()
-def _normalising_init(layer: nn.Module, unit_outputs: torch.Tensor) -> None:
-    """Set a weight-norm layer's g and bias so its outputs, (units, samples) before g and bias, get mean 0, std 1."""
-    mean, std = unit_outputs.mean(dim=1), unit_outputs.std(dim=1) + 1e-6
-    layer.g.copy_(1.0 / std)
-    layer.bias.copy_(-mean / std)
-
-
-class WNLinear(nn.Module):
-    """Weight-normalised dense layer, w = g * v / ||v|| per output unit (Salimans & Kingma 2016)."""
-
-    def __init__(self, in_features: int, out_features: int) -> None:
-        super().__init__()
-        self.v = nn.Parameter(torch.randn(out_features, in_features) * 0.05)
-        self.g = nn.Parameter(torch.ones(out_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
-
-    def weight(self) -> torch.Tensor:
-        return self.g[:, None] * self.v / self.v.norm(dim=1, keepdim=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight(), self.bias)
-
-    @torch.no_grad()
-    def init_from(self, x: torch.Tensor) -> None:
-        """Data-dependent init: pick g and b so this layer's outputs on ``x`` have mean 0 and std 1 per unit."""
-        _normalising_init(self, F.linear(x, self.v / self.v.norm(dim=1, keepdim=True)).T)
-
-
-def parse_widths(text: str, what: str) -> list[int]:
-    """'500,250,250' -> [500, 250, 250]; a clear error for anything else."""
-    try:
-        widths = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise GanserveError(f"{what} must be comma-separated positive integers, got {text!r}") from exc
-    if not widths or min(widths) < 1:
-        raise GanserveError(f"{what} must be comma-separated positive integers, got {text!r}")
-    return widths
-
-
-class Discriminator(nn.Module):
-    """Noise -> [weight-norm dense -> ReLU -> noise] x L -> weight-norm dense to K logits; also returns features.
-
-    The features (the last hidden layer, before its noise) are what the generator's feature matching compares.
-    """
-
-    def __init__(self, in_features: int, widths: list[int], classes: int, input_noise: float, hidden_noise: float):
-        super().__init__()
-        self.input_noise = GaussianNoise(input_noise)
-        dims = [in_features, *widths]
-        self.hidden = nn.ModuleList(WNLinear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.noise = nn.ModuleList(GaussianNoise(hidden_noise) for _ in widths)
-        self.head = WNLinear(widths[-1], classes)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.input_noise(x.flatten(1))
-        features = h
-        for layer, noise in zip(self.hidden, self.noise):
-            features = F.relu(layer(h))
-            h = noise(features)
-        return self.head(h), features
-
-    @torch.no_grad()
-    def init_from(self, x: torch.Tensor) -> None:
-        """Data-dependent weight-norm init, layer by layer on one batch (noise off)."""
-        h = x.flatten(1)
-        for layer in self.hidden:
-            layer.init_from(h)
-            h = F.relu(layer(h))
-        self.head.init_from(h)
-
-
-class WNConv2d(nn.Module):
-    """Weight-normalised 3x3 (or 1x1) convolution, w = g * v / ||v|| per output channel, with data-dependent init."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1) -> None:
-        super().__init__()
-        self.v = nn.Parameter(torch.randn(out_channels, in_channels, kernel, kernel) * 0.05)
-        self.g = nn.Parameter(torch.ones(out_channels))
-        self.bias = nn.Parameter(torch.zeros(out_channels))
-        self.stride, self.padding = stride, kernel // 2
-
-    def _direction(self) -> torch.Tensor:
-        return self.v / self.v.flatten(1).norm(dim=1)[:, None, None, None]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.g[:, None, None, None] * self._direction()
-        return F.conv2d(x, weight, self.bias, stride=self.stride, padding=self.padding)
-
-    @torch.no_grad()
-    def init_from(self, x: torch.Tensor) -> None:
-        """Pick g and b so this layer's outputs on ``x`` have mean 0 and std 1 per channel."""
-        t = F.conv2d(x, self._direction(), stride=self.stride, padding=self.padding)
-        _normalising_init(self, t.transpose(0, 1).flatten(1))
-
-
-class ConvDiscriminator(nn.Module):
-    """The paper's CIFAR-10 discriminator scaled to 8x8 digits (``d_arch: conv``): input noise, then per width
-    two 3x3 weight-norm convolutions and a strided one (leaky ReLU, dropout after each stage), a 1x1 (NiN) layer,
-    global average pooling (the features feature matching compares) and a weight-norm dense layer to K logits."""
-
-    def __init__(self, in_channels: int, widths: list[int], classes: int, input_noise: float, dropout: float):
-        super().__init__()
-        self.input_noise = GaussianNoise(input_noise)
-        layers: list[WNConv2d] = []
-        channels = in_channels
-        for width in widths:
-            layers += [WNConv2d(channels, width), WNConv2d(width, width), WNConv2d(width, width, stride=2)]
-            channels = width
-        layers.append(WNConv2d(channels, channels, kernel=1))
-        self.convs = nn.ModuleList(layers)
-        self.drop_after = {3 * (i + 1) - 1 for i in range(len(widths))}  # indices of the strided convolutions
-        self.dropout = nn.Dropout(dropout)
-        self.head = WNLinear(channels, classes)
-
-    def _features(self, x: torch.Tensor, init: bool = False) -> torch.Tensor:
-        h = self.input_noise(x)
-        for i, conv in enumerate(self.convs):
-            if init:
-                conv.init_from(h)
-            h = F.leaky_relu(conv(h), 0.2)
-            if i in self.drop_after:
-                h = self.dropout(h)
-        return h.mean(dim=(2, 3))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self._features(x)
-        return self.head(features), features
-
-    @torch.no_grad()
-    def init_from(self, x: torch.Tensor) -> None:
-        """Data-dependent weight-norm init, layer by layer on one batch (noise and dropout off)."""
-        was_training = self.training
-        self.eval()
-        try:
-            self.head.init_from(self._features(x, init=True))
-        finally:
-            self.train(was_training)
-
-
-class Generator(nn.Module):
-    """z -> [dense -> batch norm -> softplus] x L -> weight-norm dense -> sigmoid, shaped as (N, 1, H, W)."""
-
-    def __init__(self, z_dim: int, widths: list[int], shape: tuple[int, int, int]) -> None:
-        super().__init__()
-        self.shape = shape
-        dims = [z_dim, *widths]
-        layers: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(a, b, bias=False), nn.BatchNorm1d(b), nn.Softplus()]
-        self.body = nn.Sequential(*layers)
-        self.out = WNLinear(widths[-1], int(np.prod(shape)))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.out(self.body(z))).view(-1, *self.shape)
-
-    @torch.no_grad()
-    def init_from(self, z: torch.Tensor) -> None:
-        """Data-dependent init of the weight-normalised output layer on one batch of latents."""
-        self.out.init_from(self.body(z))
 
 
 class ClassifierInference(nn.Module):
@@ -310,14 +72,13 @@ class SSGANConfig(CommonConfig):
     test_fraction: float = 0.3  # built-in digits: stratified share held out as the fixed test split
     validation_fraction: float = 0.2  # share of the training pool held out when holdout=validation
     split_seed: int = 0  # fixes the test/validation split independently of the run seed
-    d_arch: str = "mlp"  # mlp (the paper's MNIST model) | conv (its CIFAR-10 model, scaled to 8x8)
-    d_widths: str = "500,250,250"  # mlp: hidden units per layer; conv: channels per stage (e.g. "64,128")
-    dropout: float = 0.5  # conv: dropout after each strided stage
+    # the classifier: ssgan-mlp (the paper's MNIST model; widths = hidden units, hidden_noise on each layer) or
+    # ssgan-conv (its CIFAR-10 model scaled to 8x8; widths = channels per stage, dropout after each), noise on the input
+    discriminator: dict[str, Any] = network_field("ssgan-mlp", widths=[500, 250, 250], input_noise=0.3,
+                                                  hidden_noise=0.5)
     ema_decay: float = 0.0  # > 0: evaluate and export an exponential moving average of the classifier's weights
-    g_widths: str = "500,500"
+    generator: dict[str, Any] = network_field("ssgan-generator", widths=[500, 500])
     z_dim: int = 100
-    input_noise: float = 0.3
-    hidden_noise: float = 0.5
     unsup_weight: float = 1.0
     shift: int = 0  # > 0: translate every real training image by up to this many pixels (zero fill), both methods
     entropy_weight: float = 0.0  # > 0: add this times the entropy of p(y | x) on unlabelled images to D's loss
@@ -364,29 +125,29 @@ class SSGANApp(Application):
         super().__init__(config)
         if config.batch_size < 2 or config.z_dim < 1 or config.init_batch < 2:
             raise GanserveError("batch_size and init_batch must be >= 2 and z_dim >= 1")
-        if min(config.input_noise, config.hidden_noise, config.unsup_weight, config.entropy_weight,
-               config.consistency_weight, config.consistency_shift, config.consistency_rampup) < 0:
-            raise GanserveError("input_noise, hidden_noise, unsup_weight, entropy_weight and the consistency_* "
-                                "options must be >= 0")
-        if config.d_arch not in ("mlp", "conv"):
-            raise GanserveError(f"d_arch must be mlp or conv, got {config.d_arch!r}")
-        if not 0.0 <= config.dropout < 1.0 or not 0.0 <= config.ema_decay < 1.0:
-            raise GanserveError("dropout and ema_decay must be in [0, 1)")
+        if min(config.unsup_weight, config.entropy_weight, config.consistency_weight, config.consistency_shift,
+               config.consistency_rampup) < 0:
+            raise GanserveError("unsup_weight, entropy_weight and the consistency_* options must be >= 0")
+        if not 0.0 <= config.ema_decay < 1.0:
+            raise GanserveError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
         self.split: SemiSupervisedSplit | None = None
         self.image_shape, self.classes = self._data_shape()
         for name in ("shift", "consistency_shift"):
             if not 0 <= getattr(config, name) < min(self.image_shape[1:]):
                 raise GanserveError(f"{name} must be >= 0 and smaller than the image, got {getattr(config, name)}")
-        d_widths = parse_widths(config.d_widths, "d_widths")
-        if config.d_arch == "conv":
-            self.discriminator: nn.Module = ConvDiscriminator(
-                self.image_shape[0], d_widths, self.classes, config.input_noise, config.dropout)
-        else:
-            self.discriminator = Discriminator(
-                int(np.prod(self.image_shape)), d_widths, self.classes, config.input_noise, config.hidden_noise)
+        self.discriminator: nn.Module = build_network(config.discriminator, "discriminator", classes=self.classes,
+                                                      **self._image_argument(config.discriminator))
         # the weights evaluated and exported when ema_decay > 0 (a checkpointed copy, never trained directly)
         self.ema = copy.deepcopy(self.discriminator).requires_grad_(False) if config.ema_decay > 0 else None
-        self.generator = Generator(config.z_dim, parse_widths(config.g_widths, "g_widths"), self.image_shape) if config.gan else None
+        self.generator = build_network(config.generator, "generator", z_dim=config.z_dim,
+                                       shape=self.image_shape) if config.gan else None
+
+    def _image_argument(self, spec: dict[str, Any]) -> dict[str, int]:
+        """What the classifier learns the image size from: ``in_features`` (flattened) or ``in_channels`` (conv)."""
+        accepted = network_arguments(spec["type"]) or {}
+        if "in_features" in accepted:
+            return {"in_features": int(np.prod(self.image_shape))}
+        return {"in_channels": self.image_shape[0]} if "in_channels" in accepted else {}
 
     def _data_shape(self) -> tuple[tuple[int, int, int], int]:
         """Image shape and class count, without reading a user's files when the built-in digits are used."""
@@ -557,7 +318,7 @@ class SSGANApp(Application):
             self.generator.train(was_training)
         grid = np.concatenate([np.concatenate(list(r[:, 0]), axis=1) for r in rows], axis=0)
         grid = np.kron(np.clip(grid, 0.0, 1.0), np.ones((4, 4)))
-        return np.repeat(np.rint(grid * 255).astype(np.uint8)[:, :, None], 3, axis=2)
+        return np.repeat(to_uint8(grid)[:, :, None], 3, axis=2)
 
     # -- export ---------------------------------------------------------------------------------------------
     def demo_examples(self, count: int) -> list[DemoExample]:
@@ -566,7 +327,7 @@ class SSGANApp(Application):
         order = [int(i) for c in range(self.data_split().classes) for i in np.flatnonzero(held.labels == c)[:1]]
         examples = []
         for i in order[:count]:
-            grey = np.rint(np.clip(held.images[i][0], 0.0, 1.0) * 255.0).astype(np.uint8)
+            grey = to_uint8(held.images[i][0])
             examples.append(DemoExample(name=f"digit{i}", image=grey, label=str(int(held.labels[i]))))
         return examples
 
@@ -585,15 +346,14 @@ class SSGANApp(Application):
 
         c = self.config
         kind = "semi-supervised GAN (feature matching)" if c.gan else "supervised-only baseline"
-        net = "CNN, channels" if c.d_arch == "conv" else "MLP, units"
         return ExportSpec(
             module=module,
             example_inputs=(torch.from_numpy(held.images[:2]),),
             inputs=[TensorSpec("image", list(self.image_shape), "FP32", "image", "NCHW", [0.0, 1.0])],
             outputs=[TensorSpec("probabilities", [self.classes], "FP32", "probabilities", "NC", None, labels)],
             task="classification",
-            architecture=(f"{self.model_name}: {kind}; classifier {net} {c.d_widths} (weight norm) -> "
-                          f"{self.classes} logits on {'x'.join(map(str, self.image_shape[1:]))} grey digits"
+            architecture=(f"{self.model_name}: {kind}; {describe_network(self.discriminator)} on "
+                          f"{'x'.join(map(str, self.image_shape[1:]))} grey digits"
                           + (f"; weights: moving average (decay {c.ema_decay})" if self.ema is not None else "")),
             tile_safe=False,
             dynamic_spatial=False,

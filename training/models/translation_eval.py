@@ -1,4 +1,4 @@
-"""Held-out figures and picture helpers shared by pix2pix and CycleGAN: L1, PSNR and SSIM on RGB, and sharpness.
+"""Held-out figures and crops shared by pix2pix and CycleGAN: L1, PSNR and SSIM on RGB, and sharpness.
 
 Translation changes colour, so the figures are on RGB in [0, 1] (not on luma as for super-resolution). Held-out
 images are centre-cropped to the generator's spatial multiple so no padding enters the figures.
@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from ganserve.training import metrics
+from ganserve.core.image_metrics import psnr_rgb, sharpness_ratio, ssim_rgb
 
 # Maps a 1x3xHxW float32 array in [0, 1] to one of the same shape.
 ArrayPredictor = Callable[[np.ndarray], np.ndarray]
@@ -44,23 +43,15 @@ def image_figures(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
         raise ValueError(f"prediction {pred.shape} and target {target.shape} differ in shape")
     return {
         "l1": float(np.abs(pred - target).mean()),
-        "psnr": float(peak_signal_noise_ratio(target, pred, data_range=1.0)),
-        "ssim": float(structural_similarity(target, pred, data_range=1.0, channel_axis=2, gaussian_weights=True,
-                                            sigma=1.5, use_sample_covariance=False)),
-        "sharpness": metrics.sharpness_ratio(pred, target, 0),
+        "psnr": psnr_rgb(pred, target, data_range=1.0),
+        "ssim": ssim_rgb(pred, target, data_range=1.0),
+        "sharpness": sharpness_ratio(pred, target, 0),
     }
 
 
 def mean_figures(rows: list[dict[str, float]]) -> dict[str, float]:
     """Per-key mean over images."""
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-
-
-def picture_grid(columns: list[np.ndarray]) -> np.ndarray:
-    """Columns of NCHW [0,1] batches (same shape) -> one HxWx3 uint8 picture, a row per item."""
-    rows = [np.concatenate([c[i] for c in columns], axis=2) for i in range(columns[0].shape[0])]
-    grid = np.concatenate(rows, axis=1).transpose(1, 2, 0)
-    return (np.clip(grid, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def crop_boxes(shapes: list[tuple[int, int]], n: int, h: int, w: int) -> list[tuple[int, int, int]]:

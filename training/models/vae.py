@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from ganserve.core.errors import GanserveError
-from ganserve.training.models.genbase import ConvDecoder, ConvEncoder, DigitsGenApp, DigitsGenConfig
+from ganserve.training.models.genbase import DigitsGenApp, DigitsGenConfig
+from ganserve.training.networks import describe_network
 from ganserve.training.objectives.latent import DECODERS, gaussian_kl, reconstruction_nll, reparameterize
 from ganserve.training.registry import register_model
 
@@ -39,8 +40,8 @@ class VAEApp(DigitsGenApp):
             raise GanserveError(f"decoder must be one of {', '.join(DECODERS)}, got {config.decoder!r}")
         if config.decoder_sigma <= 0 or config.beta < 0:
             raise GanserveError("decoder_sigma must be > 0 and beta >= 0")
-        self.encoder = ConvEncoder(2 * config.latent_dim, config.channels, config.image_size)
-        self.decoder = ConvDecoder(config.latent_dim, config.channels, config.image_size)
+        self.encoder = self.build_encoder(2 * config.latent_dim)
+        self.decoder = self.build_decoder(config.latent_dim)
 
     def sampler(self) -> nn.Module:
         return self.decoder
@@ -71,4 +72,4 @@ class VAEApp(DigitsGenApp):
 
     def architecture(self) -> str:
         c = self.config
-        return f"VAE decoder ({c.decoder}, beta {c.beta}), latent {c.latent_dim}, width {c.channels}, {c.image_size} px"
+        return f"VAE decoder ({c.decoder}, beta {c.beta}), latent {c.latent_dim}, {describe_network(self.decoder)}"

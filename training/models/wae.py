@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from ganserve.core.errors import GanserveError
-from ganserve.training.models.genbase import ConvDecoder, ConvEncoder, DigitsGenApp, DigitsGenConfig, mlp
+from ganserve.training.models.genbase import DigitsGenApp, DigitsGenConfig
+from ganserve.training.networks import describe_network
+from ganserve.training.networks.dcgan import mlp
 from ganserve.training.objectives import get_objective
 from ganserve.training.objectives.latent import imq_mmd
 from ganserve.training.registry import register_model
@@ -43,8 +45,8 @@ class WAEApp(DigitsGenApp):
         super().__init__(config)
         if config.penalty not in PENALTIES:
             raise GanserveError(f"penalty must be one of {', '.join(PENALTIES)}, got {config.penalty!r}")
-        self.encoder = ConvEncoder(config.latent_dim, config.channels, config.image_size)
-        self.decoder = ConvDecoder(config.latent_dim, config.channels, config.image_size)
+        self.encoder = self.build_encoder(config.latent_dim)
+        self.decoder = self.build_decoder(config.latent_dim)
         self.latent_discriminator = mlp(config.latent_dim, config.d_hidden, 1, 3) if config.penalty == "gan" else None
         self.weight = config.penalty_weight or (1.0 if config.penalty == "gan" else 10.0)
         self.objective = get_objective("nonsaturating")
@@ -81,4 +83,4 @@ class WAEApp(DigitsGenApp):
 
     def architecture(self) -> str:
         c = self.config
-        return f"WAE-{c.penalty.upper()} decoder, latent {c.latent_dim}, width {c.channels}, {c.image_size} px"
+        return f"WAE-{c.penalty.upper()} decoder, latent {c.latent_dim}, {describe_network(self.decoder)}"

@@ -1,4 +1,5 @@
-"""Training objectives shared by applications: adversarial losses by name, Lipschitz tools, latent-variable terms."""
+"""Training objectives: adversarial losses by name, Lipschitz tools and latent-variable terms shared by applications,
+and one module per application family for its own losses (content, derain, face_aging, ssgan)."""
 
 from ganserve.training.objectives.adversarial import (
     Objective,

@@ -1,10 +1,14 @@
-"""Content losses: MSE between VGG19 feature maps (SRGAN's), or a stated non-learned fallback without weights."""
+"""Content losses: pixel losses by name, and MSE between VGG19 feature maps (SRGAN's) or a stated non-learned
+fallback without weights."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# Pixel losses by config name (SRResNet's MSE, as in the paper, or L1).
+PIXEL_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,15 +25,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _GANSERVE_POOL.AddSerializedFile(b'\n\x18ganserve/v1/images.proto\x12\x0bganserve.v1\"\xa7\x01\n\x0cImageOptions\x12/\n\routput_format\x18\x01 \x01(\x0e\x32\x18.ganserve.v1.ImageFormat\x12\x14\n\x0cjpeg_quality\x18\x02 \x01(\x05\x12\x16\n\ttile_size\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x0ctile_overlap\x18\x04 \x01(\x05H\x01\x88\x01\x01\x42\x0c\n\n_tile_sizeB\x0f\n\r_tile_overlap\"R\n\x06Timing\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08infer_ms\x18\x02 \x01(\x01\x12\x11\n\tencode_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"o\n\x0cImageRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12*\n\x07options\x18\x03 \x01(\x0b\x32\x19.ganserve.v1.ImageOptions\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"\x85\x01\n\x0e\x41geFaceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12*\n\x07options\x18\x03 \x01(\x0b\x32\x19.ganserve.v1.ImageOptions\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x12\n\ntarget_age\x18\x05 \x01(\t\"\xc1\x01\n\rImageResponse\x12\r\n\x05image\x18\x01 \x01(\x0c\x12(\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x18.ganserve.v1.ImageFormat\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12#\n\x06timing\x18\x05 \x01(\x0b\x32\x13.ganserve.v1.Timing\x12\r\n\x05model\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\r\n\x05tiles\x18\x08 \x01(\x05\"U\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"?\n\nClassScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"\x86\x01\n\x10\x43lassifyResponse\x12\'\n\x06scores\x18\x01 \x03(\x0b\x32\x17.ganserve.v1.ClassScore\x12#\n\x06timing\x18\x02 \x01(\x0b\x32\x13.ganserve.v1.Timing\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"\x84\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x11\n\tcondition\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.ganserve.v1.ImageOptions\x12\x15\n\rmodel_version\x18\x05 \x01(\t\"\x13\n\x11ListModelsRequest\"\xf8\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\r\n\x05scale\x18\x07 \x01(\x05\x12\x18\n\x10spatial_multiple\x18\x08 \x01(\x05\x12\x11\n\ttile_safe\x18\t \x01(\x08\x12\x11\n\tprecision\x18\n \x01(\t\x12\x10\n\x08provider\x18\x0b \x01(\t\x12\x0e\n\x06labels\x18\x0c \x03(\t\x12\x18\n\x10\x63ondition_labels\x18\r \x03(\t\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.ganserve.v1.ModelInfo*>\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x07\n\x03PNG\x10\x01\x12\x08\n\x04JPEG\x10\x02\x32\x84\x04\n\x06Images\x12G\n\x0cSuperResolve\x12\x19.ganserve.v1.ImageRequest\x1a\x1a.ganserve.v1.ImageResponse\"\x00\x12\x44\n\tTranslate\x12\x19.ganserve.v1.ImageRequest\x1a\x1a.ganserve.v1.ImageResponse\"\x00\x12\x41\n\x06\x44\x65rain\x12\x19.ganserve.v1.ImageRequest\x1a\x1a.ganserve.v1.ImageResponse\"\x00\x12\x44\n\x07\x41geFace\x12\x1b.ganserve.v1.AgeFaceRequest\x1a\x1a.ganserve.v1.ImageResponse\"\x00\x12I\n\x08\x43lassify\x12\x1c.ganserve.v1.ClassifyRequest\x1a\x1d.ganserve.v1.ClassifyResponse\"\x00\x12\x46\n\x08Generate\x12\x1c.ganserve.v1.GenerateRequest\x1a\x1a.ganserve.v1.ImageResponse\"\x00\x12O\n\nListModels\x12\x1e.ganserve.v1.ListModelsRequest\x1a\x1f.ganserve.v1.ListModelsResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _GANSERVE_POOL.AddSerializedFile(b'\n\x18ganserve/v1/images.proto\x12\x0bganserve.v1\"\xa7\x01\n\x0cImageOptions\x12/\n\routput_format\x18\x01 \x01(\x0e\x32\x18.ganserve.v1.ImageFormat\x12\x14\n\x0cjpeg_quality\x18\x02 \x01(\x05\x12\x16\n\ttile_size\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x0ctile_overlap\x18\x04 \x01(\x05H\x01\x88\x01\x01\x42\x0c\n\n_tile_sizeB\x0f\n\r_tile_overlap\"R\n\x06Timing\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08infer_ms\x18\x02 \x01(\x01\x12\x11\n\tencode_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"o\n\x0cImageRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12*\n\x07options\x18\x03 \x01(\x0b\x32\x19.ganserve.v1.ImageOptions\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"\x85\x01\n\x0e\x41geFaceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12*\n\x07options\x18\x03 \x01(\x0b\x32\x19.ganserve.v1.ImageOptions\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x12\n\ntarget_age\x18\x05 \x01(\t\"\xfd\x01\n\x10TransformRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12*\n\x07options\x18\x03 \x01(\x0b\x32\x19.ganserve.v1.ImageOptions\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x41\n\nconditions\x18\x06 \x03(\x0b\x32-.ganserve.v1.TransformRequest.ConditionsEntry\x12\x0c\n\x04mask\x18\x07 \x01(\x0c\x1a\x31\n\x0f\x43onditionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x05\x10\x06\"\xc1\x01\n\rImageResponse\x12\r\n\x05image\x18\x01 \x01(\x0c\x12(\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x18.ganserve.v1.ImageFormat\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12#\n\x06timing\x18\x05 \x01(\x0b\x32\x13.ganserve.v1.Timing\x12\r\n\x05model\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\r\n\x05tiles\x18\x08 \x01(\x05\"U\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"?\n\nClassScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"\x86\x01\n\x10\x43lassifyResponse\x12\'\n\x06scores\x18\x01 \x03(\x0b\x32\x17.ganserve.v1.ClassScore\x12#\n\x06timing\x18\x02 \x01(\x0b\x32\x13.ganserve.v1.Timing\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"\xf9\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x11\n\tcondition\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.ganserve.v1.ImageOptions\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12@\n\nconditions\x18\x06 \x03(\x0b\x32,.ganserve.v1.GenerateRequest.ConditionsEntry\x1a\x31\n\x0f\x43onditionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"Q\n\rConditionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63hoices\x18\x02 \x03(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\t\x12\x10\n\x08required\x18\x04 \x01(\x08\"I\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x03 \x01(\t\x12\r\n\x05shape\x18\x04 \x03(\x03\"\x88\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\r\n\x05scale\x18\x07 \x01(\x05\x12\x18\n\x10spatial_multiple\x18\x08 \x01(\x05\x12\x11\n\ttile_safe\x18\t \x01(\x08\x12\x11\n\tprecision\x18\n \x01(\t\x12\x10\n\x08provider\x18\x0b \x01(\t\x12\x0e\n\x06labels\x18\x0c \x03(\t\x12\x18\n\x10\x63ondition_labels\x18\r \x03(\t\x12.\n\nconditions\x18\x0e \x03(\x0b\x32\x1a.ganserve.v1.ConditionInfo\x12\'\n\x06inputs\x18\x0f \x03(\x0b\x32\x17.ganserve.v1.TensorInfo\x12(\n\x07outputs\x18\x10 \x03(\x0b\x32\x17.ganserve.v1.TensorInfo\x12\x0b\n\x03rpc\x18\x11 \x01(\t\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.ganserve.v1.ModelInfo*>\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x07\n\x03PNG\x10\x01\x12\x08\n\x04JPEG\x10\x02\x32\xce\x04\n\x06Images\x12H\n\tTransform\x12\x1d.ganserve.v1.TransformRequest\x1a\x1a.ganserve.v1.ImageResponse\"\x00\x12G\n\x0cSuperResolve\x12\x19.ganserve.v1.ImageRequest\x1a\x1a.ganserve.v1.ImageResponse\"\x00\x12\x44\n\tTranslate\x12\x19.ganserve.v1.ImageRequest\x1a\x1a.ganserve.v1.ImageResponse\"\x00\x12\x41\n\x06\x44\x65rain\x12\x19.ganserve.v1.ImageRequest\x1a\x1a.ganserve.v1.ImageResponse\"\x00\x12\x44\n\x07\x41geFace\x12\x1b.ganserve.v1.AgeFaceRequest\x1a\x1a.ganserve.v1.ImageResponse\"\x00\x12I\n\x08\x43lassify\x12\x1c.ganserve.v1.ClassifyRequest\x1a\x1d.ganserve.v1.ClassifyResponse\"\x00\x12\x46\n\x08Generate\x12\x1c.ganserve.v1.GenerateRequest\x1a\x1a.ganserve.v1.ImageResponse\"\x00\x12O\n\nListModels\x12\x1e.ganserve.v1.ListModelsRequest\x1a\x1f.ganserve.v1.ListModelsResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ganserve.v1.images_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IMAGEFORMAT']._serialized_start=1498
-  _globals['_IMAGEFORMAT']._serialized_end=1560
+  _globals['_TRANSFORMREQUEST_CONDITIONSENTRY']._loaded_options = None
+  _globals['_TRANSFORMREQUEST_CONDITIONSENTRY']._serialized_options = b'8\001'
+  _globals['_GENERATEREQUEST_CONDITIONSENTRY']._loaded_options = None
+  _globals['_GENERATEREQUEST_CONDITIONSENTRY']._serialized_options = b'8\001'
+  _globals['_IMAGEFORMAT']._serialized_start=2173
+  _globals['_IMAGEFORMAT']._serialized_end=2235
   _globals['_IMAGEOPTIONS']._serialized_start=42
   _globals['_IMAGEOPTIONS']._serialized_end=209
   _globals['_TIMING']._serialized_start=211
@@ -42,22 +46,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMAGEREQUEST']._serialized_end=406
   _globals['_AGEFACEREQUEST']._serialized_start=409
   _globals['_AGEFACEREQUEST']._serialized_end=542
-  _globals['_IMAGERESPONSE']._serialized_start=545
-  _globals['_IMAGERESPONSE']._serialized_end=738
-  _globals['_CLASSIFYREQUEST']._serialized_start=740
-  _globals['_CLASSIFYREQUEST']._serialized_end=825
-  _globals['_CLASSSCORE']._serialized_start=827
-  _globals['_CLASSSCORE']._serialized_end=890
-  _globals['_CLASSIFYRESPONSE']._serialized_start=893
-  _globals['_CLASSIFYRESPONSE']._serialized_end=1027
-  _globals['_GENERATEREQUEST']._serialized_start=1030
-  _globals['_GENERATEREQUEST']._serialized_end=1162
-  _globals['_LISTMODELSREQUEST']._serialized_start=1164
-  _globals['_LISTMODELSREQUEST']._serialized_end=1183
-  _globals['_MODELINFO']._serialized_start=1186
-  _globals['_MODELINFO']._serialized_end=1434
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1436
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1496
-  _globals['_IMAGES']._serialized_start=1563
-  _globals['_IMAGES']._serialized_end=2079
+  _globals['_TRANSFORMREQUEST']._serialized_start=545
+  _globals['_TRANSFORMREQUEST']._serialized_end=798
+  _globals['_TRANSFORMREQUEST_CONDITIONSENTRY']._serialized_start=743
+  _globals['_TRANSFORMREQUEST_CONDITIONSENTRY']._serialized_end=792
+  _globals['_IMAGERESPONSE']._serialized_start=801
+  _globals['_IMAGERESPONSE']._serialized_end=994
+  _globals['_CLASSIFYREQUEST']._serialized_start=996
+  _globals['_CLASSIFYREQUEST']._serialized_end=1081
+  _globals['_CLASSSCORE']._serialized_start=1083
+  _globals['_CLASSSCORE']._serialized_end=1146
+  _globals['_CLASSIFYRESPONSE']._serialized_start=1149
+  _globals['_CLASSIFYRESPONSE']._serialized_end=1283
+  _globals['_GENERATEREQUEST']._serialized_start=1286
+  _globals['_GENERATEREQUEST']._serialized_end=1535
+  _globals['_GENERATEREQUEST_CONDITIONSENTRY']._serialized_start=743
+  _globals['_GENERATEREQUEST_CONDITIONSENTRY']._serialized_end=792
+  _globals['_LISTMODELSREQUEST']._serialized_start=1537
+  _globals['_LISTMODELSREQUEST']._serialized_end=1556
+  _globals['_CONDITIONINFO']._serialized_start=1558
+  _globals['_CONDITIONINFO']._serialized_end=1639
+  _globals['_TENSORINFO']._serialized_start=1641
+  _globals['_TENSORINFO']._serialized_end=1714
+  _globals['_MODELINFO']._serialized_start=1717
+  _globals['_MODELINFO']._serialized_end=2109
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2111
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2171
+  _globals['_IMAGES']._serialized_start=2238
+  _globals['_IMAGES']._serialized_end=2828
 # @@protoc_insertion_point(module_scope)

@@ -34,6 +34,11 @@ class ImagesStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Transform = channel.unary_unary(
+                '/ganserve.v1.Images/Transform',
+                request_serializer=ganserve_dot_v1_dot_images__pb2.TransformRequest.SerializeToString,
+                response_deserializer=ganserve_dot_v1_dot_images__pb2.ImageResponse.FromString,
+                _registered_method=True)
         self.SuperResolve = channel.unary_unary(
                 '/ganserve.v1.Images/SuperResolve',
                 request_serializer=ganserve_dot_v1_dot_images__pb2.ImageRequest.SerializeToString,
@@ -74,8 +79,16 @@ class ImagesStub:
 class ImagesServicer:
     """Missing associated documentation comment in .proto file."""
 
+    def Transform(self, request, context):
+        """Any model with an image input and an image output: the image (and mask, conditions) in, the picture out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SuperResolve(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Aliases of Transform kept for existing clients: the same code path, for any image-to-image model.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -99,13 +112,15 @@ class ImagesServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Classify(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A model with an image input and a probabilities or logits output.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Generate(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A model with a latent input and an image output (and no image input).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -119,6 +134,11 @@ class ImagesServicer:
 
 def add_ImagesServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Transform': grpc.unary_unary_rpc_method_handler(
+                    servicer.Transform,
+                    request_deserializer=ganserve_dot_v1_dot_images__pb2.TransformRequest.FromString,
+                    response_serializer=ganserve_dot_v1_dot_images__pb2.ImageResponse.SerializeToString,
+            ),
             'SuperResolve': grpc.unary_unary_rpc_method_handler(
                     servicer.SuperResolve,
                     request_deserializer=ganserve_dot_v1_dot_images__pb2.ImageRequest.FromString,
@@ -164,6 +184,33 @@ def add_ImagesServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Images:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Transform(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ganserve.v1.Images/Transform',
+            ganserve_dot_v1_dot_images__pb2.TransformRequest.SerializeToString,
+            ganserve_dot_v1_dot_images__pb2.ImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def SuperResolve(request,

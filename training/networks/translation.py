@@ -1,4 +1,5 @@
-"""Networks shared by pix2pix and CycleGAN: U-Net and ResNet generators, the PatchGAN discriminator, the image pool.
+"""Image-to-image networks shared by pix2pix and CycleGAN: U-Net and ResNet generators, the PatchGAN discriminator,
+and the [0, 1] <-> [-1, 1] wrapper both export.
 
 U-Net (Isola et al. 2017): ``depth`` stride-2 4x4 convolutions down to 1x1 for a ``2**depth`` input (depth 8 is the
 paper's unet_256, 7 its unet_128), mirrored by transposed convolutions with skip connections; dropout 0.5 in the
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from ganserve.core.errors import GanserveError
+from ganserve.training.networks.registry import register_network
 
 NORMS = ("instance", "batch", "none")
 
@@ -60,6 +62,7 @@ class UNetBlock(nn.Module):
         return torch.cat([x, self.model(x)], dim=1)
 
 
+@register_network("unet")
 class UNetGenerator(nn.Module):
     """pix2pix's U-Net: input H and W must be multiples of ``2**depth`` (the exported model's spatial multiple)."""
 
@@ -68,7 +71,7 @@ class UNetGenerator(nn.Module):
         super().__init__()
         if depth < 2 or ngf < 1 or max_mult < 1:
             raise GanserveError(f"U-Net needs depth >= 2, ngf >= 1, max_mult >= 1 (got {depth}, {ngf}, {max_mult})")
-        self.depth = depth
+        self.depth, self.ngf, self.max_mult, self.norm = depth, ngf, max_mult, norm
         widths = [ngf * min(2**i, max_mult) for i in range(depth)]  # channels after each down conv
         block: nn.Module | None = None
         for level in range(depth - 1, 0, -1):  # innermost first
@@ -80,7 +83,13 @@ class UNetGenerator(nn.Module):
 
     @property
     def spatial_multiple(self) -> int:
+        """Input height and width must be multiples of this (one halving per level)."""
         return 2**self.depth
+
+    def describe(self) -> str:
+        """Name and sizes, as the model card's architecture states them."""
+        return (f"U-Net depth {self.depth} (multiple {self.spatial_multiple}), {self.ngf} filters "
+                f"(cap x{self.max_mult}), {self.norm} norm")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -101,6 +110,7 @@ class ResnetBlock(nn.Module):
         return x + self.body(x)
 
 
+@register_network("resnet-generator")
 class ResnetGenerator(nn.Module):
     """CycleGAN's generator: input H and W must be multiples of 4 (two stride-2 stages).
 
@@ -118,7 +128,7 @@ class ResnetGenerator(nn.Module):
             raise GanserveError(f"ResNet generator needs blocks >= 1 and ngf >= 1 (got {blocks}, {ngf})")
         if residual and in_channels != out_channels:
             raise GanserveError(f"a residual generator needs as many output as input channels ({in_channels})")
-        self.residual = residual
+        self.residual, self.ngf, self.blocks, self.norm = residual, ngf, blocks, norm
         bias = norm != "batch"
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=bias),
                                    norm_layer(norm, ngf), nn.ReLU(True)]
@@ -141,12 +151,18 @@ class ResnetGenerator(nn.Module):
             layers.append(nn.Tanh())
         self.model = nn.Sequential(*layers)
 
+    def describe(self) -> str:
+        """Name and sizes, as the model card's architecture states them."""
+        return (f"ResNet generator {self.blocks} blocks x {self.ngf} filters, {self.norm} norm"
+                + (", input + clipped correction" if self.residual else ""))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.residual:
             return torch.clamp(x + self.model(x), -1.0, 1.0)
         return self.model(x)
 
 
+@register_network("patchgan")
 class PatchDiscriminator(nn.Module):
     """PatchGAN: a real/fake logit per overlapping patch (70x70 with ``layers=3``); no pooling, any input size."""
 
@@ -166,7 +182,11 @@ class PatchDiscriminator(nn.Module):
             ch = out
         seq.append(nn.Conv2d(ch, 1, 4, stride=1, padding=1))
         self.model = nn.Sequential(*seq)
-        self.layers = layers
+        self.layers, self.ndf = layers, ndf
+
+    def describe(self) -> str:
+        """Name and sizes, as the model card's architecture states them."""
+        return f"PatchGAN {self.layers} layers x {self.ndf}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -181,31 +201,12 @@ class PatchDiscriminator(nn.Module):
         return field
 
 
-class ImagePool:
-    """History of generated images (Shrivastava et al. 2017, used by CycleGAN): the discriminator sees, for each
-    new image, with probability 1/2 a stored older one (which the new image replaces) once the pool is full."""
+class Translator(nn.Module):
+    """What gets exported: RGB [0, 1] NCHW -> RGB [0, 1] NCHW through a [-1, 1] generator (eval mode, clamped)."""
 
-    def __init__(self, size: int = 50) -> None:
-        if size < 0:
-            raise GanserveError(f"pool size must be >= 0, got {size}")
-        self.size = size
-        self.images: list[torch.Tensor] = []
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
 
-    def query(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The batch for the discriminator; all randomness comes from ``generator``."""
-        if self.size == 0:
-            return images
-        out = []
-        for image in images.detach():
-            image = image.unsqueeze(0)
-            if len(self.images) < self.size:
-                self.images.append(image.clone())
-                out.append(image)
-                continue
-            if float(torch.rand((), generator=generator)) < 0.5:
-                k = int(torch.randint(self.size, (1,), generator=generator))
-                out.append(self.images[k].clone())
-                self.images[k] = image.clone()
-            else:
-                out.append(image)
-        return torch.cat(out, dim=0)
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return ((self.generator(image * 2.0 - 1.0) + 1.0) * 0.5).clamp(0.0, 1.0)

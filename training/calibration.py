@@ -1,0 +1,22 @@
+"""int8 calibration feeds, drawn the same way by every image application: one generator seeded with
+``CALIBRATION_SEED``, ``CALIBRATION_BATCHES`` draws in order, so each export calibrates on the same inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+CALIBRATION_SEED = 1234
+CALIBRATION_BATCHES = 8
+
+Feed = dict[str, np.ndarray]
+
+
+def seeded_feeds(draw: Callable[[torch.Generator], Feed], batches: int = CALIBRATION_BATCHES,
+                 seed: int = CALIBRATION_SEED) -> Iterator[Feed]:
+    """``batches`` feeds from ``draw(generator)``, the generator seeded with ``seed`` once, before the first."""
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(batches):
+        yield draw(generator)
