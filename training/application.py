@@ -66,6 +66,10 @@ class Application(nn.Module):
         params = params.parameters() if isinstance(params, nn.Module) else params
         return torch.optim.Adam(params, lr=lr, betas=(self.config.beta1, self.config.beta2))
 
+    def gan_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Adam for ``self.generator`` at ``config.lr`` ("g") and ``self.discriminator`` at ``config.d_lr`` ("d")."""
+        return {"g": self.adam(self.generator, self.config.lr), "d": self.adam(self.discriminator, self.config.d_lr)}
+
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Create the optimizers by name (e.g. {"g": Adam, "d": Adam}); called once, lazily."""
         raise NotImplementedError

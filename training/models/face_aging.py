@@ -147,11 +147,7 @@ class FaceAgingApp(Application):
         return self._loss_nets
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        c = self.config
-        return {
-            "g": self.adam(self.generator, c.lr),
-            "d": self.adam(self.discriminator, c.d_lr),
-        }
+        return self.gan_optimizers()
 
     # -- training -------------------------------------------------------------------------------------------------
     def setup_training(self, context: TrainContext) -> None:

@@ -90,11 +90,7 @@ class Pix2PixApp(Application):
         return int(getattr(self.generator, "spatial_multiple", 1))
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        c = self.config
-        return {
-            "g": self.adam(self.generator, c.lr),
-            "d": self.adam(self.discriminator, c.d_lr),
-        }
+        return self.gan_optimizers()
 
     def setup_training(self, context: TrainContext) -> None:
         super().setup_training(context)

@@ -55,11 +55,7 @@ class SRGANApp(SRApplication):
         self.content: ContentLoss | None = None
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        c = self.config
-        return {
-            "g": self.adam(self.generator, c.lr),
-            "d": self.adam(self.discriminator, c.d_lr),
-        }
+        return self.gan_optimizers()
 
     def setup_training(self, context: TrainContext) -> None:
         c = self.config
