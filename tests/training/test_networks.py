@@ -58,9 +58,9 @@ def test_builtin_networks_are_registered_by_name() -> None:
 
 def test_unknown_type_is_a_one_line_error_naming_the_registered_ones() -> None:
     with pytest.raises(GanserveError) as info:
-        registry.build("srgan", {"generator": {"type": "edsr"}})
+        registry.build("srgan", {"generator": {"type": "swinir"}})
     message = str(info.value)
-    assert "\n" not in message and message.startswith("unknown network type 'edsr'; registered: ")
+    assert "\n" not in message and message.startswith("unknown network type 'swinir'; registered: ")
     assert all(name in message for name in BUILT_IN | {"test-tiny-sr"})
     with pytest.raises(GanserveError, match="expected a network name or a mapping"):
         registry.build("srresnet", {"generator": 5})

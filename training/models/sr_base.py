@@ -58,6 +58,29 @@ def build_sr_generator(config: SRConfig) -> nn.Module:
     return generator
 
 
+def pad_to_multiple(lr: np.ndarray, multiple: int) -> np.ndarray:
+    """NCHW padded at the bottom/right to multiples of ``multiple`` as serving pads (reflect; edge where too small)."""
+    h, w = lr.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not (ph or pw):
+        return lr
+    mode = "reflect" if ph < h and pw < w else "edge"
+    return np.pad(lr, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
+
+
+def padded_predictor(predict: Any, multiple: int, scale: int) -> Any:
+    """``predict`` on LR of any size for a generator whose input sides must be multiples of ``multiple`` (e.g.
+    RRDBNet x2 after pixel-unshuffle): pad as serving does, predict, crop the output back."""
+    if multiple <= 1:
+        return predict
+
+    def run(lr: np.ndarray) -> np.ndarray:
+        h, w = lr.shape[-2:]
+        return predict(pad_to_multiple(lr, multiple))[..., : h * scale, : w * scale]
+
+    return run
+
+
 class SRInference(nn.Module):
     """What gets exported: LR RGB [0,1] NCHW -> SR RGB [0,1] NCHW (generator in eval mode, output clamped)."""
 
@@ -84,6 +107,10 @@ class SRApplication(Application):
         if config.lr_patch < 4 or config.batch_size < 1:
             raise GanserveError("lr_patch must be >= 4 and batch_size >= 1")
         self.generator = build_sr_generator(config)
+        self.multiple = int(getattr(self.generator, "spatial_multiple", 1))
+        if config.lr_patch % self.multiple:
+            raise GanserveError(f"lr_patch {config.lr_patch} must be a multiple of the generator's spatial multiple "
+                                f"{self.multiple}")
         self.pixel_loss = PIXEL_LOSSES[config.pixel_loss]
         self.source: SRSource | None = None
 
@@ -103,11 +130,13 @@ class SRApplication(Application):
     def _predict(self, lr: np.ndarray) -> np.ndarray:
         was_training = self.generator.training
         self.generator.eval()
+        h, w = lr.shape[-2:]
         try:
+            lr = pad_to_multiple(lr, self.multiple)
             out = self.generator(torch.from_numpy(lr).to(self.device)).clamp(0.0, 1.0)
         finally:
             self.generator.train(was_training)
-        return out.cpu().numpy()
+        return out[..., : h * self.config.scale, : w * self.config.scale].cpu().numpy()
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_sr(self._predict, self.config.scale)
@@ -132,7 +161,8 @@ class SRApplication(Application):
         small, larger = held_out_lr_crops(c.scale, [(1, 32, 32), (2, 48, 40)])
 
         def evaluate(predictor: Any) -> dict[str, float]:
-            return evaluate_sr(lambda lr: predictor({"lr": lr})["sr"], c.scale)
+            predict = padded_predictor(lambda lr: predictor({"lr": lr})["sr"], self.multiple, c.scale)
+            return evaluate_sr(predict, c.scale)
 
         def calibration() -> Any:
             source = SRSource([load_builtin(e) for e in BUILTIN_TRAIN], c.scale, 32, augment=False)
@@ -146,7 +176,7 @@ class SRApplication(Application):
             task="super_resolution",
             architecture=f"{self.model_name}: {describe_network(self.generator)}",
             scale=c.scale,
-            spatial_multiple=getattr(self.generator, "spatial_multiple", 1),
+            spatial_multiple=self.multiple,
             # SRResNet's eval-mode batch norm is a per-channel affine map: no whole-image statistics; a generator
             # that does take them says so with tile_safe = False
             tile_safe=getattr(self.generator, "tile_safe", True),

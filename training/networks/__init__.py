@@ -1,5 +1,6 @@
 """Networks by name, apart from the applications that train them: ``{"type": name, **arguments}`` in a config
-builds one. Families: ``sr`` (SRResNet, SRGAN discriminator), ``translation`` (U-Net, ResNet generator, PatchGAN),
+builds one. Families: ``sr`` (SRResNet, SRGAN discriminator), ``sr_external`` (RRDBNet, SRVGGNetCompact,
+MSRResNet, EDSR with the published key layouts), ``translation`` (U-Net, ResNet generator, PatchGAN),
 ``derain`` (attentive GAN), ``face_aging`` (age generator, projection discriminator, face networks), ``ssgan``
 (weight-norm classifiers and generator), ``dcgan`` (digits conv encoder/decoder, MLP), ``vgg`` (VGG19 features)."""
 

@@ -20,7 +20,7 @@ Factory = TypeVar("Factory", bound=Callable[..., Any])
 _NETWORKS: dict[str, Callable[..., Any]] = {}
 # Modules that register the built-in networks when imported.
 NETWORK_MODULES = tuple(f"ganserve.training.networks.{family}" for family in
-                        ("sr", "translation", "derain", "face_aging", "ssgan", "dcgan"))
+                        ("sr", "sr_external", "translation", "derain", "face_aging", "ssgan", "dcgan"))
 
 
 def register_network(name: str) -> Callable[[Factory], Factory]:
