@@ -16,6 +16,7 @@ from ganserve.core.errors import GanserveError
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("ganserve.training.cli", "train a registered model (SRResNet/SRGAN, ...)"),
     "ship": ("ganserve.pipeline.ship", "evaluate a trained checkpoint and add it to the shipped models (models/)"),
+    "import": ("ganserve.pipeline.importer", "import weights trained elsewhere (ESRGAN, BasicSR, CycleGAN, pix2pix)"),
     "export": ("ganserve.export.cli", "export a checkpoint to a verified ONNX model repository"),
     "serve": ("ganserve.serving.cli", "serve a model repository over gRPC"),
     "client": ("ganserve.serving.cli", "call a running server (image API)"),

@@ -114,7 +114,9 @@ def ship(
             "model": payload["model"],
             "file": SHIP_CHECKPOINT,
             "command": command or "(not recorded)",
-            "reproduce": f"ganserve train --from models/{name}",
+            "reproduce": (f"ganserve train --from models/{name}" if not payload.get("metrics", {}).get("imported")
+                          else "imported weights (see imported): not trained here, so not reproducible by ganserve train"),
+            **({"imported": payload["metrics"]["imported"]} if payload.get("metrics", {}).get("imported") else {}),
             "config": payload["config"],
             "options": dict(options or {}),
             "seed": payload["config"].get("seed"),

@@ -22,6 +22,8 @@ ENTRIES = shipped_entries(SHIPPED)
 
 def test_the_project_ships_models() -> None:
     assert "srresnet" in [e.name for e in ENTRIES]
+    # the project's own entries are trained here; imported weights may go to a user's models folder, never here
+    assert not [e.name for e in ENTRIES if "imported" in json.loads((e / TRAINING_RECORD).read_text())]
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])

@@ -198,7 +198,9 @@ class Pix2PixApp(Application):
         m = self.multiple
         module = Translator(copy.deepcopy(self.generator).cpu().eval()).eval()
         flower = self._held_out_images(0)[:1]  # 427x640: room for m x 2m crops up to unet_256's m = 256
-        small, larger = te.crops(flower, 1, m, m), te.crops(flower, 2, m, 2 * m)
+        # at least 32 pixels: a ResNet generator (multiple 4) halves twice and reflection-pads by 1 after that
+        side = m * -(-32 // m)
+        small, larger = te.crops(flower, 1, side, side), te.crops(flower, 2, side, 2 * side)
 
         def evaluate(predictor: Any) -> dict[str, float]:
             return self.evaluate_predictor(lambda x: predictor({"image": x})["translated"])
