@@ -153,8 +153,6 @@ def test_the_wheel_installs_one_top_level_name(tmp_path: Path) -> None:
         shutil.copy(ROOT / name, source / name)
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
                              "-w", str(tmp_path), str(source)], capture_output=True, text=True, timeout=240)
-    if result.returncode and "No module named" in result.stderr and "wheel" in result.stderr:
-        pytest.skip("this environment cannot build wheels without isolation")
     assert result.returncode == 0, result.stderr[-3000:]
     (wheel,) = tmp_path.glob("ganserve-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
