@@ -28,7 +28,7 @@ from torch import nn
 from ganserve.core.contract import TensorSpec
 from ganserve.core.export_spec import ExportSpec
 from ganserve.core.image_metrics import psnr_rgb, to_uint8
-from ganserve.core.pictures import picture_grid
+from ganserve.core.pictures import picture_grid, png_bytes
 from ganserve.training.application import Application, DemoExample
 from ganserve.training.config import CommonConfig
 from ganserve.training.networks import build_network, describe_network, register_network
@@ -222,14 +222,8 @@ def test_trained_shipped_and_exported_by_the_stock_commands(pipeline: dict[str, 
 
 
 def _served_pixels(client: Any, picture: np.ndarray, level: str) -> np.ndarray:
-    reply = client.transform("denoiser", _png(picture), conditions={"noise": level})
+    reply = client.transform("denoiser", png_bytes(picture), conditions={"noise": level})
     return np.asarray(Image.open(io.BytesIO(reply.image)).convert("RGB"))
-
-
-def _png(picture: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(picture).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def test_served_through_the_generic_rpc_and_the_client(pipeline: dict[str, Path]) -> None:
@@ -258,7 +252,7 @@ def test_served_through_the_generic_rpc_and_the_client(pipeline: dict[str, Path]
                 outputs[name] = served
             assert np.abs(outputs["light"].astype(int) - outputs["heavy"].astype(int)).max() > 0  # the level matters
             source = pipeline["root"] / "noisy.png"
-            source.write_bytes(_png(picture))
+            source.write_bytes(png_bytes(picture))
             out = pipeline["root"] / "denoised.png"
             ganserve("client", "--server", f"127.0.0.1:{server.port}", "transform", str(source), str(out),
                      "--model", "denoiser", "--condition", "noise=heavy", cwd=pipeline["root"])
