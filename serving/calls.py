@@ -27,8 +27,10 @@ class CallGate:
         remaining = context.time_remaining()
         return None if remaining is None else time.monotonic() + remaining
 
-    async def outcome(self, method: str, model: str, work: Callable[[], Awaitable[T]]) -> tuple[T | None, status.ServingError | None]:
-        """Run one request's work; return (result, None) or (None, the status it failed with); record metrics."""
+    async def outcome(self, method: str, model: str, work: Callable[[], Awaitable[T]],
+                      protocol: str = "grpc") -> tuple[T | None, status.ServingError | None]:
+        """Run one request's work; return (result, None) or (None, the status it failed with); record metrics
+        (labelled by protocol, grpc or http: both share this gate, the model manager and the batchers)."""
         start = time.perf_counter()
         err: status.ServingError | None = None
         result: T | None = None
@@ -41,7 +43,7 @@ class CallGate:
             if err.code == grpc.StatusCode.INTERNAL:
                 log.exception("%s on model %r failed", method, model)
         code = err.code.name if err else "OK"
-        self.metrics.observe_request(model or "-", method, code, time.perf_counter() - start)
+        self.metrics.observe_request(model or "-", method, code, time.perf_counter() - start, protocol)
         return result, err
 
     async def run(self, context: grpc.aio.ServicerContext, method: str, model: str,

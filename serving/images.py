@@ -213,6 +213,12 @@ class ImagesServicer(pb_grpc.ImagesServicer):
             raise status.invalid(f"tile_overlap {overlap} must be less than half of tile_size {tile}")
         return tile, overlap
 
+    def _timing(self, model: str, t0: float, t_decoded: float, t_inferred: float, t_end: float) -> pb.Timing:
+        """The reply's stage times, also observed in ganserve_stage_seconds (the same for both protocols)."""
+        self.gate.metrics.observe_stages(model, t_decoded - t0, t_inferred - t_decoded, t_end - t_inferred)
+        return pb.Timing(decode_ms=(t_decoded - t0) * 1e3, infer_ms=(t_inferred - t_decoded) * 1e3,
+                         encode_ms=(t_end - t_inferred) * 1e3, total_ms=(t_end - t0) * 1e3)
+
     async def _decode(self, data: bytes, spec: TensorSpec) -> np.ndarray:
         return await asyncio.to_thread(_decoded_tensor, data, spec, self.settings.max_pixels)
 
@@ -221,50 +227,49 @@ class ImagesServicer(pb_grpc.ImagesServicer):
         fmt = "JPEG" if options.output_format == pb.JPEG else "PNG"
         (width, height), data = await asyncio.to_thread(_to_encoded, y, spec, fmt, options.jpeg_quality)
         t_end = time.perf_counter()
-        timing = pb.Timing(decode_ms=(t_decoded - t0) * 1e3, infer_ms=(t_inferred - t_decoded) * 1e3,
-                           encode_ms=(t_end - t_inferred) * 1e3, total_ms=(t_end - t0) * 1e3)
+        timing = self._timing(name, t0, t_decoded, t_inferred, t_end)
         return pb.ImageResponse(image=data, format=pb.JPEG if fmt == "JPEG" else pb.PNG, width=width,
                                 height=height, timing=timing, model=name, model_version=str(served.version),
                                 tiles=runs)
 
-    async def _transform(self, rpc: str, call: ImageCall, context: grpc.aio.ServicerContext) -> pb.ImageResponse:
-        """The one image-to-image path: decode, pad, tile through the batcher, crop, encode (Transform and aliases)."""
-        deadline = self.gate.deadline(context)
+    async def transform(self, rpc: str, call: ImageCall, deadline: float | None) -> pb.ImageResponse:
+        """The one image-to-image path: decode, pad, tile through the batcher, crop, encode (Transform, its aliases
+        and the HTTP image endpoint); raises ServingError."""
+        t0 = time.perf_counter()
+        model, served, card = self._model(call.model, call.version)
+        plan = transform_plan(card, call, rpc)
+        x = await self._decode(call.image, plan.image)
+        channels = x.shape[1]
+        if plan.mask is not None:
+            x = _with_mask(x, await self._decode(call.mask, plan.mask), model.name)
+        t_decoded = time.perf_counter()
+        height, width = x.shape[2], x.shape[3]
+        multiple = max(1, card.spatial_multiple)
+        tile, overlap = self._tiling(card, call.options)
+        run = _Run(served, deadline)
 
-        async def work() -> pb.ImageResponse:
-            t0 = time.perf_counter()
-            model, served, card = self._model(call.model, call.version)
-            plan = transform_plan(card, call, rpc)
-            x = await self._decode(call.image, plan.image)
-            channels = x.shape[1]
+        async def infer(part: np.ndarray) -> np.ndarray:
+            feeds = {plan.image.name: to_layout(part if plan.mask is None else part[:, :channels], plan.image)}
             if plan.mask is not None:
-                x = _with_mask(x, await self._decode(call.mask, plan.mask), model.name)
-            t_decoded = time.perf_counter()
-            height, width = x.shape[2], x.shape[3]
-            multiple = max(1, card.spatial_multiple)
-            tile, overlap = self._tiling(card, call.options)
-            run = _Run(served, deadline)
+                feeds[plan.mask.name] = to_layout(part[:, channels:], plan.mask)
+            for spec, index in plan.conditions:
+                feeds[spec.name] = condition_tensor(spec, index, part.shape[2], part.shape[3])
+            return from_layout((await run(feeds))[plan.output.name], plan.output)
 
-            async def infer(part: np.ndarray) -> np.ndarray:
-                feeds = {plan.image.name: to_layout(part if plan.mask is None else part[:, :channels], plan.image)}
-                if plan.mask is not None:
-                    feeds[plan.mask.name] = to_layout(part[:, channels:], plan.mask)
-                for spec, index in plan.conditions:
-                    feeds[spec.name] = condition_tensor(spec, index, part.shape[2], part.shape[3])
-                return from_layout((await run(feeds))[plan.output.name], plan.output)
+        start = time.perf_counter_ns()
+        try:
+            y = await run_tiled(pad_to_multiple(x, multiple), infer, card.scale, tile, overlap, multiple)
+        except BaseException:  # also a deadline or cancel that ends the call while queued
+            served.stats.record(False, time.perf_counter_ns() - start)
+            raise
+        served.stats.record(True, time.perf_counter_ns() - start)
+        y = y[:, :, : height * card.scale, : width * card.scale]
+        return await self._reply(y, plan.output, call.options, served, model.name, run.calls, t0, t_decoded,
+                                 time.perf_counter())
 
-            start = time.perf_counter_ns()
-            try:
-                y = await run_tiled(pad_to_multiple(x, multiple), infer, card.scale, tile, overlap, multiple)
-            except BaseException:  # also a deadline or cancel that ends the call while queued
-                served.stats.record(False, time.perf_counter_ns() - start)
-                raise
-            served.stats.record(True, time.perf_counter_ns() - start)
-            y = y[:, :, : height * card.scale, : width * card.scale]
-            return await self._reply(y, plan.output, call.options, served, model.name, run.calls, t0, t_decoded,
-                                     time.perf_counter())
-
-        return await self.gate.run(context, rpc, call.model, work)
+    async def _transform(self, rpc: str, call: ImageCall, context: grpc.aio.ServicerContext) -> pb.ImageResponse:
+        deadline = self.gate.deadline(context)
+        return await self.gate.run(context, rpc, call.model, lambda: self.transform(rpc, call, deadline))
 
     @staticmethod
     def _alias(request: pb.ImageRequest) -> ImageCall:
@@ -291,38 +296,37 @@ class ImagesServicer(pb_grpc.ImagesServicer):
                          target_age=request.target_age)
         return await self._transform("AgeFace", call, context)
 
+    async def classify(self, request: pb.ClassifyRequest, deadline: float | None) -> pb.ClassifyResponse:
+        """Class probabilities for one image (softmax of a logits output); raises ServingError."""
+        t0 = time.perf_counter()
+        model, served, card = self._model(request.model, request.model_version)
+        check_rpc(card, "Classify")
+        image_spec = card.input_by_role("image")
+        out_spec = card.output_by_role("probabilities", "logits")
+        assert image_spec is not None and out_spec is not None  # check_rpc saw both
+        check_filled(card, [image_spec.name])
+        if request.top_k < 0:
+            raise status.invalid(f"top_k must be >= 0, got {request.top_k}")
+        x = await self._decode(request.image, image_spec)
+        t_decoded = time.perf_counter()
+        out = await _Run(served, deadline)({image_spec.name: to_layout(x, image_spec)})
+        t_inferred = time.perf_counter()
+        scores = out[out_spec.name].astype(np.float64).reshape(-1)
+        if out_spec.role == "logits":
+            scores = np.exp(scores - scores.max())
+            scores /= scores.sum()
+        labels = out_spec.labels or [str(i) for i in range(scores.size)]
+        order = np.argsort(-scores, kind="stable")[: min(request.top_k or 5, scores.size)]
+        response = pb.ClassifyResponse(model=model.name, model_version=str(served.version))
+        for i in order:
+            response.scores.add(label=labels[i] if i < len(labels) else str(i), index=int(i), probability=float(scores[i]))
+        t_end = time.perf_counter()
+        response.timing.CopyFrom(self._timing(model.name, t0, t_decoded, t_inferred, t_end))
+        return response
+
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         deadline = self.gate.deadline(context)
-
-        async def work() -> pb.ClassifyResponse:
-            t0 = time.perf_counter()
-            model, served, card = self._model(request.model, request.model_version)
-            check_rpc(card, "Classify")
-            image_spec = card.input_by_role("image")
-            out_spec = card.output_by_role("probabilities", "logits")
-            assert image_spec is not None and out_spec is not None  # check_rpc saw both
-            check_filled(card, [image_spec.name])
-            if request.top_k < 0:
-                raise status.invalid(f"top_k must be >= 0, got {request.top_k}")
-            x = await self._decode(request.image, image_spec)
-            t_decoded = time.perf_counter()
-            out = await _Run(served, deadline)({image_spec.name: to_layout(x, image_spec)})
-            t_inferred = time.perf_counter()
-            scores = out[out_spec.name].astype(np.float64).reshape(-1)
-            if out_spec.role == "logits":
-                scores = np.exp(scores - scores.max())
-                scores /= scores.sum()
-            labels = out_spec.labels or [str(i) for i in range(scores.size)]
-            order = np.argsort(-scores, kind="stable")[: min(request.top_k or 5, scores.size)]
-            response = pb.ClassifyResponse(model=model.name, model_version=str(served.version))
-            for i in order:
-                response.scores.add(label=labels[i] if i < len(labels) else str(i), index=int(i), probability=float(scores[i]))
-            t_end = time.perf_counter()
-            response.timing.CopyFrom(pb.Timing(decode_ms=(t_decoded - t0) * 1e3, infer_ms=(t_inferred - t_decoded) * 1e3,
-                                               encode_ms=(t_end - t_inferred) * 1e3, total_ms=(t_end - t0) * 1e3))
-            return response
-
-        return await self.gate.run(context, "Classify", request.model, work)
+        return await self.gate.run(context, "Classify", request.model, lambda: self.classify(request, deadline))
 
     @staticmethod
     def _generate_conditions(card: ModelCard, request: pb.GenerateRequest) -> dict[str, int]:
@@ -335,28 +339,29 @@ class ImagesServicer(pb_grpc.ImagesServicer):
             given[name] = value
         return resolve_conditions(card, given)
 
+    async def generate(self, request: pb.GenerateRequest, deadline: float | None) -> pb.ImageResponse:
+        """One sample of a generative model from its seed (and conditions); raises ServingError."""
+        t0 = time.perf_counter()
+        model, served, card = self._model(request.model, request.model_version)
+        check_rpc(card, "Generate")
+        latent, out_spec = card.input_by_role("latent"), card.output_by_role("image")
+        assert latent is not None and out_spec is not None  # check_rpc saw both
+        chosen = self._generate_conditions(card, request)
+        check_filled(card, [latent.name, *chosen])
+        feeds = {latent.name: latent_tensor(latent, request.seed)}
+        for spec in card.conditions():
+            feeds[spec.name] = condition_tensor(spec, chosen[spec.name], 1, 1)
+        t_decoded = time.perf_counter()
+        y = from_layout((await _Run(served, deadline)(feeds))[out_spec.name], out_spec)
+        return await self._reply(y, out_spec, request.options, served, model.name, 1, t0, t_decoded,
+                                 time.perf_counter())
+
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.ImageResponse:
         deadline = self.gate.deadline(context)
+        return await self.gate.run(context, "Generate", request.model, lambda: self.generate(request, deadline))
 
-        async def work() -> pb.ImageResponse:
-            t0 = time.perf_counter()
-            model, served, card = self._model(request.model, request.model_version)
-            check_rpc(card, "Generate")
-            latent, out_spec = card.input_by_role("latent"), card.output_by_role("image")
-            assert latent is not None and out_spec is not None  # check_rpc saw both
-            chosen = self._generate_conditions(card, request)
-            check_filled(card, [latent.name, *chosen])
-            feeds = {latent.name: latent_tensor(latent, request.seed)}
-            for spec in card.conditions():
-                feeds[spec.name] = condition_tensor(spec, chosen[spec.name], 1, 1)
-            t_decoded = time.perf_counter()
-            y = from_layout((await _Run(served, deadline)(feeds))[out_spec.name], out_spec)
-            return await self._reply(y, out_spec, request.options, served, model.name, 1, t0, t_decoded,
-                                     time.perf_counter())
-
-        return await self.gate.run(context, "Generate", request.model, work)
-
-    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+    def list_models(self) -> pb.ListModelsResponse:
+        """Every model the server knows of: state, the RPC that serves it, its tensors and conditions."""
         response = pb.ListModelsResponse()
         for name in sorted(self.models.models):
             model = self.models.models[name]
@@ -369,3 +374,6 @@ class ImagesServicer(pb_grpc.ImagesServicer):
             if model.versions:
                 info.precision = model.latest().runner.precision  # what serves, which may differ from the export
         return response
+
+    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        return self.list_models()

@@ -16,10 +16,14 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("ganserve_requests", "Requests finished, by model, method and gRPC status code",
-                                ["model", "method", "code"], registry=r)
+        self.requests = Counter("ganserve_requests", "Requests finished, by model, method, gRPC status code (HTTP "
+                                "answers map onto the same codes) and protocol", ["model", "method", "code", "protocol"],
+                                registry=r)
         self.latency = Histogram("ganserve_request_seconds", "Request latency inside the server",
-                                 ["model", "method"], buckets=LATENCY_BUCKETS, registry=r)
+                                 ["model", "method", "protocol"], buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_seconds = Histogram("ganserve_stage_seconds", "Image API time per stage (decode, infer, encode) of "
+                                       "a request, either protocol", ["model", "stage"], buckets=LATENCY_BUCKETS,
+                                       registry=r)
         self.queue_depth = Gauge("ganserve_queue_depth", "Requests waiting in the model's batcher", ["model"], registry=r)
         self.queue_seconds = Histogram("ganserve_queue_seconds", "Time a request waited before its batch ran",
                                        ["model"], buckets=LATENCY_BUCKETS, registry=r)
@@ -34,9 +38,13 @@ class ServerMetrics:
         self._candidate_labels: dict[str, list[tuple[str, ...]]] = {}
         self._http = None
 
-    def observe_request(self, model: str, method: str, code: str, seconds: float) -> None:
-        self.requests.labels(model, method, code).inc()
-        self.latency.labels(model, method).observe(seconds)
+    def observe_request(self, model: str, method: str, code: str, seconds: float, protocol: str = "grpc") -> None:
+        self.requests.labels(model, method, code, protocol).inc()
+        self.latency.labels(model, method, protocol).observe(seconds)
+
+    def observe_stages(self, model: str, decode_s: float, infer_s: float, encode_s: float) -> None:
+        for stage, seconds in (("decode", decode_s), ("infer", infer_s), ("encode", encode_s)):
+            self.stage_seconds.labels(model, stage).observe(seconds)
 
     def observe_batch(self, model: str, rows: int, queue_seconds: list[float]) -> None:
         self.batch_rows.labels(model).observe(rows)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 import grpc
+import numpy as np
 from google.protobuf.message import DecodeError
 
 import ganserve.serving
@@ -17,6 +18,7 @@ from ganserve.serving.proto.inference import grpc_service_pb2 as pb
 from ganserve.serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from ganserve.serving.tensors import config_datatype, decode_inputs, requested_outputs, serialized_response, varint
 
+T = TypeVar("T")
 EXTENSIONS = ["model_configuration", "model_repository", "statistics", "binary_tensor_data"]
 
 
@@ -28,44 +30,39 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.gate = gate
         self.allow_model_control = allow_model_control
 
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=True)
+    # -- the protocol's answers, without a transport: gRPC below and REST (serving/rest.py) call these ------------
+    def server_ready(self) -> bool:
+        return not self.gate.closing
 
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=not self.gate.closing)
-
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+    def model_ready(self, name: str, version: str = "") -> bool:
         try:
-            self.models.get(request.name, request.version)
+            self.models.get(name, version)
         except status.ServingError:
-            return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=not self.gate.closing)
+            return False
+        return not self.gate.closing
 
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
+    def server_metadata(self) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name="ganserve", version=ganserve.serving.__version__, extensions=EXTENSIONS)
 
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
-        async def work() -> pb.ModelMetadataResponse:
-            model, _ = self.models.get(request.name, request.version)
-            config = model.config
-            batch = [-1] if config.max_batch_size > 0 else []
-            response = pb.ModelMetadataResponse(name=model.name, platform=config.platform or "onnxruntime_onnx",
-                                                versions=[str(v) for v in sorted(model.versions)])
-            for spec in config.input:
-                response.inputs.add(name=spec.name, datatype=config_datatype(spec.data_type), shape=batch + list(spec.dims))
-            for spec in config.output:
-                response.outputs.add(name=spec.name, datatype=config_datatype(spec.data_type), shape=batch + list(spec.dims))
-            return response
-        return await self.gate.run(context, "ModelMetadata", request.name, work)
+    def model_metadata(self, name: str, version: str = "") -> pb.ModelMetadataResponse:
+        model, _ = self.models.get(name, version)
+        config = model.config
+        batch = [-1] if config.max_batch_size > 0 else []
+        response = pb.ModelMetadataResponse(name=model.name, platform=config.platform or "onnxruntime_onnx",
+                                            versions=[str(v) for v in sorted(model.versions)])
+        for spec in config.input:
+            response.inputs.add(name=spec.name, datatype=config_datatype(spec.data_type), shape=batch + list(spec.dims))
+        for spec in config.output:
+            response.outputs.add(name=spec.name, datatype=config_datatype(spec.data_type), shape=batch + list(spec.dims))
+        return response
 
-    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
-        async def work() -> pb.ModelConfigResponse:
-            model, _ = self.models.get(request.name, request.version)
-            return pb.ModelConfigResponse(config=model.config)
-        return await self.gate.run(context, "ModelConfig", request.name, work)
+    def model_config(self, name: str, version: str = "") -> pb.ModelConfigResponse:
+        model, _ = self.models.get(name, version)
+        return pb.ModelConfigResponse(config=model.config)
 
-    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> bytes:
-        """One inference, answered as the serialized ModelInferResponse (raw outputs copied once)."""
+    async def infer_arrays(self, request: pb.ModelInferRequest, deadline: float | None
+                           ) -> tuple[pb.ModelInferResponse, dict[str, np.ndarray], list[tuple[str, bool]]]:
+        """One inference: the response header (no outputs yet), every output array and which outputs to send."""
         model, version = self.models.get(request.model_name, request.model_version)
         inputs = decode_inputs(request, model.config)
         wanted = requested_outputs(request, model.config)
@@ -76,8 +73,79 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             version.stats.record(False, time.perf_counter_ns() - start)
             raise
         version.stats.record(True, time.perf_counter_ns() - start)
-        response = pb.ModelInferResponse(model_name=model.name, model_version=str(version.version), id=request.id)
+        return pb.ModelInferResponse(model_name=model.name, model_version=str(version.version), id=request.id), \
+            outputs, wanted
+
+    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> bytes:
+        """One inference, answered as the serialized ModelInferResponse (raw outputs copied once)."""
+        response, outputs, wanted = await self.infer_arrays(request, deadline)
         return serialized_response(response, outputs, wanted)
+
+    def statistics(self, name: str = "", version: str = "") -> pb.ModelStatisticsResponse:
+        if name:
+            model, only = self.models.get(name, version)
+            targets = [(model.name, v) for v in model.versions.values() if not version or v is only]
+        else:
+            targets = [(m.name, v) for m in self.models.models.values() if m.state == READY for v in m.versions.values()]
+        response = pb.ModelStatisticsResponse()
+        for model_name, v in targets:
+            s = v.stats
+            entry = response.model_stats.add(name=model_name, version=str(v.version), last_inference=s.last_inference_ms,
+                                             inference_count=s.inference_count, execution_count=s.execution_count)
+            inf = entry.inference_stats
+            inf.success.count, inf.success.ns = s.success_count, s.success_ns
+            inf.fail.count, inf.fail.ns = s.fail_count, s.fail_ns
+            inf.queue.count, inf.queue.ns = s.queue_count, s.queue_ns
+            inf.compute_infer.count, inf.compute_infer.ns = s.compute_count, s.compute_ns
+            for rows, (count, ns) in sorted(s.batch_counts.items()):
+                b = entry.batch_stats.add(batch_size=rows)
+                b.compute_infer.count, b.compute_infer.ns = count, ns
+        return response
+
+    def repository_index(self, ready_only: bool = False) -> pb.RepositoryIndexResponse:
+        response = pb.RepositoryIndexResponse()
+        for name in sorted(self.models.models):
+            model = self.models.models[name]
+            if ready_only and model.state != READY:
+                continue
+            version = str(max(model.versions)) if model.versions else ""
+            response.models.add(name=name, version=version, state=model.state, reason=model.reason)
+        return response
+
+    def _check_control(self) -> None:
+        if not self.allow_model_control:
+            raise status.precondition("model control is disabled; start the server with --allow-model-control")
+
+    async def load_model(self, name: str) -> None:
+        self._check_control()
+        model = await self.models.load(name)
+        if model.state != READY:
+            raise status.precondition(f"model {name!r} failed to load: {model.reason}")
+
+    async def unload_model(self, name: str) -> None:
+        self._check_control()
+        await self.models.unload(name)
+
+    # -- gRPC --------------------------------------------------------------------------------------------
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.server_ready())
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self.model_ready(request.name, request.version))
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
+        return self.server_metadata()
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
+        return await self.gate.run(context, "ModelMetadata", request.name,
+                                   _now(self.model_metadata, request.name, request.version))
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
+        return await self.gate.run(context, "ModelConfig", request.name,
+                                   _now(self.model_config, request.name, request.version))
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
         deadline = self.gate.deadline(context)
@@ -115,57 +183,30 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     leftover.cancel()
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext) -> pb.ModelStatisticsResponse:
-        async def work() -> pb.ModelStatisticsResponse:
-            if request.name:
-                model, only = self.models.get(request.name, request.version)
-                targets = [(model.name, v) for v in model.versions.values() if not request.version or v is only]
-            else:
-                targets = [(m.name, v) for m in self.models.models.values() if m.state == READY for v in m.versions.values()]
-            response = pb.ModelStatisticsResponse()
-            for name, v in targets:
-                s = v.stats
-                entry = response.model_stats.add(name=name, version=str(v.version), last_inference=s.last_inference_ms,
-                                                 inference_count=s.inference_count, execution_count=s.execution_count)
-                inf = entry.inference_stats
-                inf.success.count, inf.success.ns = s.success_count, s.success_ns
-                inf.fail.count, inf.fail.ns = s.fail_count, s.fail_ns
-                inf.queue.count, inf.queue.ns = s.queue_count, s.queue_ns
-                inf.compute_infer.count, inf.compute_infer.ns = s.compute_count, s.compute_ns
-                for rows, (count, ns) in sorted(s.batch_counts.items()):
-                    b = entry.batch_stats.add(batch_size=rows)
-                    b.compute_infer.count, b.compute_infer.ns = count, ns
-            return response
-        return await self.gate.run(context, "ModelStatistics", request.name, work)
+        return await self.gate.run(context, "ModelStatistics", request.name,
+                                   _now(self.statistics, request.name, request.version))
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext) -> pb.RepositoryIndexResponse:
-        response = pb.RepositoryIndexResponse()
-        for name in sorted(self.models.models):
-            model = self.models.models[name]
-            if request.ready and model.state != READY:
-                continue
-            version = str(max(model.versions)) if model.versions else ""
-            response.models.add(name=name, version=version, state=model.state, reason=model.reason)
-        return response
-
-    def _check_control(self) -> None:
-        if not self.allow_model_control:
-            raise status.precondition("model control is disabled; start the server with --allow-model-control")
+        return self.repository_index(request.ready)
 
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext) -> pb.RepositoryModelLoadResponse:
         async def work() -> pb.RepositoryModelLoadResponse:
-            self._check_control()
-            model = await self.models.load(request.model_name)
-            if model.state != READY:
-                raise status.precondition(f"model {request.model_name!r} failed to load: {model.reason}")
+            await self.load_model(request.model_name)
             return pb.RepositoryModelLoadResponse()
         return await self.gate.run(context, "RepositoryModelLoad", request.model_name, work)
 
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext) -> pb.RepositoryModelUnloadResponse:
         async def work() -> pb.RepositoryModelUnloadResponse:
-            self._check_control()
-            await self.models.unload(request.model_name)
+            await self.unload_model(request.model_name)
             return pb.RepositoryModelUnloadResponse()
         return await self.gate.run(context, "RepositoryModelUnload", request.model_name, work)
+
+
+def _now(function: Callable[..., T], *args: object) -> Callable[[], Awaitable[T]]:
+    """A synchronous answer as the awaitable work CallGate.run/outcome expect."""
+    async def work() -> T:
+        return function(*args)
+    return work
 
 
 # ModelStreamInferResponse.infer_response is field 2, length-delimited: tag byte (2 << 3) | 2.
