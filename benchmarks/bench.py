@@ -280,7 +280,7 @@ class Bench:
             monitor = ProcessMonitor(self.cfg.server_pids)
             await self._served_paths(self.cfg.server_target, monitor)
             return
-        proc, port, _ = start_subprocess(self.cfg.repo, self.cfg.server_args)
+        proc, port, _, _ = start_subprocess(self.cfg.repo, self.cfg.server_args)
         monitor = ProcessMonitor([proc.pid])
         try:
             await self._served_paths(f"127.0.0.1:{port}", monitor)

@@ -44,7 +44,7 @@ def _conditions(card: ModelCard) -> dict[str, str]:
 
 def served(repo: Path, card: ModelCard, picture: np.ndarray, tile: int, overlap: int, extra: list[str]) -> dict:
     """Wall time, server timing, tile count and the server's peak RSS for one request (after a 64x64 warm-up)."""
-    proc, port, _ = start_subprocess(repo, ["--max-pixels", str(max(4096 * 4096, picture.size)), *extra])
+    proc, port, _, _ = start_subprocess(repo, ["--max-pixels", str(max(4096 * 4096, picture.size)), *extra])
     try:
         monitor = ProcessMonitor([proc.pid])
         with ImagesClient(f"127.0.0.1:{port}", max_message_mb=512, timeout=3600) as client:

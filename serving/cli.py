@@ -25,13 +25,23 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
 
 # -- serve ----------------------------------------------------------------------------------------------
 def _add_serve(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("serve", help="serve a model repository over gRPC",
+    p = subparsers.add_parser("serve", help="serve a model repository over gRPC and HTTP",
                               description="Serve every model of a repository: KServe v2 (OIP) + ganserve.v1.Images "
-                                          "over gRPC, health and reflection, Prometheus metrics over HTTP.")
+                                          "over gRPC with health and reflection; KServe v2 REST, the image API and a "
+                                          "page to try every model over HTTP; Prometheus metrics.")
     p.add_argument("--repo", required=True, type=Path, help="model repository folder")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8001, help="gRPC port (0 = any free port, printed)")
+    p.add_argument("--http-port", type=int, default=8000,
+                   help="HTTP port: KServe v2 REST, the image API, the page at / and /metrics (0 = any, -1 = off)")
     p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus HTTP port (0 = any, -1 = off)")
+    p.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain: gRPC, HTTP and metrics over TLS")
+    p.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", type=Path, default=None,
+                   help="PEM CA bundle: mutual TLS, every client must present a certificate it signed")
+    p.add_argument("--auth-token-file", type=Path, default=None,
+                   help="bearer tokens (one per line, >= 16 characters) required on every call but health and "
+                        "readiness: 'authorization: Bearer <token>'")
     p.add_argument("--providers", default="cuda,openvino,cpu",
                    help="execution providers to try, in order of preference (those the installed onnxruntime lacks "
                         "are skipped with the reason logged; CPU is always the last resort)")
@@ -68,6 +78,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     from ganserve.serving.images import ImageSettings
     from ganserve.serving.models import BatchingOverrides
     from ganserve.serving.runtime import RuntimeSettings, select_providers
+    from ganserve.serving.security import TlsSettings, Tokens
     from ganserve.serving.server import ServerConfig, serve
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -80,9 +91,19 @@ def _run_serve(args: argparse.Namespace) -> int:
         if value < low:
             raise GanserveError(f"{flag} must be >= {low}, got {value}")
     # gRPC would take 99999 modulo 65536 and listen on another port than the one asked for
-    for flag, value, low in (("--port", args.port, 0), ("--metrics-port", args.metrics_port, -1)):
+    for flag, value, low in (("--port", args.port, 0), ("--http-port", args.http_port, -1),
+                             ("--metrics-port", args.metrics_port, -1)):
         if not low <= value <= 65535:
             raise GanserveError(f"{flag} must be {low}..65535, got {value}")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise GanserveError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise GanserveError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)")
+    tls = TlsSettings(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    if tls is not None:
+        tls.ssl_context()  # unreadable or mismatched files: one line now, not after every model has loaded
+    if args.auth_token_file is not None:
+        Tokens.from_file(args.auth_token_file)
     providers = [s for s in args.providers.split(",") if s.strip()]
     select_providers(providers)  # fail fast on an unknown provider name
     if args.no_cache and args.cache_dir is not None:
@@ -90,14 +111,14 @@ def _run_serve(args: argparse.Namespace) -> int:
     cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
     logging.getLogger("ganserve.serving").info("choice cache: %s", cache_dir or "off (--no-cache)")
     config = ServerConfig(
-        repo=args.repo, host=args.host, port=args.port, metrics_port=args.metrics_port,
+        repo=args.repo, host=args.host, port=args.port, http_port=args.http_port, metrics_port=args.metrics_port,
         runtime=RuntimeSettings(providers=providers, intra_op_threads=args.intra_op_threads, precision=args.precision,
                                 streams=args.streams, cache_dir=cache_dir),
         batching=BatchingOverrides(max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
                                    max_queue_size=args.max_queue_size, disabled=args.no_batching),
         images=ImageSettings(max_pixels=args.max_pixels, tile_size=args.tile_size, tile_overlap=args.tile_overlap),
         max_message_mb=args.max_message_mb, allow_model_control=args.allow_model_control,
-        grace_seconds=args.grace_seconds,
+        grace_seconds=args.grace_seconds, tls=tls, auth_token_file=args.auth_token_file,
     )
     try:
         return serve(config)

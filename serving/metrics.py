@@ -66,9 +66,13 @@ class ServerMetrics:
         """Make the queue-depth gauge read the batcher live at scrape time."""
         self.queue_depth.labels(model).set_function(depth)
 
-    def start_http(self, host: str, port: int) -> int:
-        """Serve /metrics over HTTP; port 0 picks a free one. Returns the bound port."""
-        self._http, _thread = start_http_server(port, addr=host, registry=self.registry)
+    def start_http(self, host: str, port: int, tls=None) -> int:
+        """Serve /metrics over HTTP (HTTPS with the server's TLS settings); port 0 picks a free one. Returns the
+        bound port."""
+        secure = {} if tls is None else {
+            "certfile": str(tls.cert), "keyfile": str(tls.key),
+            **({"client_cafile": str(tls.client_ca), "client_auth_required": True} if tls.client_ca else {})}
+        self._http, _thread = start_http_server(port, addr=host, registry=self.registry, **secure)
         return int(self._http.server_port)
 
     def stop_http(self) -> None:

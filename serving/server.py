@@ -1,7 +1,7 @@
-"""Server lifecycle: build the gRPC server, load models, report ready, drain on SIGTERM.
+"""Server lifecycle: build the gRPC and HTTP servers, load models, report ready, drain on SIGTERM.
 
 Also the Python API to run a server in-process (`ServerThread`) or as a subprocess (`start_subprocess`) and learn
-the port it bound (port 0 = any free port).
+the ports it bound (port 0 = any free port).
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from ganserve.serving.calls import CallGate
+from ganserve.serving.http import HttpFront
 from ganserve.serving.images import ImageSettings, ImagesServicer
 from ganserve.serving.metrics import ServerMetrics
 from ganserve.serving.models import READY, BatchingOverrides, ModelManager
@@ -31,10 +33,11 @@ from ganserve.serving.proto import POOL
 from ganserve.serving.proto.ganserve.v1 import images_pb2, images_pb2_grpc
 from ganserve.serving.proto.inference import grpc_service_pb2
 from ganserve.serving.runtime import RuntimeSettings
+from ganserve.serving.security import AuthInterceptor, TlsSettings, Tokens
 
 log = logging.getLogger("ganserve.serving")
-READY_LINE = "ganserve serving: ready grpc={host}:{port} metrics={metrics}"
-_READY_RE = re.compile(r"ganserve serving: ready grpc=(\S+):(\d+) metrics=(-?\d+)")
+READY_LINE = "ganserve serving: ready grpc={host}:{port} http={http} metrics={metrics}"
+_READY_RE = re.compile(r"ganserve serving: ready grpc=(\S+):(\d+) http=(-?\d+) metrics=(-?\d+)")
 
 
 @dataclass
@@ -44,6 +47,7 @@ class ServerConfig:
     repo: Path
     host: str = "127.0.0.1"
     port: int = 8001
+    http_port: int = 8000  # KServe v2 REST, the image API over HTTP and the page; 0 = any free port, -1 = off
     metrics_port: int = 8002  # 0 = any free port, -1 = no metrics endpoint
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     batching: BatchingOverrides = field(default_factory=BatchingOverrides)
@@ -51,6 +55,8 @@ class ServerConfig:
     max_message_mb: int = 64
     allow_model_control: bool = False
     grace_seconds: float = 30.0
+    tls: TlsSettings | None = None  # both protocols (and the metrics port) over TLS; mutual TLS with a client CA
+    auth_token_file: Path | None = None  # bearer tokens required on everything but health and readiness
 
 
 def _add_to_pool(*files) -> None:
@@ -71,22 +77,30 @@ class GanServer:
         self.gate = CallGate(self.metrics)
         self.models = ModelManager(config.repo, config.runtime, config.batching, self.metrics)
         self.health = health.aio.HealthServicer()
+        self.tokens = Tokens.from_file(config.auth_token_file) if config.auth_token_file else None
         self.port = 0
+        self.http_port = -1
         self.metrics_port = -1
         self._server: grpc.aio.Server | None = None
+        self._http: HttpFront | None = None
         self._stopped = asyncio.Event()
 
     async def start(self) -> int:
         """Load every model, bind, start serving; returns the gRPC port."""
         cfg = self.config
+        credentials = cfg.tls.grpc_credentials() if cfg.tls else None  # bad TLS files fail before models load
+        ssl_context = cfg.tls.ssl_context() if cfg.tls else None
         await self.models.load_all()
         limit = cfg.max_message_mb * 1024 * 1024
-        self._server = grpc.aio.server(options=[
+        interceptors = [AuthInterceptor(self.tokens, self._refused)] if self.tokens else []
+        self._server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
         ])
-        add_inference_servicer(InferenceServicer(self.models, self.gate, cfg.allow_model_control), self._server)
-        images_pb2_grpc.add_ImagesServicer_to_server(ImagesServicer(self.models, self.gate, cfg.images), self._server)
+        oip = InferenceServicer(self.models, self.gate, cfg.allow_model_control)
+        images = ImagesServicer(self.models, self.gate, cfg.images)
+        add_inference_servicer(oip, self._server)
+        images_pb2_grpc.add_ImagesServicer_to_server(images, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         _add_to_pool(health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR)
         names = [
@@ -96,16 +110,26 @@ class GanServer:
             reflection.SERVICE_NAME,
         ]
         reflection.enable_server_reflection(names, self._server, pool=POOL)
-        self.port = self._server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        address = f"{cfg.host}:{cfg.port}"
+        self.port = (self._server.add_secure_port(address, credentials) if credentials
+                     else self._server.add_insecure_port(address))
         if self.port == 0:
-            raise OSError(f"cannot bind {cfg.host}:{cfg.port}")
+            raise OSError(f"cannot bind {address}")
         await self._server.start()
+        if cfg.http_port >= 0:
+            self._http = HttpFront(oip, images, self.gate, limit, self.tokens)
+            self.http_port = await self._http.start(cfg.host, cfg.http_port, ssl_context, cfg.grace_seconds)
         if cfg.metrics_port >= 0:
-            self.metrics_port = self.metrics.start_http(cfg.host, cfg.metrics_port)
+            self.metrics_port = self.metrics.start_http(cfg.host, cfg.metrics_port, cfg.tls)
         await self._set_health()
         ready = sum(m.state == READY for m in self.models.models.values())
-        log.info("serving %d/%d models on %s:%d", ready, len(self.models.models), cfg.host, self.port)
+        log.info("serving %d/%d models on %s: gRPC %d, HTTP %s%s%s", ready, len(self.models.models), cfg.host,
+                 self.port, self.http_port if self.http_port >= 0 else "off", ", TLS" if cfg.tls else "",
+                 ", bearer tokens required" if self.tokens else "")
         return self.port
+
+    def _refused(self, method: str) -> None:
+        self.metrics.observe_request("-", method.rsplit("/", 1)[-1], "UNAUTHENTICATED", 0.0)
 
     async def _set_health(self) -> None:
         serving_status = health_pb2.HealthCheckResponse
@@ -122,8 +146,10 @@ class GanServer:
         grace = self.config.grace_seconds if grace is None else grace
         await self.health.enter_graceful_shutdown()
         log.info("shutting down: draining accepted requests (grace %.0f s)", grace)
-        if self._server is not None:
-            await self._server.stop(grace)
+        stopping = [self._server.stop(grace)] if self._server is not None else []
+        if self._http is not None:
+            stopping.append(self._http.stop())
+        await asyncio.gather(*stopping)  # both protocols finish what they accepted, then the batchers drain
         await self.models.close(drain=True)
         self.metrics.stop_http()
         self._stopped.set()
@@ -139,7 +165,8 @@ async def _serve_until_signal(config: ServerConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # before the READY line: a SIGTERM right after it must drain too
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
-    print(READY_LINE.format(host=config.host, port=server.port, metrics=server.metrics_port), flush=True)
+    print(READY_LINE.format(host=config.host, port=server.port, http=server.http_port, metrics=server.metrics_port),
+          flush=True)
     await server.wait()
     return 0
 
@@ -171,6 +198,10 @@ class ServerThread:
     def metrics_port(self) -> int:
         return self.server.metrics_port if self.server else -1
 
+    @property
+    def http_port(self) -> int:
+        return self.server.http_port if self.server else -1
+
     def stop(self, grace: float = 5.0, timeout: float = 60.0) -> None:
         if self.server is not None:
             asyncio.run_coroutine_threadsafe(self.server.stop(grace), self._loop).result(timeout)
@@ -186,11 +217,20 @@ class ServerThread:
         self.stop()
 
 
+class Child(NamedTuple):
+    """A server started by `start_subprocess` and the ports it bound (-1: that endpoint is off)."""
+
+    proc: subprocess.Popen
+    port: int
+    metrics_port: int
+    http_port: int
+
+
 def start_subprocess(repo: str | Path, extra_args: list[str] | None = None, timeout: float = 120.0,
-                     env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int, int]:
-    """Start `ganserve serve --port 0 --metrics-port 0` as a child; returns (process, grpc port, metrics port)."""
+                     env: dict[str, str] | None = None) -> Child:
+    """Start `ganserve serve` on free ports (gRPC, HTTP, metrics: 0 each unless `extra_args` set them) as a child."""
     cmd = [sys.executable, "-m", "ganserve.pipeline.cli", "serve", "--repo", str(repo), "--port", "0", "--metrics-port", "0",
-           *(extra_args or [])]
+           "--http-port", "0", *(extra_args or [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, **(env or {})})
     deadline = time.monotonic() + timeout
@@ -204,7 +244,7 @@ def start_subprocess(repo: str | Path, extra_args: list[str] | None = None, time
         match = _READY_RE.search(line)
         if match:
             threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
-            return proc, int(match.group(2)), int(match.group(3))
+            return Child(proc, int(match.group(2)), int(match.group(4)), int(match.group(3)))
     proc.kill()
     proc.wait()
     raise RuntimeError("server did not become ready:\n" + "".join(seen[-30:]))

@@ -10,7 +10,7 @@ from ganserve.serving.server import ServerConfig
 
 def server_config(repo: Path, **kw) -> ServerConfig:
     """A ServerConfig for ``repo`` on free loopback ports with one intra-op thread; ``kw`` sets top-level fields."""
-    cfg = ServerConfig(repo=repo, port=0, metrics_port=0, grace_seconds=5)
+    cfg = ServerConfig(repo=repo, port=0, http_port=0, metrics_port=0, grace_seconds=5)
     cfg.runtime.intra_op_threads = 1
     for key, value in kw.items():
         setattr(cfg, key, value)

@@ -184,7 +184,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     say("step 2/5: export to the model repository")
     cards = {m.name: ensure_exported(m.checkpoint, cfg.repo, m.name, m.options) for m in models}
     say("step 3/5: start the server on 127.0.0.1")
-    proc, port, metrics_port = start_subprocess(cfg.repo)
+    proc, port, metrics_port, _ = start_subprocess(cfg.repo)
     server = f"127.0.0.1:{port}"
     say(f"server ready at {server} (metrics on :{metrics_port})")
     results: dict[str, list[dict]] = {}

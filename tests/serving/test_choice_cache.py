@@ -211,7 +211,7 @@ def test_serve_help_lists_the_cache_flags(capsys: pytest.CaptureFixture) -> None
 
 
 def _serve_once(repo: Path, home: Path, env_cache: Path, args: list[str]) -> None:
-    proc, port, _ = start_subprocess(repo, ["--providers", "cpu", "--intra-op-threads", "1", *args],
+    proc, port, _, _ = start_subprocess(repo, ["--providers", "cpu", "--intra-op-threads", "1", *args],
                                      env={"HOME": str(home), CACHE_ENV: str(env_cache)})
     assert tc.InferenceServerClient(f"127.0.0.1:{port}").is_model_ready("sr2")
     proc.send_signal(signal.SIGTERM)

@@ -22,7 +22,7 @@ def _request(value: float, size: int) -> pb.ModelInferRequest:
 
 def test_sigterm_drains_in_flight_requests(repo) -> None:
     # Requests of different sizes wait 0.8 s each in the queue, so all are in flight when SIGTERM arrives.
-    proc, port, _ = start_subprocess(repo, ["--max-queue-delay-us", "800000", "--grace-seconds", "20",
+    proc, port, _, _ = start_subprocess(repo, ["--max-queue-delay-us", "800000", "--grace-seconds", "20",
                                             "--intra-op-threads", "1"])
     try:
         async def scenario() -> tuple[list[float], grpc.StatusCode | None]:
