@@ -33,24 +33,27 @@ MODEL_VERSION = "/v2/models/{model}/versions/{version}"
 
 
 # -- protobuf -> JSON with numbers as numbers ------------------------------------------------------------------
-def proto_dict(message: Any) -> dict[str, Any]:
-    """A message as the JSON object KServe v2 REST answers with: proto field names, set fields only, enums by name,
-    and 64-bit integers as JSON numbers (protobuf's own JSON mapping writes them as strings)."""
+def proto_dict(message: Any, defaults: bool = False) -> dict[str, Any]:
+    """A message as the JSON object KServe v2 REST answers with: proto field names, enums by name, and 64-bit
+    integers as JSON numbers (protobuf's own JSON mapping writes them as strings). Set fields only, unless
+    ``defaults``: then every field, zeros included (statistics, where a 0 count is an answer)."""
+    if defaults:
+        return {f.name: _field_value(f, getattr(message, f.name), True) for f in message.DESCRIPTOR.fields}
     return {f.name: _field_value(f, v) for f, v in message.ListFields()}
 
 
-def _field_value(field: FieldDescriptor, value: Any) -> Any:
+def _field_value(field: FieldDescriptor, value: Any, defaults: bool = False) -> Any:
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
         value_field = field.message_type.fields_by_name["value"]
-        return {key: _scalar(value_field, item) for key, item in value.items()}
+        return {key: _scalar(value_field, item, defaults) for key, item in value.items()}
     if field.is_repeated:
-        return [_scalar(field, item) for item in value]
-    return _scalar(field, value)
+        return [_scalar(field, item, defaults) for item in value]
+    return _scalar(field, value, defaults)
 
 
-def _scalar(field: FieldDescriptor, value: Any) -> Any:
+def _scalar(field: FieldDescriptor, value: Any, defaults: bool = False) -> Any:
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return proto_dict(value)
+        return proto_dict(value, defaults)
     if field.type == FieldDescriptor.TYPE_ENUM:
         known = field.enum_type.values_by_number.get(value)
         return known.name if known is not None else value
@@ -263,7 +266,7 @@ class KServeRest:
         model, version = self._names(request)
 
         async def work() -> dict[str, Any]:
-            return proto_dict(self.oip.statistics(model, version))
+            return proto_dict(self.oip.statistics(model, version), defaults=True)
         return await self._answer("ModelStatistics", model, work)
 
     async def index(self, request: web.Request) -> web.Response:
