@@ -145,6 +145,11 @@ def _add_client(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("client", help="call a running server's image API")
     p.add_argument("--server", default=os.environ.get("GANSERVE_SERVER", "127.0.0.1:8001"), help="host:port")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds")
+    p.add_argument("--tls-ca", type=Path, default=None, help="PEM CA that signed the server's certificate: use TLS")
+    p.add_argument("--tls-cert", type=Path, default=None, help="PEM client certificate (mutual TLS)")
+    p.add_argument("--tls-key", type=Path, default=None, help="PEM key of --tls-cert")
+    p.add_argument("--token-file", type=Path, default=None,
+                   help="file whose first line is the bearer token (default: $GANSERVE_TOKEN, if set)")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     t = verbs.add_parser("transform", help="any image-to-image model: IN image -> OUT image (Transform)")
     _image_args(t)
@@ -196,8 +201,21 @@ def _run_client(args: argparse.Namespace) -> int:
     from ganserve.serving.client import ImageOptions, ImagesClient
 
     conditions = parse_conditions(args.condition) if args.verb == "transform" else {}
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise GanserveError("--tls-cert and --tls-key go together")
+    token = os.environ.get("GANSERVE_TOKEN") or None
+    if args.token_file is not None:
+        lines = _read(args.token_file).decode("utf-8", "replace").split()
+        if not lines:
+            raise GanserveError(f"{args.token_file}: no token in the file")
+        token = lines[0]
+    tls = {"root_certificates": _read(args.tls_ca) if args.tls_ca else None,
+           "client_cert": _read(args.tls_cert) if args.tls_cert else None,
+           "client_key": _read(args.tls_key) if args.tls_key else None}
+    if tls["root_certificates"] is None and tls["client_cert"] is not None:
+        raise GanserveError("--tls-cert needs --tls-ca (the CA that signed the server)")
     try:
-        with ImagesClient(args.server, timeout=args.timeout) as client:
+        with ImagesClient(args.server, timeout=args.timeout, token=token, **tls) as client:
             if args.verb == "list":
                 for m in client.list_models().models:
                     print(_listed(m))

@@ -8,6 +8,7 @@ import asyncio
 import datetime
 import ipaddress
 import logging
+import os
 import ssl
 import subprocess
 import sys
@@ -285,3 +286,23 @@ def test_bad_security_flags_are_one_line_errors(flags, message, pki, repo, tmp_p
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_ganserve_client_over_mutual_tls_with_a_token(repo, pki, tmp_path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    (tmp_path / "in.png").write_bytes(PICTURE)
+    config = server_config(repo, tls=TlsSettings(pki["server_crt"], pki["server_key"], pki["ca"]),
+                           auth_token_file=token_file)
+    with ServerThread(config) as thread:
+        base = [sys.executable, "-m", "ganserve.pipeline.cli", "client", "--server", f"127.0.0.1:{thread.port}",
+                "--timeout", "20", "--tls-ca", str(pki["ca"]), "--tls-cert", str(pki["client_crt"]),
+                "--tls-key", str(pki["client_key"])]
+        verb = ["transform", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--model", "sr2"]
+        done = subprocess.run([*base, "--token-file", str(token_file), *verb], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "16x16" in done.stdout and (tmp_path / "out.png").read_bytes().startswith(b"\x89PNG")
+        refused = subprocess.run([*base, *verb], capture_output=True, text=True, timeout=60,
+                                 env={k: v for k, v in os.environ.items() if k != "GANSERVE_TOKEN"})
+        assert refused.returncode == 2 and "UNAUTHENTICATED" in refused.stderr and "Traceback" not in refused.stderr
