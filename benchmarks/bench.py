@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import json
 import logging
 import os
 import tempfile
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlencode
 
 import grpc
 import numpy as np
@@ -31,7 +33,9 @@ from ganserve.core.image_metrics import to_uint8
 
 log = logging.getLogger("ganserve.bench")
 
-SERVED_PATHS = ("oip-raw", "grpc-floor", "image-api", "tritonclient-aio", "peer-torchserve")
+SERVED_PATHS = ("oip-raw", "grpc-floor", "image-api", "tritonclient-aio", "http-raw", "http-image", "peer-torchserve")
+# Paths that talk to the ganserve server (started once per run): gRPC, and KServe v2 REST / the image API over HTTP.
+SERVER_PATHS = ("oip-raw", "image-api", "tritonclient-aio", "http-raw", "http-image")
 FAST_CPU_PATHS = ("ort-candidates", "openvino-native", "modes", "codecs")
 
 
@@ -50,6 +54,7 @@ class BenchConfig:
     server_args: list[str] = field(default_factory=list)
     command: str = ""
     server_target: str | None = None  # a running server to measure (run_bench_models starts one for all models)
+    http_target: str | None = None  # its HTTP host:port, for the http-* paths
     server_pids: list[int] = field(default_factory=list)  # its process, for CPU and memory figures
     machine: dict[str, Any] | None = None  # CPU facts and peaks measured once for a multi-model run
 
@@ -136,8 +141,8 @@ class Bench:
         total = len(cfg.sizes) * (
             ("torch" in cfg.paths) * (3 if self.torch_bf16 else 2) * len(cfg.batches)
             + ("ort" in cfg.paths) * len(cfg.batches)
-            + ("oip-raw" in cfg.paths) * len(cfg.batches) * len(cfg.concurrency)
-            + sum(p in cfg.paths for p in ("image-api", "tritonclient-aio")) * len(cfg.concurrency)
+            + sum(p in cfg.paths for p in ("oip-raw", "http-raw")) * len(cfg.batches) * len(cfg.concurrency)
+            + sum(p in cfg.paths for p in ("image-api", "tritonclient-aio", "http-image")) * len(cfg.concurrency)
             + ("peer-torchserve" in cfg.paths) * len(cfg.concurrency) + ("grpc-floor" in cfg.paths))
         self.bar = tqdm(total=total, desc="bench", unit="cfg", dynamic_ncols=True)
 
@@ -279,11 +284,13 @@ class Bench:
         if self.cfg.server_target:
             monitor = ProcessMonitor(self.cfg.server_pids)
             await self._served_paths(self.cfg.server_target, monitor)
+            await self._http_paths(self.cfg.http_target, monitor)
             return
-        proc, port, _, _ = start_subprocess(self.cfg.repo, self.cfg.server_args)
+        proc, port, _, http_port = start_subprocess(self.cfg.repo, self.cfg.server_args)
         monitor = ProcessMonitor([proc.pid])
         try:
             await self._served_paths(f"127.0.0.1:{port}", monitor)
+            await self._http_paths(f"127.0.0.1:{http_port}" if http_port > 0 else None, monitor)
         finally:
             self.server_peak_rss_mb = monitor.peak_rss_mb()
             proc.terminate()
@@ -325,7 +332,7 @@ class Bench:
             buf = io.BytesIO()
             Image.new("L", (size, size), 255).save(buf, format="PNG")
             request.mask = buf.getvalue()
-        return images.Transform, request
+        return (images.Transform if images is not None else None), request
 
     async def _served_paths(self, target: str, monitor: ProcessMonitor) -> None:
         from ganserve.serving.proto.ganserve.v1 import images_pb2_grpc
@@ -382,6 +389,60 @@ class Bench:
                             await self._sweep(name, size, 1, mk_img, monitor, on_row=lambda st, split=split: _split(st, split))
                 if "tritonclient-aio" in self.cfg.paths:
                     await self._triton(target, size, monitor)
+
+    async def _http_paths(self, target: str | None, monitor: ProcessMonitor) -> None:
+        """KServe v2 REST with the binary extension (http-raw) and the HTTP image endpoint (http-image), through one
+        keep-alive aiohttp session: the same sizes, batches and concurrencies as their gRPC twins."""
+        wanted = [p for p in ("http-raw", "http-image") if p in self.cfg.paths]
+        if not wanted:
+            return
+        if target is None:
+            self.skipped.append(f"{', '.join(wanted)}: the server has no HTTP port (--http-port -1)")
+            return
+        import aiohttp
+
+        from ganserve.serving.tensors import datatype_of
+
+        base = f"http://{target}"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(self.cfg.concurrency))) as session:
+            async def post(url: str, data: bytes, headers: dict[str, str]) -> None:
+                async with session.post(url, data=data, headers=headers) as reply:
+                    await reply.read()
+                    if reply.status != 200:
+                        raise RuntimeError(f"HTTP {reply.status}")
+
+            for size in self.cfg.sizes:
+                if "http-raw" in wanted:
+                    for batch in self.cfg.batches:
+                        feeds = _feeds(self.card, size, batch)
+                        header = json.dumps({
+                            "inputs": [{"name": n, "shape": list(a.shape), "datatype": datatype_of(a),
+                                        "parameters": {"binary_data_size": a.nbytes}} for n, a in feeds.items()],
+                            "outputs": [{"name": self.output_name, "parameters": {"binary_data": True}}]}).encode()
+                        body = b"".join([header, *(a.tobytes() for a in feeds.values())])
+                        headers = {"Inference-Header-Content-Length": str(len(header)),
+                                   "Content-Type": "application/octet-stream"}
+
+                        async def mk(conc, body=body, headers=headers):
+                            async def send():
+                                await post(f"{base}/v2/models/{self.cfg.model}/infer", body, headers)
+                            return send
+                        await self._sweep("http-raw", size, batch, mk, monitor)
+                if "http-image" in wanted:
+                    png = _png_of(_image_input(self.card, size, 1), self.card)
+                    _, ireq = self._image_rpc(None, png, size)
+                    if ireq is None or ireq.mask:
+                        self.skipped.append(f"http-image: model {self.cfg.model} is not an image-to-image model "
+                                            "without a mask")
+                        continue
+                    query = urlencode(dict(ireq.conditions))
+                    url = f"{base}/v1/models/{self.cfg.model}/transform" + (f"?{query}" if query else "")
+
+                    async def mk_img(conc, url=url, png=png):
+                        async def send():
+                            await post(url, png, {"Content-Type": "image/png"})
+                        return send
+                    await self._sweep("http-image", size, 1, mk_img, monitor)
 
     async def _triton(self, target: str, size: int, monitor: ProcessMonitor) -> None:
         try:
@@ -458,9 +519,10 @@ class Bench:
             return "bf16" if self.torch_bf16 else "fp32"
         if path.startswith("torch-"):
             return "bf16" if "bf16" in path else "fp32"
-        if path in ("oip-raw", "image-api", "image-api-jpeg", "tritonclient-aio") and getattr(self, "served_precision", None):
+        served = ("oip-raw", "image-api", "image-api-jpeg", "tritonclient-aio", "http-raw", "http-image")
+        if path in served and getattr(self, "served_precision", None):
             return self.served_precision
-        if path in ("ort-inprocess", "oip-raw", "image-api", "image-api-jpeg", "tritonclient-aio"):
+        if path in ("ort-inprocess", *served):
             choice = getattr(self, "choice", None)
             return choice.candidate.precision if choice else self.card.precision
         for precision in ("int8", "bf16", "fp16"):
@@ -477,7 +539,7 @@ class Bench:
             self.run_ort()
         if any(p in self.cfg.paths for p in FAST_CPU_PATHS):
             self.run_fast_cpu()
-        if any(p in self.cfg.paths for p in ("oip-raw", "image-api", "tritonclient-aio")):
+        if any(p in self.cfg.paths for p in SERVER_PATHS):
             asyncio.run(self.run_served())
         if "peer-torchserve" in self.cfg.paths:
             asyncio.run(self.run_peer())
@@ -541,13 +603,14 @@ def run_bench_models(cfg: BenchConfig, names: list[str],
     if cfg.duration is None and cfg.requests is None:
         cfg.duration = 3.0
     machine = machine_facts()
-    served = any(p in cfg.paths for p in ("oip-raw", "image-api", "tritonclient-aio"))
-    proc, port = (start_subprocess(cfg.repo, cfg.server_args)[:2]) if served else (None, 0)
+    served = any(p in cfg.paths for p in SERVER_PATHS)
+    proc, port, _, http_port = start_subprocess(cfg.repo, cfg.server_args) if served else (None, 0, -1, -1)
     docs = []
     try:
         for name in names:
             one = dataclasses.replace(cfg, model=name, sizes=list(cfg.sizes), out=out / name, machine=machine,
                                       server_target=f"127.0.0.1:{port}" if proc else None,
+                                      http_target=f"127.0.0.1:{http_port}" if proc and http_port > 0 else None,
                                       server_pids=[proc.pid] if proc else [],
                                       checkpoint=(checkpoints or {}).get(name) or _checkpoint_for(cfg, name))
             doc = Bench(one).run()

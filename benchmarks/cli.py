@@ -10,7 +10,7 @@ from pathlib import Path
 from ganserve.core.errors import GanserveError
 
 PATHS = ("torch", "ort", "ort-candidates", "openvino-native", "modes", "codecs", "oip-raw", "grpc-floor", "image-api",
-         "tritonclient-aio", "peer-torchserve")
+         "tritonclient-aio", "http-raw", "http-image", "peer-torchserve")
 
 
 def int_list(text: str) -> list[int]:

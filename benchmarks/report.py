@@ -68,6 +68,13 @@ def compute_ratios(rows: list[dict], sizes: list[int]) -> list[dict]:
             out.append({"ratio": "p50 added by the server (ms, c1 b1)", "size": s,
                         "value": one_srv["p50_ms"] - one_ort["p50_ms"], "key": "p50_ms",
                         "numerator": "oip-raw b1 c1", "denominator": "ort-inprocess b1"})
+            one_http = next((r for r in rows if r["path"] == "http-raw" and r["size"] == s and r["batch"] == 1
+                             and r["concurrency"] == 1), None)
+            if one_http:
+                out.append({"ratio": "p50 added by the server over HTTP (ms, c1 b1)", "size": s,
+                            "value": one_http["p50_ms"] - one_ort["p50_ms"], "key": "p50_ms",
+                            "numerator": "http-raw b1 c1", "denominator": "ort-inprocess b1"})
+                ratio("HTTP / gRPC p50 (KServe v2, c1 b1)", one_http, one_srv, "p50_ms", s)
             floor = next((r for r in rows if r["path"] == "grpc-floor" and r["size"] == s), None)
             if floor:
                 out.append({"ratio": "p50 added by ganserve beyond the gRPC floor (ms, c1 b1)", "size": s,

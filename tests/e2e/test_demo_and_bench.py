@@ -118,11 +118,12 @@ def test_bench_report_is_well_formed(demo: tuple[DemoConfig, dict], tmp_path: Pa
     out = tmp_path / "bench"
     rc = main(["bench", "--repo", str(cfg.repo), "--model", "srresnet", "--sizes", "16", "--batch", "1,2",
                "--concurrency", "1,2", "--requests", "3", "--checkpoint", summary["models"]["srresnet"]["checkpoint"], "--out", str(out),
-               "--paths", "torch,ort,oip-raw,grpc-floor,image-api,tritonclient-aio"])
+               "--paths", "torch,ort,oip-raw,grpc-floor,image-api,tritonclient-aio,http-raw,http-image"])
     assert rc == 0
     doc = json.loads((out / "results.json").read_text())
     paths = {r["path"] for r in doc["results"]}
-    assert paths >= {"torch-fp32", "torch-fp32-cl", "ort-inprocess", "oip-raw", "image-api", "tritonclient-aio"}
+    assert paths >= {"torch-fp32", "torch-fp32-cl", "ort-inprocess", "oip-raw", "image-api", "tritonclient-aio",
+                     "http-raw", "http-image"}
     floor = [r for r in doc["results"] if r["path"] == "grpc-floor"]
     assert [(r["size"], r["concurrency"], r["gflops_per_s"]) for r in floor] == [(16, 1, None)]
     for r in doc["results"]:
@@ -132,13 +133,19 @@ def test_bench_report_is_well_formed(demo: tuple[DemoConfig, dict], tmp_path: Pa
         for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_rps", "images_per_s", "gflops_per_s"):
             assert r[key] > 0, (r["path"], key)
         assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
-        if r["path"] in ("oip-raw", "image-api", "tritonclient-aio"):
+        if r["path"] in ("oip-raw", "image-api", "tritonclient-aio", "http-raw", "http-image"):
             assert r["peak_rss_mb"] > 0 and r["cpu_percent"] is not None
     assert doc["machine"]["matmul_peak_gflops"] > 0 and doc["gflop_per_image"]["16"] > 0
     rows = {(r["path"], r["batch"], r["concurrency"]): r for r in doc["results"]}
     ratios = {q["ratio"]: q for q in doc["ratios"]}
     added = ratios["p50 added by the server (ms, c1 b1)"]["value"]
     assert added == pytest.approx(rows[("oip-raw", 1, 1)]["p50_ms"] - rows[("ort-inprocess", 1, 1)]["p50_ms"])
+    over_http = ratios["p50 added by the server over HTTP (ms, c1 b1)"]["value"]
+    assert over_http == pytest.approx(rows[("http-raw", 1, 1)]["p50_ms"] - rows[("ort-inprocess", 1, 1)]["p50_ms"])
+    assert ratios["HTTP / gRPC p50 (KServe v2, c1 b1)"]["value"] == pytest.approx(
+        rows[("http-raw", 1, 1)]["p50_ms"] / rows[("oip-raw", 1, 1)]["p50_ms"])
+    assert {(r["batch"], r["concurrency"]) for r in doc["results"] if r["path"] == "http-raw"} == {
+        (1, 1), (1, 2), (2, 1), (2, 2)}
     beyond = ratios["p50 added by ganserve beyond the gRPC floor (ms, c1 b1)"]["value"]
     assert beyond == pytest.approx(added - floor[0]["p50_ms"])
     served_precision = doc["served_as"].split("/")[1]  # read from the server's ModelConfig parameters
