@@ -169,6 +169,11 @@ class Batcher:
                 self._remove(request)
             raise
 
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called: no new request is accepted."""
+        return self._closed
+
     async def close(self, drain: bool = True) -> None:
         """Stop accepting work; with ``drain`` finish everything accepted, else fail what is still queued."""
         self._closed = True

@@ -20,7 +20,8 @@ class CallGate:
 
     def __init__(self, metrics: ServerMetrics) -> None:
         self.metrics = metrics
-        self.closing = False
+        self.draining = False  # shutting down: readiness is false, requests are still taken (--drain-seconds)
+        self.closing = False  # shutting down: new requests are refused
 
     def deadline(self, context: grpc.aio.ServicerContext) -> float | None:
         """The client's deadline as absolute time.monotonic(), or None."""

@@ -61,6 +61,13 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
                    help="measure every candidate at every load and write no cache")
     p.add_argument("--max-message-mb", type=int, default=64, help="gRPC max message size, both directions")
     p.add_argument("--allow-model-control", action="store_true", help="allow RepositoryModelLoad/Unload")
+    p.add_argument("--poll-seconds", type=float, default=0.0,
+                   help="poll mode: re-read the repository this often; new version folders load beside the serving "
+                        "ones (precision choice and reference check) and take over, failing ones are refused "
+                        "(0 = off, the default)")
+    p.add_argument("--drain-seconds", type=float, default=0.0,
+                   help="on SIGTERM, report NOT_SERVING but keep taking requests this long before draining, so a "
+                        "load balancer's health check sees it first (set it above the check interval)")
     p.add_argument("--max-batch-size", type=int, default=None, help="override config.pbtxt max_batch_size")
     p.add_argument("--max-queue-delay-us", type=int, default=None, help="override max_queue_delay_microseconds")
     p.add_argument("--max-queue-size", type=int, default=None, help="pending requests per model before refusing")
@@ -87,7 +94,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     for flag, value, low in (("--max-message-mb", args.max_message_mb, 1), ("--max-pixels", args.max_pixels, 1),
                              ("--tile-size", args.tile_size, 0), ("--tile-overlap", args.tile_overlap, 0),
                              ("--intra-op-threads", args.intra_op_threads, 0), ("--streams", args.streams, 1),
-                             ("--grace-seconds", args.grace_seconds, 0)):
+                             ("--grace-seconds", args.grace_seconds, 0), ("--poll-seconds", args.poll_seconds, 0),
+                             ("--drain-seconds", args.drain_seconds, 0)):
         if value < low:
             raise GanserveError(f"{flag} must be >= {low}, got {value}")
     # gRPC would take 99999 modulo 65536 and listen on another port than the one asked for
@@ -119,6 +127,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         images=ImageSettings(max_pixels=args.max_pixels, tile_size=args.tile_size, tile_overlap=args.tile_overlap),
         max_message_mb=args.max_message_mb, allow_model_control=args.allow_model_control,
         grace_seconds=args.grace_seconds, tls=tls, auth_token_file=args.auth_token_file,
+        poll_seconds=args.poll_seconds, drain_seconds=args.drain_seconds,
     )
     try:
         return serve(config)

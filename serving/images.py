@@ -8,9 +8,10 @@ Translate, Derain and AgeFace are aliases of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import AsyncIterator, Iterable, Mapping
 
 import grpc
 import numpy as np
@@ -192,13 +193,15 @@ class ImagesServicer(pb_grpc.ImagesServicer):
         self.models, self.gate, self.settings = models, gate, settings
 
     # -- helpers -----------------------------------------------------------------------------------------
-    def _model(self, name: str, version: str) -> tuple[ServedModel, ServedVersion, ModelCard]:
-        """The ready model, version and card a request names (a model without a card needs ModelInfer)."""
-        model, served = self.models.get(name, version)
-        card = model.card
-        if card is None:
-            raise status.precondition(f"model {name!r} has no model card; call it through ModelInfer")
-        return model, served, card
+    @contextlib.asynccontextmanager
+    async def _model(self, name: str, version: str) -> AsyncIterator[tuple[ServedModel, ServedVersion, ModelCard]]:
+        """The ready model, version and card a request names, leased for the whole request (so a version being
+        replaced stays loaded until it is done); a model without a card needs ModelInfer."""
+        async with self.models.lease(name, version) as (model, served):
+            card = model.card
+            if card is None:
+                raise status.precondition(f"model {name!r} has no model card; call it through ModelInfer")
+            yield model, served, card
 
     def _tiling(self, card: ModelCard, options: pb.ImageOptions) -> tuple[int, int]:
         if not card.tile_safe:
@@ -236,36 +239,36 @@ class ImagesServicer(pb_grpc.ImagesServicer):
         """The one image-to-image path: decode, pad, tile through the batcher, crop, encode (Transform, its aliases
         and the HTTP image endpoint); raises ServingError."""
         t0 = time.perf_counter()
-        model, served, card = self._model(call.model, call.version)
-        plan = transform_plan(card, call, rpc)
-        x = await self._decode(call.image, plan.image)
-        channels = x.shape[1]
-        if plan.mask is not None:
-            x = _with_mask(x, await self._decode(call.mask, plan.mask), model.name)
-        t_decoded = time.perf_counter()
-        height, width = x.shape[2], x.shape[3]
-        multiple = max(1, card.spatial_multiple)
-        tile, overlap = self._tiling(card, call.options)
-        run = _Run(served, deadline)
-
-        async def infer(part: np.ndarray) -> np.ndarray:
-            feeds = {plan.image.name: to_layout(part if plan.mask is None else part[:, :channels], plan.image)}
+        async with self._model(call.model, call.version) as (model, served, card):
+            plan = transform_plan(card, call, rpc)
+            x = await self._decode(call.image, plan.image)
+            channels = x.shape[1]
             if plan.mask is not None:
-                feeds[plan.mask.name] = to_layout(part[:, channels:], plan.mask)
-            for spec, index in plan.conditions:
-                feeds[spec.name] = condition_tensor(spec, index, part.shape[2], part.shape[3])
-            return from_layout((await run(feeds))[plan.output.name], plan.output)
+                x = _with_mask(x, await self._decode(call.mask, plan.mask), model.name)
+            t_decoded = time.perf_counter()
+            height, width = x.shape[2], x.shape[3]
+            multiple = max(1, card.spatial_multiple)
+            tile, overlap = self._tiling(card, call.options)
+            run = _Run(served, deadline)
 
-        start = time.perf_counter_ns()
-        try:
-            y = await run_tiled(pad_to_multiple(x, multiple), infer, card.scale, tile, overlap, multiple)
-        except BaseException:  # also a deadline or cancel that ends the call while queued
-            served.stats.record(False, time.perf_counter_ns() - start)
-            raise
-        served.stats.record(True, time.perf_counter_ns() - start)
-        y = y[:, :, : height * card.scale, : width * card.scale]
-        return await self._reply(y, plan.output, call.options, served, model.name, run.calls, t0, t_decoded,
-                                 time.perf_counter())
+            async def infer(part: np.ndarray) -> np.ndarray:
+                feeds = {plan.image.name: to_layout(part if plan.mask is None else part[:, :channels], plan.image)}
+                if plan.mask is not None:
+                    feeds[plan.mask.name] = to_layout(part[:, channels:], plan.mask)
+                for spec, index in plan.conditions:
+                    feeds[spec.name] = condition_tensor(spec, index, part.shape[2], part.shape[3])
+                return from_layout((await run(feeds))[plan.output.name], plan.output)
+
+            start = time.perf_counter_ns()
+            try:
+                y = await run_tiled(pad_to_multiple(x, multiple), infer, card.scale, tile, overlap, multiple)
+            except BaseException:  # also a deadline or cancel that ends the call while queued
+                served.stats.record(False, time.perf_counter_ns() - start)
+                raise
+            served.stats.record(True, time.perf_counter_ns() - start)
+            y = y[:, :, : height * card.scale, : width * card.scale]
+            return await self._reply(y, plan.output, call.options, served, model.name, run.calls, t0, t_decoded,
+                                     time.perf_counter())
 
     async def _transform(self, rpc: str, call: ImageCall, context: grpc.aio.ServicerContext) -> pb.ImageResponse:
         deadline = self.gate.deadline(context)
@@ -299,30 +302,30 @@ class ImagesServicer(pb_grpc.ImagesServicer):
     async def classify(self, request: pb.ClassifyRequest, deadline: float | None) -> pb.ClassifyResponse:
         """Class probabilities for one image (softmax of a logits output); raises ServingError."""
         t0 = time.perf_counter()
-        model, served, card = self._model(request.model, request.model_version)
-        check_rpc(card, "Classify")
-        image_spec = card.input_by_role("image")
-        out_spec = card.output_by_role("probabilities", "logits")
-        assert image_spec is not None and out_spec is not None  # check_rpc saw both
-        check_filled(card, [image_spec.name])
-        if request.top_k < 0:
-            raise status.invalid(f"top_k must be >= 0, got {request.top_k}")
-        x = await self._decode(request.image, image_spec)
-        t_decoded = time.perf_counter()
-        out = await _Run(served, deadline)({image_spec.name: to_layout(x, image_spec)})
-        t_inferred = time.perf_counter()
-        scores = out[out_spec.name].astype(np.float64).reshape(-1)
-        if out_spec.role == "logits":
-            scores = np.exp(scores - scores.max())
-            scores /= scores.sum()
-        labels = out_spec.labels or [str(i) for i in range(scores.size)]
-        order = np.argsort(-scores, kind="stable")[: min(request.top_k or 5, scores.size)]
-        response = pb.ClassifyResponse(model=model.name, model_version=str(served.version))
-        for i in order:
-            response.scores.add(label=labels[i] if i < len(labels) else str(i), index=int(i), probability=float(scores[i]))
-        t_end = time.perf_counter()
-        response.timing.CopyFrom(self._timing(model.name, t0, t_decoded, t_inferred, t_end))
-        return response
+        async with self._model(request.model, request.model_version) as (model, served, card):
+            check_rpc(card, "Classify")
+            image_spec = card.input_by_role("image")
+            out_spec = card.output_by_role("probabilities", "logits")
+            assert image_spec is not None and out_spec is not None  # check_rpc saw both
+            check_filled(card, [image_spec.name])
+            if request.top_k < 0:
+                raise status.invalid(f"top_k must be >= 0, got {request.top_k}")
+            x = await self._decode(request.image, image_spec)
+            t_decoded = time.perf_counter()
+            out = await _Run(served, deadline)({image_spec.name: to_layout(x, image_spec)})
+            t_inferred = time.perf_counter()
+            scores = out[out_spec.name].astype(np.float64).reshape(-1)
+            if out_spec.role == "logits":
+                scores = np.exp(scores - scores.max())
+                scores /= scores.sum()
+            labels = out_spec.labels or [str(i) for i in range(scores.size)]
+            order = np.argsort(-scores, kind="stable")[: min(request.top_k or 5, scores.size)]
+            response = pb.ClassifyResponse(model=model.name, model_version=str(served.version))
+            for i in order:
+                response.scores.add(label=labels[i] if i < len(labels) else str(i), index=int(i), probability=float(scores[i]))
+            t_end = time.perf_counter()
+            response.timing.CopyFrom(self._timing(model.name, t0, t_decoded, t_inferred, t_end))
+            return response
 
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         deadline = self.gate.deadline(context)
@@ -342,19 +345,19 @@ class ImagesServicer(pb_grpc.ImagesServicer):
     async def generate(self, request: pb.GenerateRequest, deadline: float | None) -> pb.ImageResponse:
         """One sample of a generative model from its seed (and conditions); raises ServingError."""
         t0 = time.perf_counter()
-        model, served, card = self._model(request.model, request.model_version)
-        check_rpc(card, "Generate")
-        latent, out_spec = card.input_by_role("latent"), card.output_by_role("image")
-        assert latent is not None and out_spec is not None  # check_rpc saw both
-        chosen = self._generate_conditions(card, request)
-        check_filled(card, [latent.name, *chosen])
-        feeds = {latent.name: latent_tensor(latent, request.seed)}
-        for spec in card.conditions():
-            feeds[spec.name] = condition_tensor(spec, chosen[spec.name], 1, 1)
-        t_decoded = time.perf_counter()
-        y = from_layout((await _Run(served, deadline)(feeds))[out_spec.name], out_spec)
-        return await self._reply(y, out_spec, request.options, served, model.name, 1, t0, t_decoded,
-                                 time.perf_counter())
+        async with self._model(request.model, request.model_version) as (model, served, card):
+            check_rpc(card, "Generate")
+            latent, out_spec = card.input_by_role("latent"), card.output_by_role("image")
+            assert latent is not None and out_spec is not None  # check_rpc saw both
+            chosen = self._generate_conditions(card, request)
+            check_filled(card, [latent.name, *chosen])
+            feeds = {latent.name: latent_tensor(latent, request.seed)}
+            for spec in card.conditions():
+                feeds[spec.name] = condition_tensor(spec, chosen[spec.name], 1, 1)
+            t_decoded = time.perf_counter()
+            y = from_layout((await _Run(served, deadline)(feeds))[out_spec.name], out_spec)
+            return await self._reply(y, out_spec, request.options, served, model.name, 1, t0, t_decoded,
+                                     time.perf_counter())
 
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.ImageResponse:
         deadline = self.gate.deadline(context)

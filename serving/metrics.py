@@ -31,6 +31,9 @@ class ServerMetrics:
                                     buckets=BATCH_BUCKETS, registry=r)
         self.compute_seconds = Histogram("ganserve_compute_seconds", "onnxruntime time per network run", ["model"],
                                          buckets=LATENCY_BUCKETS, registry=r)
+        self.poll_refused = Counter("ganserve_poll_refused", "Poll mode: changes of a model folder refused (a version "
+                                    "that failed to load or its reference check); the serving versions stay",
+                                    ["model"], registry=r)
         self.model_ready = Gauge("ganserve_model_ready", "1 when the model serves, else 0", ["model"], registry=r)
         self.candidate_ms = Gauge("ganserve_candidate_p50_ms", "Load-time p50 of each provider/precision candidate "
                                   "on the typical input; chosen=1 marks the one served, status the check's verdict",

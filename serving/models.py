@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import AsyncIterator
 
 import numpy as np
 
@@ -104,13 +106,31 @@ class VersionObserver:
 
 @dataclass
 class ServedVersion:
-    """A loaded version: its session, its batcher and its counters."""
+    """A loaded version: its session, its batcher, its counters, and the requests holding it (leases).
+
+    A version being replaced (poll mode, model control) keeps serving the requests that already hold it and is
+    closed only when the last one is done, so no request sees two versions or a closed batcher.
+    """
 
     version: int
     runner: OrtRunner | RunnerPool
     batcher: Batcher
     stats: Stats
     choice: Choice | None = None
+    files: tuple = ()  # (name, size, mtime_ns) of the version folder's files at load: poll mode's change test
+    leases: int = 0
+    _idle: asyncio.Event | None = field(default=None, repr=False)
+
+    def release(self) -> None:
+        self.leases -= 1
+        if self.leases == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no request holds this version."""
+        while self.leases > 0:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
 
 
 @dataclass
@@ -147,6 +167,8 @@ class ModelManager:
         self.executor = executor
         self.models: dict[str, ServedModel] = {}
         self._lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task] = set()
+        self._refused: dict[tuple[str, int], tuple] = {}  # poll mode: versions refused, by their files then
 
     async def load_all(self) -> None:
         """Load every model folder of the repository."""
@@ -154,7 +176,9 @@ class ModelManager:
             await self.load(name)
 
     async def load(self, name: str) -> ServedModel:
-        """(Re)load one model; on failure it is recorded UNAVAILABLE with the reason."""
+        """(Re)load one model from its folder (start-up, model control); on failure it is recorded UNAVAILABLE with
+        the reason. A model that was serving is replaced only once the new one has loaded; its versions close when
+        their last request is done."""
         try:
             check_model_name(name)
         except RepositoryError as exc:
@@ -165,19 +189,119 @@ class ModelManager:
             old = self.models.get(name)
             try:
                 source = await asyncio.to_thread(read_model, self.repo, name)
-                versions = {}
-                for v in source.versions:
-                    versions[v] = await self._load_version(source, v)
-                _publish_choice(source.config, versions[max(versions)])
-                model = ServedModel(name=name, state=READY, source=source, versions=versions)
+                model = await self._assemble(source, {}, require_pass=False)
             except GanserveError as exc:
                 log.error("model %s: unavailable: %s", name, exc)
                 model = ServedModel(name=name, state=UNAVAILABLE, reason=str(exc))
-            self.models[name] = model
-            self.metrics.model_ready.labels(name).set(1 if model.state == READY else 0)
-            if old is not None:
-                await self._close(old)
+            self._install(model, old)
             return model
+
+    async def _assemble(self, source: ModelSource, keep: dict[int, ServedVersion], require_pass: bool) -> ServedModel:
+        """A READY ServedModel of the source's versions: those in `keep` as they are, the others loaded now (and,
+        with `require_pass`, refused unless their served candidate passed the reference check)."""
+        versions: dict[int, ServedVersion] = {}
+        try:
+            for v in source.versions:
+                if v in keep:
+                    versions[v] = keep[v]
+                    continue
+                versions[v] = await self._load_version(source, v)
+                choice = versions[v].choice
+                if require_pass and choice is not None and not choice.passed:
+                    row = next((t for t in choice.table if t.status == "chosen"), None)
+                    raise RepositoryError(f"version {v} failed its reference check"
+                                          f"{f' ({row.quality})' if row and row.quality else ''}")
+        except BaseException:
+            await asyncio.gather(*(sv.batcher.close(drain=False) for v, sv in versions.items() if v not in keep))
+            raise
+        _publish_choice(source.config, versions[max(versions)])
+        return ServedModel(name=source.name, state=READY, source=source, versions=versions)
+
+    def _install(self, model: ServedModel, old: ServedModel | None) -> None:
+        """Serve `model` from now on; versions of `old` it does not keep close after their last request."""
+        self.models[model.name] = model
+        self.metrics.model_ready.labels(model.name).set(1 if model.state == READY else 0)
+        if model.versions:
+            self.metrics.track_queue(model.name, model.latest().batcher.queue_depth)
+        if old is not None:
+            kept = {id(v) for v in model.versions.values()}
+            for version in old.versions.values():
+                if id(version) not in kept:
+                    self._retire(model.name, version)
+
+    def _retire(self, name: str, version: ServedVersion) -> None:
+        async def retire() -> None:
+            await version.wait_idle()
+            await version.batcher.close(drain=True)
+            log.info("model %s v%d: unloaded (its last request is done)", name, version.version)
+        task = asyncio.create_task(retire())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def poll(self) -> list[str]:
+        """Poll mode: bring the served models in line with the repository folder; returns what changed, one line each.
+
+        New version folders (written atomically, as `ganserve export` does) load beside the serving ones with their
+        own provider/precision choice and reference check, then take new requests per the version policy; versions
+        the policy drops close after their last request. A version that fails to load or fails its reference check
+        is reported (log, RepositoryIndex reason, ganserve_poll_refused_total) and never replaces the serving one;
+        it is tried again only when its files change. Models whose folder is gone are unloaded the same way.
+        """
+        changes: list[str] = []
+        on_disk = set(list_models(self.repo))
+        for name in sorted(on_disk | set(self.models)):
+            async with self._lock:
+                line = await self._poll_one(name, name in on_disk)
+            if line:
+                changes.append(line)
+                log.info("poll: %s", line)
+        return changes
+
+    async def _poll_one(self, name: str, present: bool) -> str:
+        old = self.models.get(name)
+        if not present:
+            if old is None or old.state != READY:
+                self.models.pop(name, None)
+                return "" if old is None else f"{name}: gone from the repository"
+            self._install(ServedModel(name=name, state=UNAVAILABLE, reason="removed from the repository"), old)
+            return f"{name}: removed from the repository, unloading"
+        try:
+            source = await asyncio.to_thread(read_model, self.repo, name)
+        except GanserveError as exc:
+            return self._refuse(name, old, None, str(exc))
+        serving = old.versions if old is not None and old.state == READY else {}
+        fresh = {v: _version_files(source.path / str(v)) for v in source.versions}
+        keep = {v: sv for v, sv in serving.items() if v in fresh and fresh[v] == sv.files}
+        if set(keep) == set(fresh) and set(keep) == set(serving):
+            return ""
+        new = [v for v in fresh if v not in keep]
+        if new and all(self._refused.get((name, v)) == fresh[v] for v in new):
+            return ""  # refused before and unchanged since
+        try:
+            model = await self._assemble(source, keep, require_pass=True)
+        except GanserveError as exc:
+            for v in new:
+                self._refused[(name, v)] = fresh[v]
+            return self._refuse(name, old, new, str(exc))
+        for v in new:
+            self._refused.pop((name, v), None)
+        self._install(model, old)
+        dropped = sorted(set(serving) - set(model.versions))
+        return (f"{name}: serving versions {sorted(model.versions)}" + (f" (loaded {new})" if new else "")
+                + (f"; {dropped} close after their last request" if dropped else ""))
+
+    def _refuse(self, name: str, old: ServedModel | None, versions: list[int] | None, reason: str) -> str:
+        """A change poll mode will not serve: the serving versions stay, the reason is shown with them."""
+        what = f"version(s) {versions}" if versions else "the model folder"
+        self.metrics.poll_refused.labels(name).inc()
+        if old is not None and old.state == READY:
+            old.reason = f"{what} refused, still serving {sorted(old.versions)}: {reason}"
+            log.error("poll: model %s: %s", name, old.reason)
+            return f"{name}: {what} refused: {reason}"
+        self.models[name] = ServedModel(name=name, state=UNAVAILABLE, reason=reason)
+        self.metrics.model_ready.labels(name).set(0)
+        log.error("poll: model %s: unavailable: %s", name, reason)
+        return f"{name}: unavailable: {reason}"
 
     async def _load_version(self, source: ModelSource, version: int) -> ServedVersion:
         providers, precision = model_pins(source.config)
@@ -192,8 +316,8 @@ class ModelManager:
         batching = dataclasses.replace(batching_config(source.config, self.overrides), workers=self.settings.streams)
         batcher = Batcher(self._timed_run(source.name, runner, stats), batching,
                           name=source.name, observer=VersionObserver(stats, self.metrics), executor=self.executor)
-        self.metrics.track_queue(source.name, batcher.queue_depth)
-        return ServedVersion(version=version, runner=runner, batcher=batcher, stats=stats, choice=choice)
+        return ServedVersion(version=version, runner=runner, batcher=batcher, stats=stats, choice=choice,
+                             files=_version_files(source.path / str(version)))
 
     def _timed_run(self, name: str, runner: OrtRunner | RunnerPool, stats: Stats):
         """Wrap the session run to count executions and compute time per batch size."""
@@ -215,15 +339,22 @@ class ModelManager:
         return run
 
     async def unload(self, name: str) -> None:
-        """Stop serving a model (draining what its batcher accepted)."""
+        """Stop serving a model: new requests are refused at once, those holding it finish first."""
         async with self._lock:
             model = self.models.get(name)
             if model is None:
                 raise status.not_found(f"unknown model {name!r}")
-            model.state, model.reason = UNAVAILABLE, "unloaded"
-            self.metrics.model_ready.labels(name).set(0)
-            await self._close(model)
-            model.versions = {}
+            self._install(ServedModel(name=name, state=UNAVAILABLE, reason="unloaded"), model)
+
+    @contextlib.asynccontextmanager
+    async def lease(self, name: str, version: str = "") -> AsyncIterator[tuple[ServedModel, ServedVersion]]:
+        """`get` for the length of one request: the version stays loaded until the request is done."""
+        model, served = self.get(name, version)
+        served.leases += 1
+        try:
+            yield model, served
+        finally:
+            served.release()
 
     def get(self, name: str, version: str = "") -> tuple[ServedModel, ServedVersion]:
         """The ready model and version a request names; NOT_FOUND / FAILED_PRECONDITION otherwise."""
@@ -240,12 +371,20 @@ class ModelManager:
         return model, model.versions[int(version)]
 
     async def close(self, drain: bool = True) -> None:
-        """Close every batcher; with drain, accepted requests finish first."""
-        await asyncio.gather(*(self._close(m, drain) for m in self.models.values()))
+        """Close every batcher; with drain, accepted requests finish first (versions being retired too)."""
+        await asyncio.gather(*(self._close(m, drain) for m in self.models.values()), *list(self._retiring))
 
     @staticmethod
     async def _close(model: ServedModel, drain: bool = True) -> None:
         await asyncio.gather(*(v.batcher.close(drain=drain) for v in model.versions.values()))
+
+
+def _version_files(folder: Path) -> tuple:
+    """What poll mode compares to see a version folder change: each file's name, size and mtime."""
+    try:
+        return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
+    except OSError:
+        return ()
 
 
 PIN_KEYS = ("precision", "providers")

@@ -32,14 +32,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # -- the protocol's answers, without a transport: gRPC below and REST (serving/rest.py) call these ------------
     def server_ready(self) -> bool:
-        return not self.gate.closing
+        return not (self.gate.closing or self.gate.draining)
 
     def model_ready(self, name: str, version: str = "") -> bool:
         try:
             self.models.get(name, version)
         except status.ServingError:
             return False
-        return not self.gate.closing
+        return self.server_ready()
 
     def server_metadata(self) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name="ganserve", version=ganserve.serving.__version__, extensions=EXTENSIONS)
@@ -63,18 +63,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def infer_arrays(self, request: pb.ModelInferRequest, deadline: float | None
                            ) -> tuple[pb.ModelInferResponse, dict[str, np.ndarray], list[tuple[str, bool]]]:
         """One inference: the response header (no outputs yet), every output array and which outputs to send."""
-        model, version = self.models.get(request.model_name, request.model_version)
-        inputs = decode_inputs(request, model.config)
-        wanted = requested_outputs(request, model.config)
-        start = time.perf_counter_ns()
-        try:
-            outputs = await version.batcher.submit(inputs, deadline)
-        except BaseException:  # also a deadline or cancel that ends the call while queued
-            version.stats.record(False, time.perf_counter_ns() - start)
-            raise
-        version.stats.record(True, time.perf_counter_ns() - start)
-        return pb.ModelInferResponse(model_name=model.name, model_version=str(version.version), id=request.id), \
-            outputs, wanted
+        async with self.models.lease(request.model_name, request.model_version) as (model, version):
+            inputs = decode_inputs(request, model.config)
+            wanted = requested_outputs(request, model.config)
+            start = time.perf_counter_ns()
+            try:
+                outputs = await version.batcher.submit(inputs, deadline)
+            except BaseException:  # also a deadline or cancel that ends the call while queued
+                version.stats.record(False, time.perf_counter_ns() - start)
+                raise
+            version.stats.record(True, time.perf_counter_ns() - start)
+            return pb.ModelInferResponse(model_name=model.name, model_version=str(version.version), id=request.id), \
+                outputs, wanted
 
     async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> bytes:
         """One inference, answered as the serialized ModelInferResponse (raw outputs copied once)."""

@@ -55,6 +55,8 @@ class ServerConfig:
     max_message_mb: int = 64
     allow_model_control: bool = False
     grace_seconds: float = 30.0
+    poll_seconds: float = 0.0  # > 0: poll mode, the repository is re-read this often and new versions load safely
+    drain_seconds: float = 0.0  # on SIGTERM: report NOT_SERVING but keep taking requests this long (load balancers)
     tls: TlsSettings | None = None  # both protocols (and the metrics port) over TLS; mutual TLS with a client CA
     auth_token_file: Path | None = None  # bearer tokens required on everything but health and readiness
 
@@ -83,6 +85,7 @@ class GanServer:
         self.metrics_port = -1
         self._server: grpc.aio.Server | None = None
         self._http: HttpFront | None = None
+        self._poller: asyncio.Task | None = None
         self._stopped = asyncio.Event()
 
     async def start(self) -> int:
@@ -122,6 +125,8 @@ class GanServer:
         if cfg.metrics_port >= 0:
             self.metrics_port = self.metrics.start_http(cfg.host, cfg.metrics_port, cfg.tls)
         await self._set_health()
+        if cfg.poll_seconds > 0:
+            self._poller = asyncio.create_task(self._poll_forever(cfg.poll_seconds))
         ready = sum(m.state == READY for m in self.models.models.values())
         log.info("serving %d/%d models on %s: gRPC %d, HTTP %s%s%s", ready, len(self.models.models), cfg.host,
                  self.port, self.http_port if self.http_port >= 0 else "off", ", TLS" if cfg.tls else "",
@@ -131,6 +136,16 @@ class GanServer:
     def _refused(self, method: str) -> None:
         self.metrics.observe_request("-", method.rsplit("/", 1)[-1], "UNAUTHENTICATED", 0.0)
 
+    async def _poll_forever(self, seconds: float) -> None:
+        """Poll mode: re-read the repository every `seconds`; a failing poll is logged and the next one tries again."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                if await self.models.poll() and not self.gate.draining:
+                    await self._set_health()
+            except Exception:  # noqa: BLE001  (one bad poll must not end polling or the server)
+                log.exception("poll failed")
+
     async def _set_health(self) -> None:
         serving_status = health_pb2.HealthCheckResponse
         for name, model in self.models.models.items():
@@ -139,12 +154,18 @@ class GanServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new work, finish accepted work within the grace period, then release everything."""
-        if self.gate.closing:
+        if self.gate.draining:  # a second signal while stopping: wait for the first stop
             await self._stopped.wait()
             return
-        self.gate.closing = True
         grace = self.config.grace_seconds if grace is None else grace
+        if self._poller is not None:
+            self._poller.cancel()
+        self.gate.draining = True
         await self.health.enter_graceful_shutdown()
+        if self.config.drain_seconds > 0:  # health says NOT_SERVING; balancers stop routing here meanwhile
+            log.info("shutting down: NOT_SERVING, still taking requests for %.1f s", self.config.drain_seconds)
+            await asyncio.sleep(self.config.drain_seconds)
+        self.gate.closing = True
         log.info("shutting down: draining accepted requests (grace %.0f s)", grace)
         stopping = [self._server.stop(grace)] if self._server is not None else []
         if self._http is not None:
