@@ -17,6 +17,10 @@ $(BIN)/.installed-$(FLAVOUR): pyproject.toml
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip uninstall --quiet --yes onnxruntime onnxruntime-openvino onnxruntime-gpu 2>/dev/null || true
 	$(BIN)/pip install --quiet -e ".[$(FLAVOUR),train,dev]"
+	# The kserve SDK's model classes check deploy/kserve/*.yaml (tests/deploy); the SDK pins protobuf<7, so it goes
+	# beside the venv's packages, not among them, with the last kubernetes client of the classic generator.
+	rm -rf $(VENV)/kserve-sdk
+	$(BIN)/pip install --quiet --no-deps --target $(VENV)/kserve-sdk "kserve==0.21.0" "kubernetes==32.0.1"
 	rm -f $(BIN)/.installed-*
 	touch $@
 
