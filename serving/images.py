@@ -214,6 +214,15 @@ class ImagesServicer(pb_grpc.ImagesServicer):
             raise status.invalid(f"tile_size and tile_overlap must be >= 0 (got {tile}, {overlap})")
         if tile and overlap * 2 >= tile:
             raise status.invalid(f"tile_overlap {overlap} must be less than half of tile_size {tile}")
+        multiple = max(1, card.spatial_multiple)
+        if tile and multiple > 1:  # tiles start on the model's grid: the size rounds down, the overlap up
+            tile_m, overlap_m = tile // multiple * multiple, -(-overlap // multiple) * multiple
+            if tile_m == 0 or overlap_m >= tile_m:
+                raise status.invalid(
+                    f"{card.name} works on multiples of {multiple} pixels, so tile_size {tile} rounds down to "
+                    f"{tile_m} and tile_overlap {overlap} up to {overlap_m}: the tile must be at least {multiple} "
+                    f"and the overlap less than half of it (e.g. tile_size {max(4 * multiple, tile_m)}, tile_overlap "
+                    f"{multiple})")
         return tile, overlap
 
     def _timing(self, model: str, t0: float, t_decoded: float, t_inferred: float, t_end: float) -> pb.Timing:

@@ -92,6 +92,11 @@ def test_missing_input_and_unknown_output(stubs) -> None:
      "young, adult, old"),
     ("SuperResolve", images_pb2.ImageRequest(model="sr2", image=GOOD_PNG, options=images_pb2.ImageOptions(
         tile_size=8, tile_overlap=4)), "INVALID_ARGUMENT", "tile_overlap"),
+    # sr2 works on multiples of 4: an overlap of 1 rounds up to 4, which a tile of 4 cannot hold (found by the page)
+    ("SuperResolve", images_pb2.ImageRequest(model="sr2", image=GOOD_PNG, options=images_pb2.ImageOptions(
+        tile_size=4, tile_overlap=1)), "INVALID_ARGUMENT", "tile_overlap 1 up to 4"),
+    ("SuperResolve", images_pb2.ImageRequest(model="sr2", image=GOOD_PNG, options=images_pb2.ImageOptions(
+        tile_size=3, tile_overlap=0)), "INVALID_ARGUMENT", "tile_size 3 rounds down to 0"),
 ])
 def test_image_api_errors(stubs, rpc, message, code, words) -> None:
     oip, images = stubs

@@ -187,6 +187,7 @@ def _json_header(payload: dict) -> bytes:
     ("/v1/models/sr2/transform", b"\x89PNG garbage", {}, 400, "undecodable"),
     ("/v1/models/sr2/transform", bomb_png(60_000, 60_000), {}, 413, "limit"),
     ("/v1/models/sr2/transform?tile_size=8&tile_overlap=4", PICTURE, {}, 400, "tile_overlap"),
+    ("/v1/models/sr2/transform?tile_size=4&tile_overlap=1", PICTURE, {}, 400, "multiples of 4"),
     ("/v1/models/sr2/transform?format=gif", PICTURE, {}, 400, "png or jpeg"),
     ("/v1/models/sr2/transform?quality=x", PICTURE, {}, 400, "integer"),
     ("/v1/models/digits/transform", PICTURE, {}, 400, "call Classify"),
