@@ -59,7 +59,8 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
                    help="onnxruntime providers that measure faster precisions, tried in order until one runs the "
                         "graph (cpu, openvino; default: cpu,openvino, those installed)")
     p.add_argument("--allow-failing-variants", action="store_true",
-                   help="write a variant even when it fails the server's quality rule on the reference set "
+                   help="write a variant (or a --precision other than fp32) even when it fails the server's "
+                        "quality rule on the reference set "
                         f"(PSNR drop > {PSNR_DROP_DB} dB, a changed top-1, or max abs error past the tolerance)")
     p.add_argument("--half-io", action="store_true", help="fp16 only: take and return float16 (default: float32 I/O)")
     p.add_argument("--option", metavar="KEY=VALUE", action="append", default=[],

@@ -127,7 +127,8 @@ def export_from_spec(
     """Export one ExportSpec into <repo>/<name>/<version>/; returns that version folder. Nothing is written on failure.
 
     Faster precisions are measured on the first of ``providers`` (default: CPU, then OpenVINO) that runs them; a
-    variant failing the server's quality rule on the reference set is refused unless ``allow_failing_variants``."""
+    variant, or a non-fp32 ``precision``, failing the server's quality rule on the reference set is refused unless
+    ``allow_failing_variants``."""
     if precision not in EXPORT_PRECISIONS:
         raise GanserveError(f"unknown precision {precision!r}; use one of {', '.join(EXPORT_PRECISIONS)}")
     _check_variants(precision, variants)
@@ -151,6 +152,12 @@ def export_from_spec(
         chosen_parity, run = measure_precision(spec, model, fp32, precision, precision, reference, cases, ref_cases,
                                                tried, progress)
         chosen_parity["tolerance"] = None
+        quality = chosen_parity["quality"]
+        if not quality["passed"]:  # the same gate as a variant's: a model the server would refuse is not written
+            if not allow_failing_variants:
+                raise GanserveError(f"{precision} fails the quality rule on {short(chosen_parity['provider'])}: "
+                                    f"{quality['figures']}; pass --allow-failing-variants to write it anyway")
+            notes.append(f"{precision} model fails the quality rule ({quality['figures']}); written on request")
         chosen_metrics = _evaluate(spec, run)
         key = spec.quality_key
         if key in chosen_metrics and math.isfinite(fp32_metrics.get(key, 0.0)) and not math.isfinite(chosen_metrics[key]):

@@ -111,6 +111,22 @@ def test_variant_failing_the_rule_is_refused_and_nothing_written(miscalibrated_c
     assert (repo / tiny.MISCALIBRATED / "1" / "model.int8.onnx").is_file()
 
 
+def test_precision_failing_the_rule_is_refused_like_a_variant(miscalibrated_ckpt: Path, tmp_path: Path,
+                                                             capsys) -> None:
+    """--precision int8 (the model.onnx itself, not a variant) passes the same gate: refused, nothing written."""
+    repo = tmp_path / "repo"
+    rc, out, err = run_cli(capsys, str(miscalibrated_ckpt), "--repo", str(repo), "--precision", "int8", "--quiet")
+    _one_line_refusal(rc, out, err, "int8 fails the quality rule on ", "PSNR", "limit 0.1", "--allow-failing-variants")
+    assert float(err.split("drop ")[1].split(",")[0]) > 10
+    assert snapshot(tmp_path) == {} and not repo.exists()
+    rc, out, err = run_cli(capsys, str(miscalibrated_ckpt), "--repo", str(repo), "--precision", "int8", "--quiet",
+                           "--allow-failing-variants")
+    assert rc == 0, err
+    card = ModelCard.load(repo / tiny.MISCALIBRATED / CARD_FILE)
+    assert card.precision == "int8" and card.parity["quality"]["passed"] is False
+    assert any("int8 model fails the quality rule" in n and "written on request" in n for n in card.notes)
+
+
 def _scrambled(model: onnx.ModelProto) -> onnx.ModelProto:
     """The same int8 graph with every int8 weight tensor's values shuffled (shapes, scales and zero points kept)."""
     out = onnx.ModelProto()
