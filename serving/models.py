@@ -215,6 +215,7 @@ class ModelManager:
             await asyncio.gather(*(sv.batcher.close(drain=False) for v, sv in versions.items() if v not in keep))
             raise
         _publish_choice(source.config, versions[max(versions)])
+        _publish_batching(source.config, batching_config(source.config, self.overrides))
         return ServedModel(name=source.name, state=READY, source=source, versions=versions)
 
     def _install(self, model: ServedModel, old: ServedModel | None) -> None:
@@ -401,6 +402,20 @@ def model_pins(config: model_config_pb2.ModelConfig) -> tuple[list[str] | None, 
         raise RepositoryError(f"model {config.name!r}: config.pbtxt parameter precision={precision!r} is not one of "
                               f"auto, {', '.join(PRECISIONS)}")
     return providers, precision
+
+
+def _publish_batching(config: model_config_pb2.ModelConfig, batching: BatchingConfig) -> None:
+    """The ModelConfig the server answers with (and checks requests' batch sizes against) says what it does: the
+    command line's batching overrides replace config.pbtxt's values, and --no-batching drops dynamic_batching."""
+    if config.max_batch_size <= 0:  # no batch axis: nothing to batch, nothing to publish
+        return
+    config.max_batch_size = batching.max_batch_size
+    if not batching.enabled:
+        config.ClearField("dynamic_batching")
+        return
+    config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
+    del config.dynamic_batching.preferred_batch_size[:]
+    config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
 
 
 def _publish_choice(config: model_config_pb2.ModelConfig, served: ServedVersion) -> None:
