@@ -33,8 +33,29 @@ NEEDS = {"Transform": "an image input and an image output",
          "Generate": "a latent input and an image output, and no image input"}
 
 
+# The input roles each RPC fills (image, latent and mask: one tensor each; conditions: any number).
+FILLS = {"Transform": ("image", "mask", "condition"), "Classify": ("image",), "Generate": ("latent", "condition")}
+
+
+def _unfillable(card: ModelCard, rpc: str) -> list[TensorSpec]:
+    """The inputs `rpc` would leave empty: roles it does not fill, and a second image, latent or mask."""
+    seen: set[str] = set()
+    left = []
+    for t in card.inputs:
+        if t.role not in FILLS[rpc] or (t.role != "condition" and t.role in seen):
+            left.append(t)
+        seen.add(t.role)
+    return left
+
+
 def rpc_for(card: ModelCard) -> str:
-    """The Images RPC that serves a model, from its card's roles; empty when only ModelInfer can."""
+    """The Images RPC that serves a model, from its card's roles; empty when only ModelInfer can (including a model
+    with an input the RPC its outputs call for cannot fill)."""
+    rpc = _rpc_by_roles(card)
+    return rpc if rpc and not _unfillable(card, rpc) else ""
+
+
+def _rpc_by_roles(card: ModelCard) -> str:
     takes_image = card.input_by_role("image") is not None
     if takes_image and card.output_by_role("probabilities", "logits") is not None:
         return "Classify"
@@ -57,6 +78,8 @@ def check_rpc(card: ModelCard, rpc: str, called: str = "") -> None:
     right = rpc_for(card)
     if right == rpc:
         return
+    if not right and _rpc_by_roles(card) == rpc:
+        check_filled(card, [t.name for t in card.inputs if t not in _unfillable(card, rpc)])  # raises
     hint = f"call {right}" if right else "call it through ModelInfer"
     raise status.invalid(f"model {card.name!r} (inputs {_roles(card.inputs)}; outputs {_roles(card.outputs)}) is not "
                          f"served by {called or rpc}, which needs {NEEDS[rpc]}; {hint}")
