@@ -256,14 +256,16 @@ class Trainer:
         window_time, window_steps = 0.0, 0  # time spent in training steps only, for throughput
         evaluated_at = sampled_at = -1
         try:
-            while not self._should_stop(time.monotonic() - run_start):
+            # the budget and the schedule count the whole training, as --steps does: a resumed run finishes the
+            # budget it was given instead of starting it again (elapsed() includes the time before the resume)
+            while not self._should_stop(elapsed()):
                 if self._signalled:
                     if self.is_main:
                         path = self.save(elapsed(), interrupted=True)
                         log.info("stopped at step %d; checkpoint saved to %s (continue with --resume)", self.step, path)
                     raise KeyboardInterrupt
                 t0 = time.monotonic()
-                lr = self._set_lr(t0 - run_start)
+                lr = self._set_lr(elapsed())
                 losses = self.app.train_step(self.app.make_batch(self.step, self.rank, self.world), self.step)
                 if self.world > 1:
                     broadcast_state(self.app, buffers_only=True)

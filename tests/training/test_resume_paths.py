@@ -1,0 +1,127 @@
+"""Resume where runs really stop: SIGTERM in the middle of a cosine schedule with warm-up, a crash after a periodic
+(ckpt_every) checkpoint, a budget-limited run resumed with the rest of its budget; each resumed run equals the
+uninterrupted one bit for bit (weights, optimizer step, the learning rate logged at every step) where the run is
+defined by steps. A checkpoint of another model or of another shape is refused with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import stoppable_app  # noqa: F401  (registers the test application)
+from ganserve.core.errors import CheckpointError
+from ganserve.pipeline.cli import main
+from ganserve.training.checkpoint import load_checkpoint
+from ganserve.training.schedule import lr_factor
+from ganserve.training.trainer import train
+from stoppable_app import NAME
+
+HERE = Path(__file__).resolve().parent
+TINY = {"generator": {"blocks": 1, "channels": 8}, "batch_size": 2, "lr_patch": 8, "log_every": 1, "eval_every": 0,
+        "sample_every": 0, "ckpt_every": 0}
+SCHEDULE = {**TINY, "lr_schedule": "cosine", "warmup_steps": 2, "lr_min_factor": 0.1}
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    sa, sb = load_checkpoint(a), load_checkpoint(b)
+    assert sa["step"] == sb["step"] and sa["state"].keys() == sb["state"].keys()
+    for k in sa["state"]:
+        assert torch.equal(sa["state"][k], sb["state"][k]), k
+    assert sa["optim"]["g"]["state"][0]["step"] == sb["optim"]["g"]["state"][0]["step"]
+    for k, v in sa["optim"]["g"]["state"][0].items():
+        assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb["optim"]["g"]["state"][0][k])), k
+
+
+def _lrs(out: Path) -> dict[int, float]:
+    """The learning rate logged at each step (the last line for a step run twice wins)."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["lr"] for r in rows if r["kind"] == "train"}
+
+
+@pytest.fixture(autouse=True)
+def _no_stops(monkeypatch):
+    monkeypatch.delenv("GANSERVE_TEST_SIGTERM_AT", raising=False)
+    monkeypatch.delenv("GANSERVE_TEST_CRASH_AT", raising=False)
+
+
+def test_sigterm_mid_schedule_then_resume_equals_one_run(tmp_path, monkeypatch) -> None:
+    whole = train(NAME, SCHEDULE, steps=6, out_dir=tmp_path / "whole", progress=False)
+    monkeypatch.setenv("GANSERVE_TEST_SIGTERM_AT", "2")
+    with pytest.raises(KeyboardInterrupt):
+        train(NAME, SCHEDULE, steps=6, out_dir=tmp_path / "split", progress=False)
+    stopped = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert stopped["step"] == 3 and stopped["metrics"]["interrupted"] is True
+    monkeypatch.delenv("GANSERVE_TEST_SIGTERM_AT")
+    split = train(NAME, {}, steps=6, out_dir=tmp_path / "split", resume=True, progress=False)
+    _same_weights(whole, split)
+    assert load_checkpoint(split)["metrics"]["interrupted"] is False
+    lrs = _lrs(tmp_path / "whole")
+    assert _lrs(tmp_path / "split") == lrs  # warm-up and cosine continue where they were, not from the start
+    base = lrs[3] / lr_factor("cosine", 2 / 6, 2, 2, 0.1)
+    assert [lrs[s] for s in range(1, 7)] == pytest.approx(
+        [base * lr_factor("cosine", (s - 1) / 6, s - 1, 2, 0.1) for s in range(1, 7)], rel=1e-9)
+    assert lrs[1] < lrs[2] and all(lrs[s] > lrs[s + 1] for s in range(2, 6))  # warm-up, then the decay
+
+
+def test_crash_after_a_periodic_checkpoint_then_resume_equals_one_run(tmp_path) -> None:
+    cfg = {**TINY, "ckpt_every": 2}
+    whole = train(NAME, cfg, steps=6, out_dir=tmp_path / "whole", progress=False)
+    env = {**os.environ, "GANSERVE_PLUGINS": "stoppable_app", "GANSERVE_TEST_CRASH_AT": "5",
+           "OMP_NUM_THREADS": "1",  # as the tests' own torch (tests/training/conftest.py): the same float sums
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    done = subprocess.run([sys.executable, "-m", "ganserve.pipeline.cli", "train", NAME, "--steps", "6",
+                           "--out", str(tmp_path / "split"), "--config", str(tmp_path / "cfg.json")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 137, done.stderr[-2000:]  # gone during step 6, with no chance to save
+    periodic = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert periodic["step"] == 4 and periodic["metrics"]["interrupted"] is False
+    split = train(NAME, {}, steps=6, out_dir=tmp_path / "split", resume=True, progress=False)
+    _same_weights(whole, split)
+
+
+def test_a_budget_run_resumes_with_the_rest_of_its_budget(tmp_path, monkeypatch) -> None:
+    budget = 0.1  # minutes: 6 s in all
+    cfg = {**TINY, "lr_schedule": "cosine"}
+    monkeypatch.setenv("GANSERVE_TEST_SIGTERM_AT", "1")
+    with pytest.raises(KeyboardInterrupt):
+        train(NAME, cfg, budget_minutes=budget, out_dir=tmp_path / "run", progress=False)
+    before = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["metrics"]["elapsed_seconds"]
+    first_lr = _lrs(tmp_path / "run")[1]
+    monkeypatch.delenv("GANSERVE_TEST_SIGTERM_AT")
+    ckpt = train(NAME, {}, budget_minutes=budget, out_dir=tmp_path / "run", resume=True, progress=False)
+    payload = load_checkpoint(ckpt)
+    total = payload["metrics"]["elapsed_seconds"]
+    lrs = _lrs(tmp_path / "run")
+    assert before < budget * 60 <= total  # the whole budget, counted across the resume
+    assert total < budget * 60 + 2.0  # and not a second budget after the first (the final eval is in it too)
+    base = payload["config"]["lr"]
+    assert first_lr <= base and before > 0
+    # the schedule goes on from the elapsed time (at least `before`); one restarted at the resume would be back at
+    # the top, above this bound
+    assert lrs[3] <= base * lr_factor("cosine", before / (budget * 60), 2) + 1e-12
+    steps = sorted(lrs)
+    assert all(lrs[a] >= lrs[b] for a, b in zip(steps[2:], steps[3:]))  # cosine only decays after the resume
+
+
+def test_a_checkpoint_of_another_model_or_shape_is_refused(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    train(NAME, TINY, steps=1, out_dir=out, progress=False)
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(CheckpointError, match=f"holds model '{NAME}', not 'srresnet'"):
+        train("srresnet", {}, steps=2, out_dir=out, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="does not fit this config"):
+        train(NAME, {"generator": {"channels": 16}}, steps=2, out_dir=out, resume=True, progress=False)
+    (tmp_path / "deeper.json").write_text(json.dumps({"generator": {"blocks": 2}}))
+    capsys.readouterr()
+    assert main(["train", NAME, "--steps", "2", "--out", str(out), "--resume", "--config",
+                 str(tmp_path / "deeper.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not fit this config" in err[0], err
+    assert (out / "checkpoint.pt").read_bytes() == before  # the refused resumes left the checkpoint as it was
