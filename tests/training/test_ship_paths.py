@@ -97,3 +97,18 @@ def test_a_models_folder_over_60_mb_is_refused(trained: Path, tmp_path: Path) ->
     assert _listing(models) == ["judges"]
     os.truncate(models / "judges" / "weights.bin", TOTAL_LIMIT // 2)  # with room again, the same ship succeeds
     assert ship(trained, "sr", models_dir=models, progress=False).is_dir() and _listing(models) == ["judges", "sr"]
+
+
+def test_train_from_reproduces_the_entrys_card(trained: Path, tmp_path: Path) -> None:
+    """`ganserve train --from models/NAME` retrains from the recorded config and seed: the same weights as the
+    shipped checkpoint, and so the same held-out figures as the card."""
+    entry = ship(trained, "sr", models_dir=tmp_path / "models", progress=False)
+    out = tmp_path / "again"
+    assert main(["train", "--from", str(entry), "--out", str(out), "--no-progress"]) == 0
+    shipped, again = load_checkpoint(entry / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
+    assert shipped["state"].keys() == again["state"].keys()
+    assert all(torch.equal(shipped["state"][k], again["state"][k]) for k in shipped["state"])
+    card = read_entry(entry)["held_out"]
+    figures = again["metrics"]["eval"]
+    assert {k: figures[k] for k in ("psnr_y", "ssim_y", "bicubic_psnr_y")} == pytest.approx(
+        {k: card[k] for k in ("psnr_y", "ssim_y", "bicubic_psnr_y")}, abs=1e-6)
