@@ -7,21 +7,15 @@ import shlex
 import sys
 from pathlib import Path
 
+from ganserve.core.cli_args import count, duration
+from ganserve.core.cli_args import int_list as _int_list
 from ganserve.core.errors import GanserveError
 
 PATHS = ("torch", "ort", "ort-candidates", "openvino-native", "modes", "codecs", "oip-raw", "grpc-floor", "image-api",
          "tritonclient-aio", "http-raw", "http-image", "peer-torchserve")
 
 
-def int_list(text: str) -> list[int]:
-    """argparse type: comma-separated positive integers (sizes, batches, concurrencies)."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+int_list = _int_list(1)  # argparse type: comma-separated positive integers (sizes, batches, concurrencies)
 
 
 def _paths(text: str) -> list[str]:
@@ -43,8 +37,10 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--batch", type=int_list, default=[1, 4], help="batch sizes for in-process and OIP paths (default 1,4)")
     p.add_argument("--concurrency", type=int_list, default=[1, 2, 4, 8, 16], help="in-flight requests (default 1,2,4,8,16)")
     amount = p.add_mutually_exclusive_group()
-    amount.add_argument("--duration", type=float, default=None, help="seconds per configuration (default 3)")
-    amount.add_argument("--requests", type=int, default=None, help="requests per configuration instead of a duration")
+    amount.add_argument("--duration", type=duration(positive=True), default=None,
+                        help="seconds per configuration (default 3)")
+    amount.add_argument("--requests", type=count(1), default=None,
+                        help="requests per configuration instead of a duration")
     p.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/results/<stamp>)")
     p.add_argument("--checkpoint", type=Path, default=None, help="training checkpoint for torch eager and the peer")
     p.add_argument("--paths", type=_paths, default=list(PATHS), help=f"subset of {','.join(PATHS)}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 
+from ganserve.core.cli_args import INT32_MAX, UINT64_MAX, address, count, duration, integer, port
 from ganserve.core.errors import GanserveError
 from ganserve.core.precisions import PRECISIONS
 
@@ -23,6 +24,9 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
         raise ValueError(f"serving.cli has no command {name!r}")
 
 
+MAX_MESSAGE_MB = INT32_MAX // (1024 * 1024)  # gRPC takes the byte limit as an int32
+
+
 # -- serve ----------------------------------------------------------------------------------------------
 def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="serve a model repository over gRPC and HTTP",
@@ -31,10 +35,11 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
                                           "page to try every model over HTTP; Prometheus metrics.")
     p.add_argument("--repo", required=True, type=Path, help="model repository folder")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8001, help="gRPC port (0 = any free port, printed)")
-    p.add_argument("--http-port", type=int, default=8000,
+    p.add_argument("--port", type=port(), default=8001, help="gRPC port (0 = any free port, printed)")
+    p.add_argument("--http-port", type=port(off=True), default=8000,
                    help="HTTP port: KServe v2 REST, the image API, the page at / and /metrics (0 = any, -1 = off)")
-    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus HTTP port (0 = any, -1 = off)")
+    p.add_argument("--metrics-port", type=port(off=True), default=8002,
+                   help="Prometheus HTTP port (0 = any, -1 = off)")
     p.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain: gRPC, HTTP and metrics over TLS")
     p.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
     p.add_argument("--tls-client-ca", type=Path, default=None,
@@ -48,9 +53,9 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS],
                    help="auto: per model, the fastest provider/precision that passes the reference check; "
                         "else pin this precision (a model's config.pbtxt parameters can pin its own)")
-    p.add_argument("--intra-op-threads", type=int, default=0,
+    p.add_argument("--intra-op-threads", type=count(0), default=0,
                    help="threads per run (0 = the cores divided among the streams)")
-    p.add_argument("--streams", type=int, default=1,
+    p.add_argument("--streams", type=count(1), default=1,
                    help="runs of one model in flight at once: 1 = latency mode (default; measured best with the "
                         "dynamic batcher on 2 cores), N = throughput mode with cores/N threads each")
     p.add_argument("--cache-dir", type=Path, default=None,
@@ -59,23 +64,25 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
                         "and OpenVINO's compiled models (default: $GANSERVE_CACHE_DIR, else ~/.cache/ganserve)")
     p.add_argument("--no-cache", action="store_true",
                    help="measure every candidate at every load and write no cache")
-    p.add_argument("--max-message-mb", type=int, default=64, help="gRPC max message size, both directions")
+    p.add_argument("--max-message-mb", type=integer(1, MAX_MESSAGE_MB, "(gRPC's limit is 2 GiB)"), default=64,
+                   help="gRPC max message size, both directions")
     p.add_argument("--allow-model-control", action="store_true", help="allow RepositoryModelLoad/Unload")
-    p.add_argument("--poll-seconds", type=float, default=0.0,
+    p.add_argument("--poll-seconds", type=duration(note="(0 = off)"), default=0.0,
                    help="poll mode: re-read the repository this often; new version folders load beside the serving "
                         "ones (precision choice and reference check) and take over, failing ones are refused "
                         "(0 = off, the default)")
-    p.add_argument("--drain-seconds", type=float, default=0.0,
+    p.add_argument("--drain-seconds", type=duration(), default=0.0,
                    help="on SIGTERM, report NOT_SERVING but keep taking requests this long before draining, so a "
                         "load balancer's health check sees it first (set it above the check interval)")
-    p.add_argument("--max-batch-size", type=int, default=None, help="override config.pbtxt max_batch_size")
-    p.add_argument("--max-queue-delay-us", type=int, default=None, help="override max_queue_delay_microseconds")
-    p.add_argument("--max-queue-size", type=int, default=None, help="pending requests per model before refusing")
+    p.add_argument("--max-batch-size", type=count(1), default=None, help="override config.pbtxt max_batch_size")
+    p.add_argument("--max-queue-delay-us", type=count(0), default=None, help="override max_queue_delay_microseconds")
+    p.add_argument("--max-queue-size", type=count(1), default=None, help="pending requests per model before refusing")
     p.add_argument("--no-batching", action="store_true", help="run every request alone")
-    p.add_argument("--tile-size", type=int, default=128, help="image API tile size in input pixels (0 = no tiling)")
-    p.add_argument("--tile-overlap", type=int, default=16, help="image API tile overlap in input pixels")
-    p.add_argument("--max-pixels", type=int, default=4096 * 4096, help="largest input image (width x height)")
-    p.add_argument("--grace-seconds", type=float, default=30.0, help="drain period on SIGTERM")
+    p.add_argument("--tile-size", type=count(0, "(0 = no tiling)"), default=128,
+                   help="image API tile size in input pixels (0 = no tiling)")
+    p.add_argument("--tile-overlap", type=count(0), default=16, help="image API tile overlap in input pixels")
+    p.add_argument("--max-pixels", type=integer(1), default=4096 * 4096, help="largest input image (width x height)")
+    p.add_argument("--grace-seconds", type=duration(), default=30.0, help="drain period on SIGTERM")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=_run_serve)
 
@@ -91,18 +98,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.repo.is_dir():
         raise GanserveError(f"{args.repo}: model repository not found")
-    for flag, value, low in (("--max-message-mb", args.max_message_mb, 1), ("--max-pixels", args.max_pixels, 1),
-                             ("--tile-size", args.tile_size, 0), ("--tile-overlap", args.tile_overlap, 0),
-                             ("--intra-op-threads", args.intra_op_threads, 0), ("--streams", args.streams, 1),
-                             ("--grace-seconds", args.grace_seconds, 0), ("--poll-seconds", args.poll_seconds, 0),
-                             ("--drain-seconds", args.drain_seconds, 0)):
-        if value < low:
-            raise GanserveError(f"{flag} must be >= {low}, got {value}")
-    # gRPC would take 99999 modulo 65536 and listen on another port than the one asked for
-    for flag, value, low in (("--port", args.port, 0), ("--http-port", args.http_port, -1),
-                             ("--metrics-port", args.metrics_port, -1)):
-        if not low <= value <= 65535:
-            raise GanserveError(f"{flag} must be {low}..65535, got {value}")
+    # numeric flags (ports, counts, sizes, seconds) are range-checked by their argparse types (ganserve.core.cli_args)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise GanserveError("--tls-cert and --tls-key go together")
     if args.tls_client_ca is not None and args.tls_cert is None:
@@ -145,15 +141,18 @@ def _image_args(v: argparse.ArgumentParser) -> None:
     v.add_argument("output", type=Path)
     v.add_argument("--model", required=True)
     v.add_argument("--format", default=None, help="PNG or JPEG (default: from OUT's extension)")
-    v.add_argument("--quality", type=int, default=0, help="JPEG quality 1..100")
-    v.add_argument("--tile-size", type=int, default=None)
-    v.add_argument("--tile-overlap", type=int, default=None)
+    v.add_argument("--quality", type=integer(0, 100, "(0 = the server's default, 90)"), default=0,
+                   help="JPEG quality 1..100 (default 0: the server's, 90)")
+    v.add_argument("--tile-size", type=count(0, "(0 = no tiling)"), default=None,
+                   help="tile size in input pixels (0 = no tiling; default: the card's or the server's)")
+    v.add_argument("--tile-overlap", type=count(0), default=None, help="tile overlap in input pixels")
 
 
 def _add_client(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("client", help="call a running server's image API")
-    p.add_argument("--server", default=os.environ.get("GANSERVE_SERVER", "127.0.0.1:8001"), help="host:port")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds")
+    p.add_argument("--server", type=address, default=os.environ.get("GANSERVE_SERVER", "127.0.0.1:8001"),
+                   help="host:port")
+    p.add_argument("--timeout", type=duration(positive=True), default=120.0, help="seconds")
     p.add_argument("--tls-ca", type=Path, default=None, help="PEM CA that signed the server's certificate: use TLS")
     p.add_argument("--tls-cert", type=Path, default=None, help="PEM client certificate (mutual TLS)")
     p.add_argument("--tls-key", type=Path, default=None, help="PEM key of --tls-cert")
@@ -173,11 +172,11 @@ def _add_client(subparsers: argparse._SubParsersAction) -> None:
     c = verbs.add_parser("classify", help="classify: IN image -> top-k labels")
     c.add_argument("input", type=Path)
     c.add_argument("--model", required=True)
-    c.add_argument("--top-k", type=int, default=5)
+    c.add_argument("--top-k", type=count(1), default=5)
     g = verbs.add_parser("generate", help="generate: a sample from a generative model -> OUT image")
     g.add_argument("output", type=Path)
     g.add_argument("--model", required=True)
-    g.add_argument("--seed", type=int, default=0, help="latent seed (same seed, same image)")
+    g.add_argument("--seed", type=integer(0, UINT64_MAX), default=0, help="latent seed (same seed, same image)")
     g.add_argument("--condition", default="", help="class label for conditional models (see `client list`)")
     g.add_argument("--format", default=None, help="PNG or JPEG (default: from OUT's extension)")
     verbs.add_parser("list", help="models the server has: state, task, the RPC that serves each, its conditions")

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ganserve.core.cli_args import count, duration, integer
 from ganserve.core.errors import GanserveError
 from ganserve.core.shipped import read_entry
 
@@ -32,11 +33,12 @@ def add_commands(subparsers: Any, name: str) -> None:
                    help="re-run the training a shipped model records (models/NAME); --set, --steps, --budget-minutes override it")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file of config values")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], help="override one config value")
-    p.add_argument("--steps", type=int, help="number of training steps (total, counting resumed ones)")
-    p.add_argument("--budget-minutes", type=float, help="stop after this much wall time (this invocation)")
+    p.add_argument("--steps", type=count(0), help="number of training steps (total, counting resumed ones)")
+    p.add_argument("--budget-minutes", type=duration(positive=True),
+                   help="stop after this much wall time (this invocation)")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/<model>)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--seed", type=int, help="config seed")
+    p.add_argument("--seed", type=integer(0), help="config seed")
     p.add_argument("--data-dir", metavar="DIR", help="folder of HR images (config data_dir); default built-in photos")
     p.add_argument("--vgg-weights", metavar="FILE", help="torchvision-format VGG19 weights (config vgg_weights)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

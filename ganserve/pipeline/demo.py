@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ganserve.core.cli_args import count, duration
 from ganserve.core.contract import CARD_FILE, ModelCard, model_versions
 from ganserve.core.errors import GanserveError
 from ganserve.core.shipped import SHIPPED, read_entry, shipped_entries
@@ -225,14 +226,15 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--out", type=Path, default=DemoConfig.out, help="output folder (default demo-output)")
     p.add_argument("--repo", type=Path, default=DemoConfig.repo, help="model repository (default model-repository)")
     p.add_argument("--runs", type=Path, default=DemoConfig.runs, help="training runs folder (default runs/demo)")
-    p.add_argument("--train-minutes", type=float, default=DemoConfig.train_minutes,
+    p.add_argument("--train-minutes", type=duration(positive=True), default=DemoConfig.train_minutes,
                    help="training budget per model where none is shipped or reusable (default 3)")
-    p.add_argument("--bench-requests", type=int, default=DemoConfig.bench_requests,
+    p.add_argument("--bench-requests", type=count(1), default=DemoConfig.bench_requests,
                    help="requests per latency-table row (default 20)")
     p.add_argument("--shipped", type=Path, default=DemoConfig.shipped, metavar="DIR",
                    help="folder of shipped entries to run (default: the project's models/)")
     p.add_argument("--models", default="", help="comma-separated shipped model names (default: all of models/)")
-    p.add_argument("--examples", type=int, default=DemoConfig.examples, help="held-out requests per model (default 3)")
+    p.add_argument("--examples", type=count(1), default=DemoConfig.examples,
+                   help="held-out requests per model (default 3)")
     p.add_argument("--retrain", action="store_true",
                    help="retrain every model from its recorded config for --train-minutes instead of using it")
     p.add_argument("--tiny", action="store_true", help="tiny networks and a few steps (for tests)")
@@ -240,8 +242,6 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.train_minutes <= 0 or args.bench_requests < 1 or args.examples < 1:
-        raise GanserveError("--train-minutes, --bench-requests and --examples must be positive")
     cfg = DemoConfig(out=args.out, repo=args.repo, runs=args.runs, train_minutes=args.train_minutes,
                      shipped=args.shipped, bench_requests=args.bench_requests, examples=args.examples,
                      models=[m.strip() for m in args.models.split(",") if m.strip()], retrain=args.retrain, tiny=args.tiny)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +40,14 @@ def test_demo_writes_images_quality_and_latency(demo: tuple[DemoConfig, dict]) -
     for r in sr["requests"]:
         assert r["output_size"] == [4 * r["input_size"][0], 4 * r["input_size"][1]]  # x4 model, cropped back exactly
         # the served pixels themselves are checked against the model in test_demo_sr_served_tiled_equals_untiled_onnx
-        assert math.isfinite(r["psnr_y"]) and r["psnr_y"] > 0 and 20 < r["baseline_psnr_y"] < 50
         sheet = Image.open(r["side_by_side"])
         assert sheet.width == 4 * r["output_size"][1]  # input | bicubic | model | ground truth
+        # both figures recomputed here by hand (BT.601 Y, 4-pixel border, range 255) from the sheet's own panels: the
+        # reported PSNR is the model panel's against the truth and the baseline the bicubic panel's, not the reverse
+        bicubic, model, truth = _panels(sheet, r["output_size"])[1:]
+        assert r["psnr_y"] == pytest.approx(_psnr_y_by_hand(model, truth), abs=1e-9)
+        assert r["baseline_psnr_y"] == pytest.approx(_psnr_y_by_hand(bicubic, truth), abs=1e-9)
+        assert 20 < r["baseline_psnr_y"] < 50 and r["psnr_y"] != pytest.approx(r["baseline_psnr_y"], abs=1e-3)
     md = (cfg.out / "summary.md").read_text()
     assert "| srresnet | super_resolution |" in md and "## Latency: every image model" in md
     latency = json.loads((cfg.out / "latency" / "srresnet" / "results.json").read_text())
@@ -57,6 +61,23 @@ def test_demo_writes_images_quality_and_latency(demo: tuple[DemoConfig, dict]) -
         max(one[("oip-raw", 1)]["images_per_s"], one[("oip-raw", 4)]["images_per_s"])
         / one[("torch-fp32-cl", 1)]["images_per_s"])
     assert f"| srresnet | 32 | {latency['served_as']} |" in md and "(latency/srresnet/results.md)" in md
+
+
+def _panels(sheet: Image.Image, size: list[int]) -> list[np.ndarray]:
+    """The four equal panels of a side-by-side sheet, below its 16-pixel caption strip (ganserve.core.pictures)."""
+    h, w = size
+    pixels = np.asarray(sheet.convert("RGB"))
+    assert pixels.shape == (16 + h, 4 * w, 3)
+    return [pixels[16:, k * w:(k + 1) * w] for k in range(4)]
+
+
+def _psnr_y_by_hand(pred: np.ndarray, truth: np.ndarray, border: int = 4) -> float:
+    def luma(x: np.ndarray) -> np.ndarray:
+        rgb = x.astype(np.float64) / 255.0
+        return (16.0 + 65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2])[border:-border, border:-border]
+
+    mse = np.mean((luma(pred) - luma(truth)) ** 2)
+    return float(10.0 * np.log10(255.0 ** 2 / mse))
 
 
 def test_demo_sr_served_tiled_equals_untiled_onnx(demo: tuple[DemoConfig, dict]) -> None:

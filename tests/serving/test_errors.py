@@ -150,15 +150,17 @@ def test_queue_full_is_resource_exhausted(slow_server) -> None:
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--port", "99999"], "--port must be 0..65535, got 99999"),
-    (["--port", "-5"], "--port must be 0..65535, got -5"),
-    (["--metrics-port", "70000"], "--metrics-port must be -1..65535, got 70000"),
-    (["--grace-seconds", "-1"], "--grace-seconds must be >= 0, got -1.0"),
+    (["--port", "99999"], "argument --port: must be 0..65535, got 99999"),
+    (["--port", "-5"], "argument --port: must be 0..65535, got -5"),
+    (["--metrics-port", "70000"], "argument --metrics-port: must be 0..65535 (or -1 = off), got 70000"),
+    (["--grace-seconds", "-1"], "argument --grace-seconds: must be >= 0, got -1"),
 ])
 def test_out_of_range_serve_flags_are_one_line_errors(flags: list[str], message: str, tmp_path,
                                                       capsys: pytest.CaptureFixture) -> None:
     from ganserve.pipeline.cli import main
 
-    assert main(["serve", "--repo", str(tmp_path), *flags]) == 2
+    with pytest.raises(SystemExit) as exc:  # refused by the parser, before anything is loaded or bound
+        main(["serve", "--repo", str(tmp_path), *flags])
+    assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1

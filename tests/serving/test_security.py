@@ -274,7 +274,7 @@ def test_http_needs_a_token_but_health_is_open(token_server, caplog) -> None:
     (["--auth-token-file", "{missing}"], "--auth-token-file"),
     (["--auth-token-file", "{short}"], "at least 16 characters"),
     (["--auth-token-file", "{empty}"], "holds no token"),
-    (["--http-port", "70000"], "--http-port must be -1..65535, got 70000"),
+    (["--http-port", "70000"], "argument --http-port: must be 0..65535 (or -1 = off), got 70000"),
 ])
 def test_bad_security_flags_are_one_line_errors(flags, message, pki, repo, tmp_path) -> None:
     (tmp_path / "short").write_text("abc\n")
