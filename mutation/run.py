@@ -61,7 +61,8 @@ def _results(db: Path) -> list[dict]:
     with sqlite3.connect(db) as c:
         rows = c.execute("select s.operator_name, s.start_pos_row, r.worker_outcome, r.test_outcome, r.diff "
                          "from mutation_specs s join work_results r on s.job_id = r.job_id").fetchall()
-    return [{"operator": o, "line": line, "worker": w, "test": t, "diff": d} for o, line, w, t, d in rows]
+    return [{"operator": o, "line": line, "worker": (w or "").lower(), "test": (t or "").lower(), "diff": d}
+            for o, line, w, t, d in rows]
 
 
 def run_module(name: str, sample: int, seed: int, timeout: float) -> dict:
