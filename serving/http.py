@@ -14,6 +14,7 @@ import ssl
 from typing import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ganserve.serving import status
@@ -75,6 +76,8 @@ class HttpFront:
             raise self._grew(exc) from exc
         except ValueError as exc:
             raise status.invalid(f"the multipart form does not parse: {exc}") from exc
+        except HttpProcessingError as exc:  # a part's headers do not parse (a form cut short inside them)
+            raise status.invalid(f"the multipart form does not parse: {exc.message.strip()}") from exc
 
     # -- middlewares -----------------------------------------------------------------------------------------
     @web.middleware

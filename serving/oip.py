@@ -218,12 +218,12 @@ def stream_answer(serialized_infer_response: bytes) -> bytes:
     return b"".join([_STREAM_INFER_TAG, varint(len(serialized_infer_response)), serialized_infer_response])
 
 
-def _serialize(message: object) -> bytes:
+def serialize(message: object) -> bytes:
     """Answers may come already serialized (ModelInfer's, see serialized_response) or as messages."""
     return message if isinstance(message, bytes) else message.SerializeToString()
 
 
-def _parsed_unary(method: Callable, request_type: type) -> Callable:
+def parsed_unary(method: Callable, request_type: type) -> Callable:
     """Wrap a unary servicer method so a body that is not protobuf is INVALID_ARGUMENT, not UNKNOWN."""
     async def handler(raw: bytes, context: grpc.aio.ServicerContext):
         try:
@@ -263,10 +263,10 @@ def add_inference_servicer(servicer: InferenceServicer, server: grpc.aio.Server)
         implementation = getattr(servicer, method.name)
         if method.client_streaming and method.server_streaming:
             handlers[method.name] = grpc.stream_stream_rpc_method_handler(
-                _parsed_stream(implementation, request_type), response_serializer=_serialize)
+                _parsed_stream(implementation, request_type), response_serializer=serialize)
         elif not method.client_streaming and not method.server_streaming:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _parsed_unary(implementation, request_type), response_serializer=_serialize)
+                parsed_unary(implementation, request_type), response_serializer=serialize)
         else:
             raise TypeError(f"{method.full_name}: one-way streaming methods are not served")
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

@@ -28,9 +28,9 @@ from ganserve.serving.http import HttpFront
 from ganserve.serving.images import ImageSettings, ImagesServicer
 from ganserve.serving.metrics import ServerMetrics
 from ganserve.serving.models import READY, BatchingOverrides, ModelManager
-from ganserve.serving.oip import InferenceServicer, add_inference_servicer
+from ganserve.serving.oip import InferenceServicer, parsed_unary, serialize, add_inference_servicer
 from ganserve.serving.proto import POOL
-from ganserve.serving.proto.ganserve.v1 import images_pb2, images_pb2_grpc
+from ganserve.serving.proto.ganserve.v1 import images_pb2
 from ganserve.serving.proto.inference import grpc_service_pb2
 from ganserve.serving.runtime import RuntimeSettings
 from ganserve.serving.security import AuthInterceptor, TlsSettings, Tokens
@@ -70,6 +70,20 @@ def _add_to_pool(*files) -> None:
             POOL.AddSerializedFile(file.serialized_pb)
 
 
+def _add_images_servicer(images: ImagesServicer, server: grpc.aio.Server) -> None:
+    """Register ganserve.v1.Images the way add_inference_servicer registers OIP: a body that is not protobuf is
+    INVALID_ARGUMENT with the reason (the generated registration answers it with UNKNOWN)."""
+    service = images_pb2.DESCRIPTOR.services_by_name["Images"]
+    handlers = {}
+    for method in service.methods:
+        if method.client_streaming or method.server_streaming:
+            raise TypeError(f"{method.full_name}: streaming Images methods are not registered here")
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            parsed_unary(getattr(images, method.name), getattr(images_pb2, method.input_type.name)),
+            response_serializer=serialize)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
 class GanServer:
     """One asyncio gRPC server with the OIP, Images, health and reflection services, plus /metrics."""
 
@@ -103,7 +117,7 @@ class GanServer:
         oip = InferenceServicer(self.models, self.gate, cfg.allow_model_control)
         images = ImagesServicer(self.models, self.gate, cfg.images)
         add_inference_servicer(oip, self._server)
-        images_pb2_grpc.add_ImagesServicer_to_server(images, self._server)
+        _add_images_servicer(images, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         _add_to_pool(health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR)
         names = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ganserve.serving import status
@@ -63,7 +65,7 @@ def decode_inputs(request: pb.ModelInferRequest, config: mc.ModelConfig) -> dict
         shape = list(tensor.shape)
         _check_shape(tensor.name, shape, list(spec.dims), config.max_batch_size)
         dtype = NUMPY[want]
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)  # exact: np.prod wraps past int64, and a wrapped count can match the bytes sent
         if raw:
             data = raw[index]
             if len(data) != count * dtype.itemsize:
@@ -78,6 +80,13 @@ def decode_inputs(request: pb.ModelInferRequest, config: mc.ModelConfig) -> dict
             if len(values) != count:
                 raise status.invalid(f"input {tensor.name!r}: {len(values)} values for shape {shape} (expected {count})")
             array = np.asarray(values, dtype=dtype).reshape(shape)
+            if dtype.kind in "iu" and dtype.itemsize < 4:  # int_contents / uint_contents are 32-bit: check the range
+                wide = np.asarray(values, dtype=np.int64)
+                info = np.iinfo(dtype)
+                bad = wide[(wide < info.min) | (wide > info.max)]
+                if bad.size:
+                    raise status.invalid(f"input {tensor.name!r}: value {int(bad[0])} is outside the {want} range "
+                                         f"{info.min}..{info.max}")
         arrays[tensor.name] = array.astype(dtype.newbyteorder("="), copy=False)
     missing = [name for name, spec in specs.items() if name not in arrays and not spec.optional]
     if missing:
