@@ -6,8 +6,8 @@ cosmic-ray edits the module on disk for every mutant, so run this in a scratch c
     .venv/bin/pip install cosmic-ray==8.7.0
     .venv/bin/python mutation/run.py --sample 60          # or --sample 0 for every mutant (hours on 2 cores)
 
-For each module: every mutant cosmic-ray's operators make is listed, a seeded uniform sample of --sample of them is
-run (each: apply, run the module's tests, restore), and the score is the share killed (a test failed or timed out).
+For each module: every mutant cosmic-ray's operators make is listed, those inside type annotations are set aside
+(never evaluated: equivalent), a seeded uniform sample of --sample of the rest is run (each: apply, run the module's tests, restore), and the score is the share killed (a test failed or timed out).
 Writes mutation/results/<module>.json (score, counts, every survivor's diff) and prints a table. The working tree is
 restored with `git checkout` when a run ends, even on error.
 """
@@ -15,6 +15,7 @@ restored with `git checkout` when a run ends, even on error.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import random
@@ -45,16 +46,41 @@ def _config(name: str, module: str, tests: str, timeout: float) -> Path:
     return path
 
 
-def _sample(db: Path, size: int, seed: int) -> tuple[int, int]:
-    """Keep a seeded uniform sample of `size` mutants (0 = all); returns (all, kept)."""
+def _annotation_spans(module: str) -> list[tuple[int, int, int, int]]:
+    """Where the module's type annotations are. Every module starts with `from __future__ import annotations`, so an
+    annotation is never evaluated: a mutant inside one (`str | Path` -> `str - Path`) is equivalent, not a gap."""
+    spans = []
+    for node in ast.walk(ast.parse((ROOT / module).read_text())):
+        found = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            found = [x.annotation for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x] + [node.returns]
+        elif isinstance(node, ast.AnnAssign):
+            found = [node.annotation]
+        spans += [(n.lineno, n.col_offset, n.end_lineno, n.end_col_offset) for n in found if n is not None]
+    return spans
+
+
+def _in_annotation(spans: list[tuple[int, int, int, int]], row: int, col: int) -> bool:
+    return any((r0, c0) <= (row, col) < (r1, c1) for r0, c0, r1, c1 in spans)
+
+
+def _sample(db: Path, module: str, size: int, seed: int) -> tuple[int, int, int]:
+    """Drop the mutants inside annotations, then keep a seeded uniform sample of `size` of the rest (0 = all);
+    returns (all, in annotations, kept)."""
+    spans = _annotation_spans(module)
     with sqlite3.connect(db) as c:
-        jobs = [r[0] for r in c.execute("select job_id from mutation_specs order by job_id")]
+        rows = c.execute("select job_id, start_pos_row, start_pos_col from mutation_specs order by job_id").fetchall()
+        equivalent = [j for j, row, col in rows if _in_annotation(spans, row, col)]
+        c.executemany("delete from mutation_specs where job_id = ?", [(j,) for j in equivalent])
+        c.executemany("delete from work_items where job_id = ?", [(j,) for j in equivalent])
+        jobs = [j for j, _, _ in rows if j not in set(equivalent)]
         if 0 < size < len(jobs):
             drop = set(jobs) - set(random.Random(seed).sample(jobs, size))
             c.executemany("delete from mutation_specs where job_id = ?", [(j,) for j in drop])
             c.executemany("delete from work_items where job_id = ?", [(j,) for j in drop])
         kept = c.execute("select count(*) from mutation_specs").fetchone()[0]
-    return len(jobs), kept
+    return len(rows), len(equivalent), kept
 
 
 def _results(db: Path) -> list[dict]:
@@ -72,7 +98,7 @@ def run_module(name: str, sample: int, seed: int, timeout: float) -> dict:
     db.unlink(missing_ok=True)
     cr = str(Path(sys.executable).with_name("cosmic-ray"))
     subprocess.run([cr, "init", str(config), str(db)], cwd=ROOT, check=True, capture_output=True)
-    total, kept = _sample(db, sample, seed)
+    total, equivalent, kept = _sample(db, module, sample, seed)
     t0 = time.monotonic()
     try:
         subprocess.run([cr, "exec", str(config), str(db)], cwd=ROOT, check=True, capture_output=True)
@@ -87,7 +113,7 @@ def run_module(name: str, sample: int, seed: int, timeout: float) -> dict:
     z, n = 1.96, len(ran)
     centre = (score + z * z / (2 * n)) / (1 + z * z / n) if n else float("nan")
     half = z * math.sqrt(score * (1 - score) / n + z * z / (4 * n * n)) / (1 + z * z / n) if n else float("nan")
-    doc = {"module": module, "tests": tests, "mutants": total, "sampled": kept, "ran": n, "killed": len(killed),
+    doc = {"module": module, "tests": tests, "mutants": total, "in_annotations": equivalent, "sampled": kept, "ran": n, "killed": len(killed),
            "survived": len(survived), "other": len(rows) - n, "score": round(score, 4),
            "interval95": [round(centre - half, 4), round(centre + half, 4)], "seed": seed,
            "minutes": round((time.monotonic() - t0) / 60, 1),
@@ -111,11 +137,11 @@ def main(argv: list[str] | None = None) -> int:
                       capture_output=True, text=True).stdout.strip():
         p.error("the modules to mutate have uncommitted changes: commit them first (the run restores with git)")
     OUT.mkdir(parents=True, exist_ok=True)
-    print("| module | mutants | run | killed | survived | score | 95% interval | minutes |")
-    print("|---|---:|---:|---:|---:|---:|---|---:|", flush=True)
+    print("| module | mutants | in annotations | run | killed | survived | score | 95% interval | minutes |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---:|", flush=True)
     for name in names:
         d = run_module(name, args.sample, args.seed, args.timeout)
-        print(f"| {d['module']} | {d['mutants']} | {d['ran']} | {d['killed']} | {d['survived']} | {d['score']:.0%} | "
+        print(f"| {d['module']} | {d['mutants']} | {d['in_annotations']} | {d['ran']} | {d['killed']} | {d['survived']} | {d['score']:.0%} | "
               f"{d['interval95'][0]:.0%}-{d['interval95'][1]:.0%} | {d['minutes']} |", flush=True)
     return 0
 

@@ -71,3 +71,51 @@ def test_weights_that_do_not_fit_are_refused(tmp_path, tiny) -> None:
     bad = save_checkpoint(tmp_path / "bad.pt", payload)
     with pytest.raises(CheckpointError, match="weights do not fit model 'srresnet'"):
         build_from_checkpoint(bad)
+
+
+def test_missing_or_extra_weights_are_refused_with_torchs_first_line(tmp_path, tiny) -> None:
+    """strict loading: a state with a key missing or one too many is refused, not half-loaded; the message carries
+    the first line of torch's own report (which names the model class)."""
+    _, path = _saved(tmp_path, tiny)
+    payload = load_checkpoint(path)
+    for name, change in (("missing", lambda s: s.pop(next(iter(s)))), ("extra", lambda s: s.update(extra=torch.ones(1)))):
+        state = dict(payload["state"])
+        change(state)
+        bad = save_checkpoint(tmp_path / f"{name}.pt", {**payload, "state": state})
+        with pytest.raises(CheckpointError) as info:
+            build_from_checkpoint(bad)
+        message = str(info.value)
+        assert "weights do not fit model 'srresnet' (Error(s) in loading state_dict for " in message, message
+        assert message.count("\n") == 0
+
+
+def test_a_failed_save_keeps_the_old_file_and_leaves_no_temp(tmp_path, tiny) -> None:
+    _, path = _saved(tmp_path, tiny)
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # a payload torch cannot pickle: the write fails half way
+        save_checkpoint(path, {**load_checkpoint(path), "metrics": {"f": lambda: None}})
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
+
+
+def test_corrupt_file_message_is_one_line_of_the_first_reason(tmp_path, tiny) -> None:
+    _, path = _saved(tmp_path, tiny)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(cut)
+    message = str(info.value)
+    assert "\n" not in message and message.endswith(")")
+    try:
+        torch.load(cut, weights_only=False)
+    except Exception as exc:  # noqa: BLE001  (the reason torch gives, first line, at most 160 characters)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    assert f"({first[:160]})" in message
+
+
+def test_git_commit_outside_a_repository_is_unknown(tmp_path) -> None:
+    from ganserve.training.checkpoint import git_commit
+
+    assert git_commit(tmp_path) == "unknown"
+    head = git_commit()
+    assert len(head) == 40 and all(c in "0123456789abcdef" for c in head)  # this checkout's commit
