@@ -230,3 +230,35 @@ def test_wrong_output_size_is_a_clear_error() -> None:
         asyncio.run(run_tiled(image, infer, scale=2, tile=64, overlap=8))
     with pytest.raises(ValueError, match="float32"):
         asyncio.run(run_tiled(image.astype(np.float64), infer, scale=2, tile=64, overlap=8))
+
+
+def test_blend_weights_are_the_documented_ramps() -> None:
+    """Each tile answers a constant (its first column's x), so the output is the blend itself. Overlap 6 (margin
+    6 // 4 = 1, ramp width 6 - 2 = 4): a tile's weight rises 0, 1/8, 3/8, 5/8, 7/8, 1 from its inner edge; over
+    16 columns, tiles of 10 start at 0, 4, 6. Column 7, say: (0 * 3/8 + 4 * 5/8 + 6 * 1/8) / (3/8 + 5/8 + 1/8)."""
+    image = np.tile(np.arange(16, dtype=np.float32), (1, 1, 8, 1))
+
+    async def constant(x: np.ndarray) -> np.ndarray:
+        return np.full((1, 1, *x.shape[2:]), x[0, 0, 0, 0], np.float32)
+
+    out = asyncio.run(run_tiled(image, constant, 1, 10, 6))
+    want = [0, 0, 0, 0, 0, 1 / 2, 3 / 2, 26 / 9, 46 / 11, 29 / 6, 31 / 6, 60 / 11, 52 / 9, 6, 6, 6]
+    assert plan_tiles(8, 16, 10, 6) == [(0, 0, 8, 10), (0, 4, 8, 14), (0, 6, 8, 16)]
+    assert out.shape == (1, 1, 8, 16) and np.allclose(out[0, 0], np.float32(want), atol=1e-6, rtol=0)
+
+
+def test_default_multiple_is_one_and_bad_model_outputs_are_refused() -> None:
+    assert plan_tiles(5, 7, 4, 1) == plan_tiles(5, 7, 4, 1, 1)  # odd sizes need no padding by default
+    image = np.zeros((1, 3, 5, 7), np.float32)
+
+    async def identity(x: np.ndarray) -> np.ndarray:
+        return x
+
+    assert asyncio.run(run_tiled(image, identity, 1, 4, 1)).shape == (1, 3, 5, 7)
+    for bad in (lambda x: np.concatenate([x, x]), lambda x: x[None], lambda x: x[:, :, :-1]):
+        async def broken(x: np.ndarray, f=bad) -> np.ndarray:
+            return f(x)
+        with pytest.raises(ValueError, match="model output shape"):
+            asyncio.run(run_tiled(image, broken, 1, 4, 1))
+        with pytest.raises(ValueError, match="model output shape"):
+            asyncio.run(run_tiled(image, broken, 1, 0, 0))  # untiled too
