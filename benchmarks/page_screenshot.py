@@ -2,7 +2,7 @@
 on its built-in example in headless Chromium, the window saved as a PNG.
 
     make demo    # writes model-repository/
-    .venv/bin/python -m benchmarks.page_screenshot --repo model-repository --out docs/img/page.png
+    .venv/bin/python -m ganserve.benchmarks.page_screenshot --repo model-repository --out docs/img/page.png
 
 Needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver) and selenium (the dev extra).
 """

@@ -1,7 +1,7 @@
 """How throughput scales with replicas behind HAProxy, and what one replica needs per model.
 
     make demo    # writes model-repository/
-    .venv/bin/python -m benchmarks.replicas --repo model-repository --model pix2pix --size 64 \\
+    .venv/bin/python -m ganserve.benchmarks.replicas --repo model-repository --model pix2pix --size 64 \\
         --out benchmarks/results/replicas/<name>
 
 Two parts, one after the other, nothing else on the cores:
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench import _feeds, model_sizes
-from benchmarks.loadgen import ProcessMonitor, Stats, closed_loop, summarise
+from ganserve.benchmarks.bench import _feeds, model_sizes
+from ganserve.benchmarks.loadgen import ProcessMonitor, Stats, closed_loop, summarise
 from ganserve.core.contract import ModelCard
 from ganserve.core.machine import cpu_info, describe
 from ganserve.serving.server import Child, start_subprocess
