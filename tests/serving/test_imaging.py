@@ -91,3 +91,41 @@ def test_to_image_rounds_like_the_documented_rule(value_range, channels: int) ->
     got = got[None] if channels == 1 else got.transpose(2, 0, 1)
     assert got.shape == want.shape and np.abs(got.astype(int) - want.astype(int)).max() <= 1
     assert np.mean(got == want) > 0.999  # float32 vs float64 arithmetic may differ at a tie, nowhere else
+
+
+def test_nhwc_tensors_fixed_non_square_sizes_and_default_range() -> None:
+    """Layouts, sizes and ranges the mutation run found unchecked: an NHWC spec's channels and fixed size come from
+    its own axes, a fixed 4x6 (H x W) input is resized to exactly that, and a spec without a range is [0, 1]."""
+    from ganserve.serving.imaging import channels_of, fixed_size, from_layout, to_layout, to_pixels
+
+    nhwc = TensorSpec("x", [4, 6, 1], layout="NHWC")
+    nchw = TensorSpec("x", [3, 4, 6], value_range=[-1, 1])
+    assert (channels_of(nhwc), fixed_size(nhwc)) == (1, (4, 6))
+    assert (channels_of(nchw), fixed_size(nchw)) == (3, (4, 6))
+    assert fixed_size(TensorSpec("x", [3, -1, 6])) is None and fixed_size(TensorSpec("x", [3, 4, -1])) is None
+    assert channels_of(TensorSpec("x", [-1, -1, -1])) == 3
+    rgb = np.random.default_rng(2).integers(0, 256, (9, 13, 3), dtype=np.uint8)
+    t = to_tensor(Image.fromarray(rgb), nchw)
+    want = np.asarray(Image.fromarray(rgb).resize((6, 4), Image.Resampling.BILINEAR), np.float32) / 255 * 2 - 1
+    assert t.shape == (1, 3, 4, 6) and np.allclose(t[0], want.transpose(2, 0, 1), atol=1e-6)
+    grey = to_tensor(Image.fromarray(rgb), TensorSpec("x", [1, -1, -1]))  # no range: [0, 1]
+    assert grey.min() >= 0 and grey.max() <= 1 and grey.shape == (1, 1, 9, 13)
+    assert np.allclose(grey[0, 0], np.asarray(Image.fromarray(rgb).convert("L"), np.float32) / 255)
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    spec = TensorSpec("y", [-1, -1, 3], layout="NHWC")
+    assert to_layout(x, spec).shape == (2, 4, 5, 3) and np.array_equal(from_layout(to_layout(x, spec), spec), x)
+    one = np.full((2, 1, 2, 2), 0.5, np.float32)
+    one[1] = 1.0  # only the first image of a batch is turned into pixels
+    assert to_pixels(one, TensorSpec("y", [1, -1, -1])).tolist() == [[128, 128], [128, 128]]
+
+
+def test_jpeg_quality_bounds_and_the_pixel_limit_message() -> None:
+    img = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
+    assert encode_image(img, "JPEG", 100).startswith(b"\xff\xd8") and encode_image(img, "JPEG", 1)
+    for bad in (101, -1):
+        with pytest.raises(ServingError, match=f"jpeg_quality must be 1..100, got {bad}"):
+            encode_image(img, "JPEG", bad)
+    data = encode_image(Image.fromarray(np.zeros((3, 5, 3), np.uint8)))
+    with pytest.raises(ServingError, match=r"image is 5x3 = 15 pixels; the limit is 14$"):
+        decode_image(data, 14)
+    assert decode_image(data, 15).size == (5, 3)
