@@ -25,7 +25,7 @@ from ganserve.serving.imaging import decode_image, encode_pixels, from_layout, p
 from ganserve.serving.models import ModelManager, ServedModel, ServedVersion
 from ganserve.serving.proto.ganserve.v1 import images_pb2 as pb
 from ganserve.serving.proto.ganserve.v1 import images_pb2_grpc as pb_grpc
-from ganserve.serving.tiling import run_tiled
+from ganserve.serving.tiling import on_grid, run_tiled
 
 # What each RPC needs of a card, in the words its error messages use.
 NEEDS = {"Transform": "an image input and an image output",
@@ -239,7 +239,7 @@ class ImagesServicer(pb_grpc.ImagesServicer):
             raise status.invalid(f"tile_overlap {overlap} must be less than half of tile_size {tile}")
         multiple = max(1, card.spatial_multiple)
         if tile and multiple > 1:  # tiles start on the model's grid: the size rounds down, the overlap up
-            tile_m, overlap_m = tile // multiple * multiple, -(-overlap // multiple) * multiple
+            tile_m, overlap_m = on_grid(tile, overlap, multiple)
             if tile_m == 0 or overlap_m >= tile_m:
                 raise status.invalid(
                     f"{card.name} works on multiples of {multiple} pixels, so tile_size {tile} rounds down to "

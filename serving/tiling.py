@@ -32,16 +32,21 @@ def _axis_positions(length: int, tile: int, overlap: int) -> tuple[list[int], in
     return list(range(0, length - size, stride)) + [length - size], size
 
 
+def on_grid(tile: int, overlap: int, multiple: int) -> tuple[int, int]:
+    """The tile size rounded down and the overlap up to the model's spatial multiple (tiles start on its grid)."""
+    return tile // multiple * multiple, -(-overlap // multiple) * multiple
+
+
 def _aligned(tile: int, overlap: int, multiple: int) -> tuple[int, int]:
-    """Round the tile size down and the overlap up to the model's spatial multiple."""
+    """`on_grid`, refusing a multiple, overlap or tile size that leaves no tile."""
     if multiple < 1:
         raise ValueError(f"spatial multiple must be >= 1, got {multiple}")
     if overlap < 0:
         raise ValueError(f"tile overlap must be >= 0, got {overlap}")
-    tile_m = tile // multiple * multiple
+    tile_m, overlap_m = on_grid(tile, overlap, multiple)
     if tile_m < 1:
         raise ValueError(f"tile size {tile} is smaller than the model's spatial multiple {multiple}")
-    return tile_m, -(-overlap // multiple) * multiple
+    return tile_m, overlap_m
 
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int = 1) -> list[tuple[int, int, int, int]]:
