@@ -32,10 +32,12 @@ PYTEST = f"{sys.executable} -m pytest -x -q -p no:cacheprovider"
 # can wait forever); the tests take 3-11 s a run on 2 cores
 MODULES = {
     "tiling": ("serving/tiling.py", "tests/serving/test_tiling.py tests/fuzz/test_fuzz_tiling.py", 40),
-    "batcher": ("serving/batcher.py", "tests/serving/test_batcher.py", 25),
-    "imaging": ("serving/imaging.py", "tests/serving/test_imaging.py tests/fuzz/test_fuzz_imaging.py", 40),
-    "parity": ("export/parity.py", "tests/export/test_export_parity.py", 60),
-    "checkpoint": ("training/checkpoint.py", "tests/training/test_train_checkpoint.py", 40),
+    "batcher": ("serving/batcher.py", "tests/serving/test_batcher.py tests/serving/test_batcher_mutants.py", 25),
+    "imaging": ("serving/imaging.py", "tests/serving/test_imaging.py tests/fuzz/test_fuzz_imaging.py "
+                "tests/serving/test_imaging_mutants.py", 40),
+    "parity": ("export/parity.py", "tests/export/test_export_parity.py tests/export/test_parity_mutants.py", 60),
+    "checkpoint": ("training/checkpoint.py", "tests/training/test_train_checkpoint.py "
+                   "tests/training/test_checkpoint_mutants.py", 40),
 }
 
 
