@@ -91,6 +91,16 @@ def ssim_rgb(pred: np.ndarray, target: np.ndarray, data_range: float = 1.0, bord
                                        **SSIM_SETTINGS))
 
 
+def colourfulness(img: np.ndarray) -> float:
+    """Hasler and Suesstrunk's (2003) colourfulness of an HxWx3 RGB image in [0, 1], on their 0..255 scale:
+    sqrt(std_rg^2 + std_yb^2) + 0.3 * sqrt(mean_rg^2 + mean_yb^2), rg = R - G, yb = (R + G) / 2 - B.
+    0 for a grey image; their scale calls ~33 "moderately", ~59 "quite" and ~82 "highly" colourful."""
+    rgb = np.asarray(img, dtype=np.float64) * 255.0
+    rg = rgb[..., 0] - rgb[..., 1]
+    yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
 def rgb_to_y(image: np.ndarray) -> np.ndarray:
     """HxWx3 RGB in [0, 1] -> luma Y in [16, 235] (ITU-R BT.601, the convention SR papers report on), float64."""
     x = np.asarray(image, dtype=np.float64)

@@ -72,6 +72,8 @@ class CycleGANConfig(CommonConfig):
 class CycleGANApp(Application):
     """Unpaired translation both ways; evaluation measures both directions against the hidden true transform."""
 
+    training_only = ("d_a", "d_b")
+
     config: CycleGANConfig
 
     def __init__(self, config: CycleGANConfig) -> None:
@@ -203,6 +205,7 @@ class CycleGANApp(Application):
     @staticmethod
     def _direction_row(pred: np.ndarray, src: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         row = te.image_figures(pred, truth)
+        row["grid"] = te.grid_strength(pred, truth)  # the upsampling's checkerboard, in grey levels
         row.update({f"identity_{k}": v for k, v in te.image_figures(src, truth).items()})
         return row
 

@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from ganserve.core.image_metrics import psnr_rgb, sharpness_ratio, ssim_rgb
+from ganserve.core.image_metrics import colourfulness, psnr_rgb, sharpness_ratio, ssim_rgb  # noqa: F401 (re-exported)
 
 # Maps a 1x3xHxW float32 array in [0, 1] to one of the same shape.
 ArrayPredictor = Callable[[np.ndarray], np.ndarray]
@@ -80,3 +80,15 @@ def uint8_crop(img: np.ndarray, size: int) -> np.ndarray:
     ch, cw = min(size, h), min(size, w)
     y, x = (h - ch) // 2, (w - cw) // 2
     return np.ascontiguousarray(img[y : y + ch, x : x + cw])
+
+
+def grid_strength(pred: np.ndarray, target: np.ndarray, period: int = 4) -> float:
+    """How strongly the error repeats on a fixed pixel grid, in grey levels (0..255): the error's luma is averaged
+    over all pixels of each of the period x period phases (y mod p, x mod p), and the spread (std) of those p*p
+    means is returned. Errors that do not depend on the pixel's position on the grid average out (near 0); the
+    transposed-convolution checkerboard (a pattern of period 2 per stride-2 stage, 4 for two) does not."""
+    err = np.asarray(pred, dtype=np.float64) - np.asarray(target, dtype=np.float64)
+    luma = (0.299 * err[..., 0] + 0.587 * err[..., 1] + 0.114 * err[..., 2]) * 255.0
+    h, w = luma.shape[0] - luma.shape[0] % period, luma.shape[1] - luma.shape[1] % period
+    phases = luma[:h, :w].reshape(h // period, period, w // period, period).mean(axis=(0, 2))
+    return float(phases.std())

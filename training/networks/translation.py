@@ -110,6 +110,9 @@ class ResnetBlock(nn.Module):
         return x + self.body(x)
 
 
+UPSAMPLE_MODES = ("transpose", "resize")
+
+
 @register_network("resnet-generator")
 class ResnetGenerator(nn.Module):
     """CycleGAN's generator: input H and W must be multiples of 4 (two stride-2 stages).
@@ -117,18 +120,23 @@ class ResnetGenerator(nn.Module):
     With ``residual`` (not in the paper) the last convolution predicts a correction that is added to the input and
     clipped to [-1, 1], starting near the identity: instance norm discards each image's absolute colour levels, so
     without the skip the output's global tone comes from biases, not from the picture being translated.
+    ``upsample``: ``transpose`` is the paper's stride-2 transposed convolution (3x3 kernel: uneven overlap, the
+    checkerboard of Odena et al. 2016); ``resize`` enlarges x2 by nearest neighbour, then a reflection-padded 3x3
+    convolution (every output pixel sees the same kernel, so no grid can come from the upsampling itself).
     """
 
     spatial_multiple = 4
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64, blocks: int = 9,
-                 norm: str = "instance", residual: bool = False) -> None:
+                 norm: str = "instance", residual: bool = False, upsample: str = "transpose") -> None:
         super().__init__()
         if blocks < 1 or ngf < 1:
             raise GanserveError(f"ResNet generator needs blocks >= 1 and ngf >= 1 (got {blocks}, {ngf})")
+        if upsample not in UPSAMPLE_MODES:
+            raise GanserveError(f"ResNet generator upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {upsample!r}")
         if residual and in_channels != out_channels:
             raise GanserveError(f"a residual generator needs as many output as input channels ({in_channels})")
-        self.residual, self.ngf, self.blocks, self.norm = residual, ngf, blocks, norm
+        self.residual, self.ngf, self.blocks, self.norm, self.upsample = residual, ngf, blocks, norm, upsample
         bias = norm != "batch"
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=bias),
                                    norm_layer(norm, ngf), nn.ReLU(True)]
@@ -138,8 +146,12 @@ class ResnetGenerator(nn.Module):
             ch *= 2
         layers += [ResnetBlock(ch, norm) for _ in range(blocks)]
         for _ in range(2):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
-                       norm_layer(norm, ch // 2), nn.ReLU(True)]
+            if upsample == "resize":
+                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                           nn.Conv2d(ch, ch // 2, 3, bias=bias)]
+            else:
+                layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1, bias=bias)]
+            layers += [norm_layer(norm, ch // 2), nn.ReLU(True)]
             ch //= 2
         last = nn.Conv2d(ch, out_channels, 7)
         layers += [nn.ReflectionPad2d(3), last]
@@ -154,7 +166,8 @@ class ResnetGenerator(nn.Module):
     def describe(self) -> str:
         """Name and sizes, as the model card's architecture states them."""
         return (f"ResNet generator {self.blocks} blocks x {self.ngf} filters, {self.norm} norm"
-                + (", input + clipped correction" if self.residual else ""))
+                + (", input + clipped correction" if self.residual else "")
+                + (", resize-convolution upsampling" if self.upsample == "resize" else ""))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.residual:
@@ -201,12 +214,28 @@ class PatchDiscriminator(nn.Module):
         return field
 
 
-class Translator(nn.Module):
-    """What gets exported: RGB [0, 1] NCHW -> RGB [0, 1] NCHW through a [-1, 1] generator (eval mode, clamped)."""
+# Rec. 601 luma weights (sum 1: a grey image, three equal channels, maps to itself)
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
-    def __init__(self, generator: nn.Module) -> None:
+
+def to_grey(image: torch.Tensor) -> torch.Tensor:
+    """NCHW RGB -> NCHW with three equal channels, each the Rec. 601 luma (in any range: the weights sum to 1)."""
+    r, g, b = image[:, 0:1], image[:, 1:2], image[:, 2:3]
+    luma = LUMA_WEIGHTS[0] * r + LUMA_WEIGHTS[1] * g + LUMA_WEIGHTS[2] * b
+    return luma.expand(-1, 3, -1, -1)
+
+
+class Translator(nn.Module):
+    """What gets exported: RGB [0, 1] NCHW -> RGB [0, 1] NCHW through a [-1, 1] generator (eval mode, clamped).
+
+    ``grey_input``: the generator sees the input's luma only (a colouriser: any photo, colour or grey, is
+    reduced to its grey version first, as in training)."""
+
+    def __init__(self, generator: nn.Module, grey_input: bool = False) -> None:
         super().__init__()
-        self.generator = generator
+        self.generator, self.grey_input = generator, grey_input
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.grey_input:
+            image = to_grey(image)
         return ((self.generator(image * 2.0 - 1.0) + 1.0) * 0.5).clamp(0.0, 1.0)
