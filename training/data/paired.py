@@ -1,6 +1,7 @@
-"""Paired image data for pix2pix: the built-in edges -> photo task and user folders in the two usual layouts.
+"""Paired image data for pix2pix: two built-in tasks and user folders in the two usual layouts.
 
-Built-in task: A is the Canny edge map of a photo (black lines on white, three equal channels), B the photo itself.
+Built-in tasks (B is always the photo itself): ``colour`` -- A is the photo's grey version (Rec. 601 luma, three
+equal channels), the paper's BW -> colour task; ``edges`` -- A is the photo's Canny edge map (black lines on white).
 Training pairs come from ``BUILTIN_TRAIN``, held-out pairs from ``BUILTIN_HELD_OUT`` (never cropped for training).
 Folders: ``DIR/A/`` and ``DIR/B/`` holding files with the same names, or ``DIR/`` holding side-by-side images
 (A on the left half, B on the right), as pix2pix's data sets ship.
@@ -16,6 +17,7 @@ import torch
 
 from ganserve.core.errors import GanserveError
 from ganserve.training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, IMAGE_SUFFIXES, load_builtin
+from ganserve.training.networks.translation import LUMA_WEIGHTS
 
 Pair = tuple[np.ndarray, np.ndarray]  # (A, B) as HxWx3 uint8 of the same size
 CANNY_SIGMA = 2.0
@@ -31,21 +33,40 @@ def edge_map(img: np.ndarray, sigma: float = CANNY_SIGMA) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(out[:, :, None], 3, axis=2))
 
 
+def grey_map(img: np.ndarray) -> np.ndarray:
+    """The Rec. 601 luma of an HxWx3 uint8 photo as HxWx3 uint8 (three equal channels, rounded)."""
+    luma = img.astype(np.float64) @ np.asarray(LUMA_WEIGHTS)
+    out = np.clip(np.rint(luma), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(out[:, :, None], 3, axis=2))
+
+
+# built-in task name -> how its input A is made from the photo B
+BUILTIN_TASKS = {"colour": grey_map, "edges": edge_map}
+TASK_DESCRIPTIONS = {"colour": "grey -> colour (Rec. 601 luma in, the photo out)",
+                     "edges": f"edges -> photo (Canny edges, sigma {CANNY_SIGMA})"}
+
+
+def check_task(task: str) -> str:
+    if task not in BUILTIN_TASKS:
+        raise GanserveError(f"pix2pix task must be one of {', '.join(BUILTIN_TASKS)}, got {task!r}")
+    return task
+
+
 @functools.lru_cache(maxsize=None)
-def builtin_pair(entry: str) -> Pair:
-    """(edge map, photo) for one built-in photo entry (cached)."""
+def builtin_pair(entry: str, task: str = "edges") -> Pair:
+    """(input, photo) of one built-in task for one built-in photo entry (cached)."""
     photo = load_builtin(entry)
-    return edge_map(photo), photo
+    return BUILTIN_TASKS[check_task(task)](photo), photo
 
 
-def builtin_train_pairs() -> list[Pair]:
-    """Edges -> photo pairs of the built-in training photos."""
-    return [builtin_pair(e) for e in BUILTIN_TRAIN]
+def builtin_train_pairs(task: str = "edges") -> list[Pair]:
+    """The built-in task's pairs of the built-in training photos."""
+    return [builtin_pair(e, task) for e in BUILTIN_TRAIN]
 
 
-def held_out_pairs() -> list[Pair]:
-    """Edges -> photo pairs of the held-out photos (evaluation only)."""
-    return [builtin_pair(e) for e in BUILTIN_HELD_OUT]
+def held_out_pairs(task: str = "edges") -> list[Pair]:
+    """The built-in task's pairs of the held-out photos (evaluation only)."""
+    return [builtin_pair(e, task) for e in BUILTIN_HELD_OUT]
 
 
 def _image_files(folder: Path) -> list[Path]:
