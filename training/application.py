@@ -35,6 +35,7 @@ class TrainContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     resuming: bool = False  # weights will come from the run's own checkpoint (skip init_from)
     note: Callable[[str], None] = print  # a line for the log and the metrics file (rank 0 only writes it)
+    autocast: torch.dtype | None = None  # the training steps' forward passes run under torch.autocast to this dtype
 
 
 class Application(nn.Module):
@@ -46,6 +47,8 @@ class Application(nn.Module):
 
     model_name: str = ""
     config_cls: type = object
+    # submodules only training uses (discriminators): a shipped checkpoint leaves their weights out
+    training_only: tuple[str, ...] = ()
 
     def __init__(self, config: Any) -> None:
         super().__init__()
@@ -59,6 +62,25 @@ class Application(nn.Module):
     def device(self) -> torch.device:
         """Where the networks live (the trainer moves the whole application)."""
         return next(self.parameters()).device
+
+    def inference_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``state`` without the weights of the ``training_only`` submodules."""
+        return {k: v for k, v in state.items() if k.split(".", 1)[0] not in self.training_only}
+
+    def load_weights(self, state: dict[str, Any], removed: list[str] | tuple[str, ...] = ()) -> None:
+        """Load a checkpoint's weights strictly, except that the submodules named in ``removed`` (training-only
+        ones a shipped checkpoint left out) may be absent; they keep their initial weights and serve nothing."""
+        if not removed:
+            self.load_state_dict(state, strict=True)
+            return
+        unknown = sorted(set(removed) - set(self.training_only))
+        if unknown:
+            raise RuntimeError(f"the checkpoint left out {unknown}, which {self.model_name} needs for inference")
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k.split(".", 1)[0] not in removed]
+        if missing or unexpected:
+            raise RuntimeError(f"Error(s) in loading state_dict: missing keys {missing[:5]}, unexpected keys "
+                               f"{unexpected[:5]}")
 
     # -- optimisation -------------------------------------------------------------------------------------
     def adam(self, params: Any, lr: float) -> torch.optim.Adam:
@@ -87,7 +109,8 @@ class Application(nn.Module):
         """One update of optimizer ``name``: backward, average gradients across ranks (data parallel), step."""
         opt = self.optimizers()[name]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with torch.autocast(loss.device.type, enabled=False):  # autocast covers forward passes only
+            loss.backward()
         if self.context.world_size > 1:
             _all_reduce_mean([p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None])
         opt.step()

@@ -33,6 +33,10 @@ class CommonConfig:
     sample_every: int = 250  # 0 = only at the end
     ckpt_every: int = 250  # 0 = only at the end
     device: str = "cpu"  # cpu | cuda | auto
+    # mixed precision of the training steps: off (fp32) | bf16 (torch.autocast on the forward passes and losses;
+    # weights, optimizer state and gradients stay fp32) | auto (bf16 where the CPU has bf16 hardware -- AVX512-BF16
+    # or AMX -- or on CUDA, else off: without it bf16 is emulated and slower)
+    autocast: str = "off"
 
 
 def user_data(config: Any) -> dict[str, Any]:

@@ -49,6 +49,20 @@ def init_distributed(device: str) -> tuple[int, int, bool]:
     return dist.get_rank(), dist.get_world_size(), started
 
 
+AUTOCAST_MODES = ("off", "bf16", "auto")
+
+
+def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The dtype the training steps autocast to (None = fp32) for config ``autocast`` on ``device``."""
+    from ganserve.core.machine import cpu_info
+
+    if mode not in AUTOCAST_MODES:
+        raise GanserveError(f"autocast must be one of {', '.join(AUTOCAST_MODES)}, got {mode!r}")
+    if mode == "auto":
+        mode = "bf16" if device.type == "cuda" or cpu_info()["bf16_hardware"] else "off"
+    return torch.bfloat16 if mode == "bf16" else None
+
+
 def _device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -100,12 +114,14 @@ class Trainer:
         self.progress = progress and self.is_main
         self.device = _device(self.config.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.metrics_log = MetricsLog(self.out / METRICS_NAME) if self.is_main else None
+        self.autocast = autocast_dtype(self.config.autocast, self.device)
 
         torch.manual_seed(self.config.seed)
         self.app: Application = registry.build(model_name, self.config).to(self.device)
         self.app.train()
         context = TrainContext(
-            rank=self.rank, world_size=self.world, device=self.device, note=self._note, resuming=payload is not None
+            rank=self.rank, world_size=self.world, device=self.device, note=self._note, resuming=payload is not None,
+            autocast=self.autocast,
         )
         self.step = 0
         self.app.setup_training(context)
@@ -180,6 +196,7 @@ class Trainer:
             "seed": self.config.seed,
             "cpu": describe_cpu(),
             "interrupted": interrupted,
+            "autocast": "bf16" if self.autocast is torch.bfloat16 else "off",
             **self.app.facts,
         }
 
@@ -266,7 +283,10 @@ class Trainer:
                     raise KeyboardInterrupt
                 t0 = time.monotonic()
                 lr = self._set_lr(elapsed())
-                losses = self.app.train_step(self.app.make_batch(self.step, self.rank, self.world), self.step)
+                batch = self.app.make_batch(self.step, self.rank, self.world)
+                with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
+                                    enabled=self.autocast is not None):
+                    losses = self.app.train_step(batch, self.step)
                 if self.world > 1:
                     broadcast_state(self.app, buffers_only=True)
                 self.step += 1
