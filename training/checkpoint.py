@@ -100,7 +100,7 @@ def build_from_checkpoint(path: str | Path, overrides: dict[str, Any] | None = N
     payload = load_checkpoint(path)
     app = registry.build(payload["model"], merge_config(payload["model"], payload["config"], overrides))
     try:
-        app.load_state_dict(payload["state"], strict=True)
+        app.load_weights(payload["state"], payload.get("removed", ()))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit model {payload['model']!r} ({first[:200]})") from exc

@@ -103,7 +103,10 @@ def ship(
     try:
         entry = stage / name
         stripped = stage / SHIP_CHECKPOINT
-        save_checkpoint(stripped, {**payload, "optim": {}})
+        # optimizer state and training-only networks (discriminators) stay with the run: the entry serves and
+        # re-evaluates from the rest; `ganserve train --from` retrains from the recorded config, not these weights
+        save_checkpoint(stripped, {**payload, "optim": {}, "state": app.inference_state(payload["state"]),
+                                   "removed": sorted(set(app.training_only) | set(payload.get("removed", ())))})
         say(f"[ship] exporting {name} beside it (ONNX, parity, model card)")
         export_checkpoint(stripped, stage, name=name, version=1, progress=progress, options=options or None)
         os.replace(stripped, entry / SHIP_CHECKPOINT)
