@@ -151,7 +151,10 @@ def test_quality_report_tables_models_against_baselines(served, tmp_path: Path) 
     assert rows["L1-only U-Net"]["steps"] == 1 and rows["pix2pix"]["steps"] == 2
     cyc_rows = {(r["method"], r["direction"]): r for r in doc["cyclegan"]}
     assert cyc_rows[("identity", "ab")]["psnr"] == pytest.approx(cyc_rows[("identity", "ba")]["psnr"])
-    assert ("CycleGAN", "ab") in cyc_rows and ("CycleGAN", "ba") in cyc_rows
+    run = "CycleGAN, transposed-convolution upsampling"  # the fixture's generators use the default upsampling
+    assert (run, "ab") in cyc_rows and (run, "ba") in cyc_rows
+    assert cyc_rows[(run, "ab")]["psnr"] == pytest.approx(apps["cyclegan-ab"].evaluate()["psnr_ab"], abs=1e-6)
+    assert doc["cycle"][str(cyc)]["cycle_l1_a"] == pytest.approx(apps["cyclegan-ab"].evaluate()["cycle_l1_a"], abs=1e-6)
     table = (out / "results.md").read_text()
-    assert "| pix2pix |" in table and "| CycleGAN | A -> B |" in table
+    assert "| pix2pix |" in table and f"| {run} | A -> B |" in table
     assert (out / "pix2pix.png").stat().st_size > 1000 and (out / "cyclegan.png").stat().st_size > 1000
