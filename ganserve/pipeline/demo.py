@@ -122,8 +122,9 @@ def ensure_exported(ckpt: Path, repo: Path, name: str, options: dict | None = No
 
 
 # -- step 4: requests ------------------------------------------------------------------------------------------
-def request_examples(server: str, model: DemoModel, card: ModelCard, cfg: DemoConfig) -> list[dict]:
-    """Send the application's held-out examples through the image API; write side-by-sides; return the rows."""
+def request_examples(server: str, model: DemoModel, card: ModelCard, cfg: DemoConfig) -> tuple[list[dict], list]:
+    """Send the application's held-out examples through the image API; write side-by-sides; return the rows and
+    each example's `demo_tasks.Outcome` (in the same order)."""
     from ganserve.core.pictures import labelled_row
     from ganserve.pipeline.demo_tasks import ask
     from ganserve.serving.client import ImagesClient
@@ -132,13 +133,27 @@ def request_examples(server: str, model: DemoModel, card: ModelCard, cfg: DemoCo
     examples = build_from_checkpoint(model.checkpoint, model.options or None).demo_examples(cfg.examples)
     folder = cfg.out / model.name
     folder.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, outcomes = [], []
     with ImagesClient(server) as client:
         for ex in examples:
             outcome = ask(client, card, ex)
             labelled_row(outcome.panels).save(folder / f"{ex.name}.png")
             rows.append({**outcome.row, "side_by_side": str(folder / f"{ex.name}.png")})
-    return rows
+            outcomes.append(outcome)
+    return rows, outcomes
+
+
+def write_main_picture(path: Path, models: list[DemoModel], cards: dict[str, ModelCard], firsts: dict) -> Path | None:
+    """The main picture: the first held-out example of every model, one labelled row each, in the models' order
+    (`demo_tasks.main_row`, `pictures.contact_sheet`); None when no model answered an example."""
+    from ganserve.core.pictures import contact_sheet
+    from ganserve.pipeline.demo_tasks import main_row
+
+    rows = [main_row(cards[m.name], firsts[m.name]) for m in models if m.name in firsts]
+    if not rows:
+        return None
+    contact_sheet(rows)[0].save(path)
+    return path
 
 
 def _fmt(value: object) -> str:
@@ -146,20 +161,28 @@ def _fmt(value: object) -> str:
 
 
 def _report(models: list[DemoModel], cards: dict[str, ModelCard], results: dict[str, list[dict]],
-            latency_md: str) -> list[str]:
+            latency_md: str, main_picture: Path | None = None) -> list[str]:
     from ganserve.pipeline.demo_tasks import summarise
 
     lines = ["# ganserve demo", "", "Every model was served by ganserve over gRPC on 127.0.0.1 and asked through the "
-             "image API about held-out data it never trained on.", "",
-             "| model | task | from | examples | model PSNR-Y | baseline PSNR-Y | model SSIM-Y | baseline SSIM-Y | "
-             "accuracy | mean request ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "image API about held-out data it never trained on.", ""]
+    if main_picture is not None:  # written beside summary.md
+        lines += [f"The main picture, the first held-out example of every model ({main_picture.name}):", "",
+                  f"![the first held-out example of every model]({main_picture.name})", ""]
+    lines += ["| model | task | from | examples | model PSNR-Y | baseline PSNR-Y | model SSIM-Y | baseline SSIM-Y | "
+              "model PSNR (RGB) | baseline PSNR (RGB) | colourfulness | truth's colourfulness | accuracy | "
+              "mean request ms |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in models:
         card, summary = cards[m.name], summarise(results[m.name])
-        cells = [summary.get(k) for k in ("psnr_y", "baseline_psnr_y", "ssim_y", "baseline_ssim_y", "accuracy", "request_ms")]
+        cells = [summary.get(k) for k in ("psnr_y", "baseline_psnr_y", "ssim_y", "baseline_ssim_y", "psnr",
+                                          "baseline_psnr", "colourfulness", "truth_colourfulness", "accuracy",
+                                          "request_ms")]
         lines.append(f"| {m.name} | {card.task} | {m.origin} | {int(summary['examples'])} | "
                      + " | ".join("–" if c is None else f"{c:.4g}" for c in cells) + " |")
     lines += ["", "Baselines: bicubic upscaling (super-resolution); the input itself (translation, deraining, face "
-              "aging). Side-by-side pictures are in one folder per model.", ""]
+              "aging). PSNR-Y/SSIM-Y are on luma (the SR convention); translation is judged on RGB (a colouriser keeps "
+              "its input's luma, so luma alone cannot tell its colours), with Hasler and Suesstrunk's colourfulness "
+              "next to the truth's. Side-by-side pictures are in one folder per model.", ""]
     for m in models:
         rows = results[m.name]
         keys = [k for k in rows[0] if k not in ("side_by_side",)] if rows else []
@@ -189,15 +212,21 @@ def run_demo(cfg: DemoConfig) -> dict:
     server = f"127.0.0.1:{port}"
     say(f"server ready at {server} (metrics on :{metrics_port})")
     results: dict[str, list[dict]] = {}
+    firsts: dict = {}  # each model's first example's Outcome: its row of the main picture
     try:
         say("step 4/5: held-out requests through the image API")
         for m in models:
-            results[m.name] = request_examples(server, m, cards[m.name], cfg)
+            results[m.name], outcomes = request_examples(server, m, cards[m.name], cfg)
+            if outcomes:
+                firsts[m.name] = outcomes[0]
             figures = summarise(results[m.name])
             say(f"{m.name} ({cards[m.name].task}): " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+    main_picture = write_main_picture(cfg.out / "main_job.png", models, cards, firsts)
+    if main_picture is not None:
+        say(f"main picture (the first example of every model): {main_picture}")
     say("step 5/5: latency table, every image model (torch eager vs the server's choice in-process vs served)")
     image_models = [m for m in models if cards[m.name].input_by_role("image") and cards[m.name].output_by_role("image")]
     _, files = run_bench_models(BenchConfig(
@@ -209,11 +238,14 @@ def run_demo(cfg: DemoConfig) -> dict:
     summary = {
         "models": {m.name: {"task": cards[m.name].task, "checkpoint": str(m.checkpoint), "origin": m.origin,
                             "card_metrics": cards[m.name].metrics, "requests": results[m.name]} for m in models},
-        "latency_report": str(files["markdown"]), "wall_seconds": time.perf_counter() - t_start,
+        "latency_report": str(files["markdown"]), "main_picture": str(main_picture) if main_picture else None,
+        "wall_seconds": time.perf_counter() - t_start,
     }
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (cfg.out / "summary.md").write_text("\n".join(_report(models, cards, results, files["markdown"].read_text())) + "\n")
-    say(f"done in {summary['wall_seconds']:.0f} s: see {cfg.out}/summary.md")
+    report = _report(models, cards, results, files["markdown"].read_text(), main_picture)
+    (cfg.out / "summary.md").write_text("\n".join(report) + "\n")
+    say(f"done in {summary['wall_seconds']:.0f} s: see {cfg.out}/summary.md"
+        + (f" and the main picture {main_picture}" if main_picture else ""))
     return summary
 
 
