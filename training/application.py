@@ -35,7 +35,6 @@ class TrainContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     resuming: bool = False  # weights will come from the run's own checkpoint (skip init_from)
     note: Callable[[str], None] = print  # a line for the log and the metrics file (rank 0 only writes it)
-    autocast: torch.dtype | None = None  # the training steps' forward passes run under torch.autocast to this dtype
 
 
 class Application(nn.Module):

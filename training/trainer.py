@@ -120,8 +120,7 @@ class Trainer:
         self.app: Application = registry.build(model_name, self.config).to(self.device)
         self.app.train()
         context = TrainContext(
-            rank=self.rank, world_size=self.world, device=self.device, note=self._note, resuming=payload is not None,
-            autocast=self.autocast,
+            rank=self.rank, world_size=self.world, device=self.device, note=self._note, resuming=payload is not None
         )
         self.step = 0
         self.app.setup_training(context)

@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 
+from ganserve.training.networks.translation import LUMA_WEIGHTS
 from ganserve.core.image_metrics import colourfulness, psnr_rgb, sharpness_ratio, ssim_rgb  # noqa: F401 (re-exported)
 
 # Maps a 1x3xHxW float32 array in [0, 1] to one of the same shape.
@@ -88,7 +89,7 @@ def grid_strength(pred: np.ndarray, target: np.ndarray, period: int = 4) -> floa
     means is returned. Errors that do not depend on the pixel's position on the grid average out (near 0); the
     transposed-convolution checkerboard (a pattern of period 2 per stride-2 stage, 4 for two) does not."""
     err = np.asarray(pred, dtype=np.float64) - np.asarray(target, dtype=np.float64)
-    luma = (0.299 * err[..., 0] + 0.587 * err[..., 1] + 0.114 * err[..., 2]) * 255.0
+    luma = (err @ np.asarray(LUMA_WEIGHTS)) * 255.0
     h, w = luma.shape[0] - luma.shape[0] % period, luma.shape[1] - luma.shape[1] % period
     phases = luma[:h, :w].reshape(h // period, period, w // period, period).mean(axis=(0, 2))
     return float(phases.std())
