@@ -44,36 +44,52 @@ class SRResNet(nn.Module):
     With ``bicubic_skip`` the network predicts a residual over the bicubic upscale of its input (a global skip, as
     in VDSR): it starts at the bicubic baseline instead of having to learn it, which matters on a 2-core budget.
     The paper's SRResNet has no such skip (``bicubic_skip=False``, the default).
+
+    ``upsample`` chooses the upscaling end: ``paper`` (the default) is a 3x3 convolution + PixelShuffle(2) + PReLU
+    per factor of 2, then a 9x9 convolution at the output size; ``subpixel`` is one 3x3 convolution to
+    3 * scale**2 channels and PixelShuffle(scale) (Shi et al. 2016), which does all its work at the input size.
+    At x4 the paper's end costs more than the residual body of a 12 x 48 network; ``subpixel`` moves that compute
+    into the body (measured in docs/super-resolution.md).
     """
 
+    UPSAMPLERS = ("paper", "subpixel")
+
     def __init__(self, scale: int = 4, blocks: int = 16, channels: int = 64, batch_norm: bool = True,
-                 bicubic_skip: bool = False) -> None:
+                 bicubic_skip: bool = False, upsample: str = "paper") -> None:
         super().__init__()
-        self.scale, self.bicubic_skip = scale, bicubic_skip
+        self.scale, self.bicubic_skip, self.upsample_kind = scale, bicubic_skip, upsample
         self.blocks, self.channels, self.batch_norm = blocks, channels, batch_norm
         if scale not in (2, 4, 8):
             raise GanserveError(f"scale must be 2, 4 or 8, got {scale}")
         if blocks < 1 or channels < 1:
             raise GanserveError(f"blocks and channels must be positive (got {blocks}, {channels})")
+        if upsample not in self.UPSAMPLERS:
+            raise GanserveError(f"upsample must be one of {', '.join(self.UPSAMPLERS)}, got {upsample!r}")
         self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU(channels))
         self.body = nn.Sequential(*[ResidualBlock(channels, batch_norm) for _ in range(blocks)])
         self.body_tail = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1, bias=not batch_norm), _norm(channels, batch_norm)
         )
         ups: list[nn.Module] = []
-        for _ in range(int(math.log2(scale))):
-            ups += [nn.Conv2d(channels, channels * 4, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(channels)]
+        if upsample == "paper":
+            for _ in range(int(math.log2(scale))):
+                ups += [nn.Conv2d(channels, channels * 4, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(channels)]
+            self.tail: nn.Module = nn.Conv2d(channels, 3, 9, padding=4)
+        else:  # the output's convolution is the sub-pixel one itself: nothing runs at the output size
+            ups += [nn.Conv2d(channels, 3 * scale * scale, 3, padding=1)]
+            self.tail = nn.PixelShuffle(scale)
         self.upsample = nn.Sequential(*ups)
-        self.tail = nn.Conv2d(channels, 3, 9, padding=4)
+        last = self.tail if upsample == "paper" else ups[-1]
         if bicubic_skip:  # start close to the bicubic baseline: a small residual
             with torch.no_grad():
-                self.tail.weight.mul_(0.1)
-                self.tail.bias.zero_()
+                last.weight.mul_(0.1)
+                last.bias.zero_()
 
     def describe(self) -> str:
         """Name and sizes, as the model card's architecture states them."""
         norm = "batch norm" if self.batch_norm else "no batch norm"
-        return f"SRResNet {self.blocks} blocks x {self.channels} channels, {norm}, x{self.scale}"
+        end = ", sub-pixel upsampling" if self.upsample_kind == "subpixel" else ""
+        return f"SRResNet {self.blocks} blocks x {self.channels} channels, {norm}{end}, x{self.scale}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(x)
