@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from ganserve.core.errors import GanserveError
 from ganserve.training.data.images import upscale_bicubic
 from ganserve.training.networks.sr import SRResNet
+from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
 from ganserve.training.registry import build
+from ganserve.training.trainer import train
 
 
 def test_zero_residual_is_exactly_bicubic() -> None:
@@ -30,3 +34,54 @@ def test_skip_starts_near_bicubic_and_plain_does_not() -> None:
 def test_config_flag_reaches_the_generator() -> None:
     app = build("srresnet", {"blocks": 1, "channels": 8, "bicubic_skip": True})
     assert app.generator.bicubic_skip and not build("srresnet", {"blocks": 1, "channels": 8}).generator.bicubic_skip
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_subpixel_end_is_one_convolution_at_the_input_size_and_starts_at_bicubic(scale: int) -> None:
+    net = SRResNet(scale, blocks=1, channels=8, batch_norm=False, bicubic_skip=True, upsample="subpixel").eval()
+    convs = [m for m in net.upsample if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 1 and convs[0].out_channels == 3 * scale * scale
+    assert isinstance(net.tail, torch.nn.PixelShuffle) and not list(net.tail.parameters())
+    x = torch.rand(2, 3, 6, 5)
+    with torch.no_grad():
+        assert net(x).shape == (2, 3, 6 * scale, 5 * scale)
+        convs[0].weight.zero_()  # a zero residual: exactly the bicubic baseline, as with the paper's end
+        assert torch.allclose(net(x).clamp(0, 1), upscale_bicubic(x, scale), atol=1e-6)
+
+
+def test_subpixel_costs_less_than_the_paper_end_and_is_named_in_the_description() -> None:
+    paper, sub = SRResNet(4, 2, 16, False, True), SRResNet(4, 2, 16, False, True, upsample="subpixel")
+    count = lambda n: sum(p.numel() for p in n.parameters())  # noqa: E731
+    body = count(paper.head) + count(paper.body) + count(paper.body_tail)
+    assert count(sub) - body == 16 * 48 * 9 + 48 < count(paper) - body  # one 3x3 conv to 3 * 4**2 channels
+    assert "sub-pixel" in sub.describe() and "sub-pixel" not in paper.describe()
+
+
+def test_the_upsample_choice_reaches_the_generator_and_a_wrong_one_is_refused() -> None:
+    app = build("srresnet", {"generator": {"blocks": 1, "channels": 8, "upsample": "subpixel"}})
+    assert app.generator.upsample_kind == "subpixel"
+    with pytest.raises(GanserveError, match="upsample must be one of paper, subpixel"):
+        build("srresnet", {"generator": {"blocks": 1, "channels": 8, "upsample": "nearest"}})
+
+
+def test_channels_last_training_runs_in_nhwc_and_learns_what_contiguous_training_learns(tmp_path, tiny) -> None:
+    seen: list[bool] = []
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda mod, inp: seen.append(inp[0].is_contiguous(memory_format=torch.channels_last)
+                                     and not inp[0].is_contiguous()) if isinstance(mod, torch.nn.Conv2d) else None)
+    try:
+        nhwc = train("srresnet", {**tiny, "channels_last": True}, steps=3, out_dir=tmp_path / "nhwc", progress=False)
+        nhwc_seen = list(seen)
+        seen.clear()
+        nchw = train("srresnet", tiny, steps=3, out_dir=tmp_path / "nchw", progress=False)
+    finally:
+        handle.remove()
+    assert nhwc_seen and all(nhwc_seen[:4]) and not any(seen[:4])  # the training steps' convolutions
+    a, b = load_checkpoint(nhwc)["state"], load_checkpoint(nchw)["state"]
+    assert a.keys() == b.keys()
+    for key in a:  # same data and seed: the same weights up to the convolutions' summation order
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    start = load_checkpoint(train("srresnet", tiny, steps=0, out_dir=tmp_path / "init", progress=False))["state"]
+    assert any(not torch.equal(a[k], start[k]) for k in a)  # the three steps did move the weights
+    # the stored weights load into a plain (contiguous) model, as export builds it
+    assert build_from_checkpoint(nhwc).generator.head[0].weight.is_contiguous()

@@ -47,6 +47,10 @@ class SRConfig(CommonConfig):
     pixel_loss: str = "mse"  # mse | l1
     lr_patch: int = 24  # LR crop side; the HR crop is lr_patch * scale (96 at x4, as in the paper)
     lr: float = 1e-4
+    # train with the generator's weights and the batches in channels-last memory order (NHWC strides): oneDNN's
+    # convolutions are faster so on x86 CPUs for the paper's SRResNet (docs/super-resolution.md); the weights and
+    # the exported model are the same either way
+    channels_last: bool = False
 
 
 def build_sr_generator(config: SRConfig) -> nn.Module:
@@ -119,11 +123,16 @@ class SRApplication(Application):
         self.source, data_facts = SRSource.from_config(self.config.data_dir, self.config.scale, self.config.lr_patch)
         self.facts["data"] = data_facts
         self.facts["held_out"] = HELD_OUT_DESCRIPTION
+        if self.config.channels_last:
+            self.generator.to(memory_format=torch.channels_last)
 
     def make_batch(self, step: int, rank: int, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.source is None:
             raise RuntimeError("setup_training() must run before make_batch()")
-        return self.source.batch(self.config.batch_size, step_generator(self.config.seed, step, rank))
+        lr, hr = self.source.batch(self.config.batch_size, step_generator(self.config.seed, step, rank))
+        if self.config.channels_last:
+            lr, hr = (t.contiguous(memory_format=torch.channels_last) for t in (lr, hr))
+        return lr, hr
 
     # -- evaluation and pictures ----------------------------------------------------------------------
     @torch.no_grad()
