@@ -44,7 +44,8 @@ SHIPPED_NETWORKS = {
 }
 SHIPPED_NETWORKS["cyclegan-ba"] = SHIPPED_NETWORKS["cyclegan-ab"]
 # Which application each recipe trains (face_judges_cpu.yaml configures the judges' trainer, not an application).
-RECIPES = {"srresnet_cpu30": "srresnet", "srresnet_cpu65": "srresnet", "srgan_cpu": "srgan", "pix2pix_cpu": "pix2pix",
+RECIPES = {"srresnet_cpu30": "srresnet", "srresnet_cpu65": "srresnet",
+           "srresnet_cpu85": "srresnet", "srgan_cpu": "srgan", "pix2pix_cpu": "pix2pix",
            "pix2pix_edges_cpu": "pix2pix", "cyclegan_cpu": "cyclegan", "cyclegan_resize_cpu": "cyclegan",
            "derain_cpu": "attentive-gan", "face_aging_cpu": "face-aging", "ssgan_digits": "ssgan"}
 
