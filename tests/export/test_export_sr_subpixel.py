@@ -1,4 +1,4 @@
-"""A sub-pixel SRResNet exports like the paper's: one DepthToSpace, parity with torch at other sizes, its card says so."""
+"""A sub-pixel SRResNet exports like the paper's: one DepthToSpace, parity with torch at an untraced size, its card says so."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ganserve.core.contract import CARD_FILE, ModelCard
 from ganserve.training.checkpoint import build_from_checkpoint
 
 
-def test_subpixel_srresnet_exports_with_parity_and_serves_any_size(tmp_path: Path, capsys) -> None:
+def test_subpixel_srresnet_exports_with_parity_and_runs_at_any_size(tmp_path: Path, capsys) -> None:
     config = {"generator": {"blocks": 1, "channels": 8, "batch_norm": False, "bicubic_skip": True,
                             "upsample": "subpixel"}}
     ckpt = tiny.save_tiny_checkpoint(tmp_path / "sub.pt", "srresnet", config)
