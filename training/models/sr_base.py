@@ -47,8 +47,8 @@ class SRConfig(CommonConfig):
     pixel_loss: str = "mse"  # mse | l1
     lr_patch: int = 24  # LR crop side; the HR crop is lr_patch * scale (96 at x4, as in the paper)
     lr: float = 1e-4
-    # train with the generator's weights and the batches in channels-last memory order (NHWC strides): oneDNN's
-    # convolutions are faster so on x86 CPUs for the paper's SRResNet (docs/super-resolution.md); the weights and
+    # train with the generator's weights and the batches in channels-last memory order (NHWC strides): oneDNN
+    # convolves the paper's SRResNet faster in that order on x86 CPUs (docs/super-resolution.md); the weights and
     # the exported model are the same either way
     channels_last: bool = False
 
