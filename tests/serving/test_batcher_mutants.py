@@ -64,13 +64,14 @@ def test_ready_shape_groups_run_oldest_request_first() -> None:
 
 
 @pytest.mark.skipif(not SCHEDSTAT.exists(), reason="needs Linux /proc/thread-self/schedstat")
-def test_a_worker_waiting_for_two_groups_sleeps_until_the_first_is_due() -> None:
+@pytest.mark.parametrize("delay_us", [400_000, 1_200_000])  # above 1 s, a wake time divided by the delay is past
+def test_a_worker_waiting_for_two_groups_sleeps_until_the_first_is_due(delay_us: int) -> None:
     """Two partial shape groups wait for the queue delay: the worker sleeps until the earlier one is due (it does
     not poll meanwhile), and each group then runs once its own delay has passed."""
     recorder = Recorder()
 
     async def scenario() -> float:
-        batcher = Batcher(lambda f: {"y": f["x"]}, BatchingConfig(max_queue_delay_us=400_000), "m", recorder)
+        batcher = Batcher(lambda f: {"y": f["x"]}, BatchingConfig(max_queue_delay_us=delay_us), "m", recorder)
         a = asyncio.create_task(batcher.submit(_x(1.0, 2)))
         await asyncio.sleep(0.01)
         b = asyncio.create_task(batcher.submit(_x(2.0, 3)))
@@ -85,7 +86,7 @@ def test_a_worker_waiting_for_two_groups_sleeps_until_the_first_is_due() -> None
     busy = asyncio.run(scenario())
     assert busy < 0.1, f"the loop thread was busy {busy:.3f} s of a 0.25 s wait"
     assert [rows for _, rows, _ in recorder.batches] == [1, 1]
-    assert all(seconds[0] >= 0.39 for _, _, seconds in recorder.batches)
+    assert all(seconds[0] >= delay_us / 1e6 - 0.01 for _, _, seconds in recorder.batches)
 
 
 def test_a_batch_that_exactly_fills_a_large_max_batch_size_runs_at_once() -> None:
@@ -294,3 +295,66 @@ def test_a_request_whose_deadline_passes_during_a_run_is_dropped_not_run() -> No
 
     asyncio.run(scenario())
     assert ran == [1.0]
+
+
+def test_the_smallest_valid_queue_settings_are_accepted_and_one_below_refused() -> None:
+    """max_queue_size 1 and max_queue_delay_us 0 are valid; 0 and -1 are refused by name. With a queue of one, one
+    request waits while the worker is busy and the next is refused."""
+    with pytest.raises(ValueError, match="max_queue_delay_us must be >= 0, got -1"):
+        BatchingConfig(max_queue_delay_us=-1)
+    with pytest.raises(ValueError, match="max_queue_size must be >= 1, got 0"):
+        BatchingConfig(max_queue_size=0)
+    gated = GatedRun()
+
+    async def scenario() -> list[float]:
+        batcher = Batcher(gated, BatchingConfig(max_queue_size=1, max_queue_delay_us=0), "m")
+        first = asyncio.create_task(batcher.submit(_x(1.0)))
+        await gated.wait_started()
+        second = asyncio.create_task(batcher.submit(_x(2.0)))
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFullError, match=r"queue is full \(1 requests\)"):
+            await batcher.submit(_x(3.0))
+        gated.release.set()
+        answers = await asyncio.gather(first, second)
+        await batcher.close()
+        return [float(a["y"][0, 0]) for a in answers]
+
+    assert asyncio.run(scenario()) == [2.0, 4.0]
+
+
+def test_close_without_arguments_drains_what_was_accepted() -> None:
+    """close()'s default finishes the queued requests with their answers; it does not fail them."""
+    gated = GatedRun()
+
+    async def scenario() -> list[float]:
+        batcher = Batcher(gated, BatchingConfig(max_batch_size=1, max_queue_delay_us=0), "m")
+        tasks = [asyncio.create_task(batcher.submit(_x(1.0)))]
+        await gated.wait_started()
+        tasks += [asyncio.create_task(batcher.submit(_x(float(v)))) for v in (2, 3, 4)]
+        await asyncio.sleep(0.01)
+        closing = asyncio.create_task(batcher.close())
+        await asyncio.sleep(0.01)
+        gated.release.set()
+        answers = await asyncio.gather(*tasks)
+        await closing
+        return [float(a["y"][0, 0]) for a in answers]
+
+    assert asyncio.run(scenario()) == [2.0, 4.0, 6.0, 8.0]
+
+
+def test_a_lone_partial_request_runs_when_its_queue_delay_passes_not_later() -> None:
+    """One request that does not fill a batch waits the 50 ms queue delay, then runs: the worker's sleep ends at the
+    request's due time (a fixed minimum sleep of a second would answer it 20 times later)."""
+    recorder = Recorder()
+
+    async def scenario() -> float:
+        batcher = Batcher(lambda f: {"y": f["x"]}, BatchingConfig(max_queue_delay_us=50_000), "m", recorder)
+        start = time.monotonic()
+        await batcher.submit(_x(1.0))
+        took = time.monotonic() - start
+        await batcher.close()
+        return took
+
+    took = asyncio.run(scenario())
+    assert 0.05 <= took < 0.6, took
+    assert recorder.batches[0][2][0] >= 0.049
