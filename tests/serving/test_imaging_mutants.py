@@ -64,3 +64,43 @@ def test_a_fixed_4x6_input_resizes_any_other_shape_and_keeps_an_exact_fit(spec: 
     assert got.shape == (1, 3, 4, 6) and np.allclose(got[0], want.transpose(2, 0, 1), atol=1e-6)
     fit = RGB[:4, :6]
     assert np.array_equal(to_tensor(Image.fromarray(fit), spec)[0], fit.transpose(2, 0, 1) / np.float32(255))
+
+
+# -- survivors of a second, independent sample (mutation/run.py --seed 1) --------------------------------------------
+
+def test_from_layout_moves_nhwc_channels_first_and_leaves_nchw_alone() -> None:
+    """A (1, 4, 5, 3) NHWC output becomes (1, 3, 4, 5); an NCHW one comes back unchanged, whatever its sides."""
+    y = np.arange(60, dtype=np.float32).reshape(1, 4, 5, 3)
+    assert np.array_equal(imaging.from_layout(y, TensorSpec("y", [-1, -1, 3], layout="NHWC")), y.transpose(0, 3, 1, 2))
+    z = np.arange(60, dtype=np.float32).reshape(1, 3, 4, 5)
+    out = imaging.from_layout(z, TensorSpec("y", [3, -1, -1]))
+    assert out.shape == (1, 3, 4, 5) and np.array_equal(out, z)
+
+
+def test_pad_to_multiple_pads_both_sides_up_to_the_multiple() -> None:
+    """4 x 5 at multiple 4 -> 4 x 8 (width padded by 3, height by none); 5 x 4 -> 8 x 4; the original is kept."""
+    x = np.random.default_rng(5).random((1, 3, 4, 5), dtype=np.float32)
+    wide = imaging.pad_to_multiple(x, 4)
+    assert wide.shape == (1, 3, 4, 8) and np.array_equal(wide[..., :5], x)
+    tall = imaging.pad_to_multiple(x.transpose(0, 1, 3, 2), 4)
+    assert tall.shape == (1, 3, 8, 4)
+
+
+def test_to_pixels_maps_a_0_to_2_output_range_onto_0_to_255() -> None:
+    """value_range [0, 2]: 0 -> 0, 1 -> 128 (rint of 127.5), 2 and above -> 255; the [0, 1] fast path is not taken."""
+    y = np.array([0.0, 1.0, 2.0, 3.0], np.float32).reshape(1, 1, 1, 4)
+    assert imaging.to_pixels(y, TensorSpec("y", [1, -1, -1], value_range=[0.0, 2.0])).tolist() == [[0, 128, 255, 255]]
+
+
+def test_a_four_axis_spec_has_no_fixed_image_size() -> None:
+    """fixed_size only reads (C, H, W) or (H, W, C) specs; any other rank is not a fixed image size."""
+    assert imaging.fixed_size(TensorSpec("x", [1, 3, 4, 6])) is None
+    assert imaging.fixed_size(TensorSpec("x", [3, 4, 6])) == (4, 6)
+
+
+def test_encode_image_without_a_quality_writes_jpeg_at_the_default_quality() -> None:
+    """encode_image(img, "JPEG") with no quality is Pillow's JPEG at DEFAULT_JPEG_QUALITY, not at quality 1."""
+    img = Image.fromarray(RGB)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=DEFAULT_JPEG_QUALITY)
+    assert imaging.encode_image(img, "JPEG") == buf.getvalue()
