@@ -110,3 +110,11 @@ def test_measure_parity_prints_nothing_unless_asked(capsys: pytest.CaptureFixtur
     assert capsys.readouterr() == ("", "")
     measure_parity(lambda f: {"y": f["x"] * 2}, run, cases, 1e-6, progress=True)
     assert "parity fp32" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (1, 3, 4, 4), (1, 3, 8, 9), (2, 3, 8, 8)])
+def test_an_output_of_another_shape_is_an_infinite_error_even_where_it_would_broadcast(shape: tuple) -> None:
+    """A candidate output smaller, larger or broadcastable against the reference's (1, 3, 8, 8) fails parity as
+    inf; it is never compared element by element (a (1, 3, 1, 1) zero output would otherwise score 0.0)."""
+    ref = {"y": np.zeros((1, 3, 8, 8), np.float32)}
+    assert max_abs_error(ref, {"y": np.zeros(shape, np.float32)}) == float("inf")
