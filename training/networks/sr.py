@@ -74,12 +74,13 @@ class SRResNet(nn.Module):
         if upsample == "paper":
             for _ in range(int(math.log2(scale))):
                 ups += [nn.Conv2d(channels, channels * 4, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(channels)]
-            self.tail: nn.Module = nn.Conv2d(channels, 3, 9, padding=4)
+            last = nn.Conv2d(channels, 3, 9, padding=4)
+            self.tail: nn.Module = last
         else:  # the output's convolution is the sub-pixel one itself: nothing runs at the output size
-            ups += [nn.Conv2d(channels, 3 * scale * scale, 3, padding=1)]
+            last = nn.Conv2d(channels, 3 * scale * scale, 3, padding=1)
+            ups.append(last)
             self.tail = nn.PixelShuffle(scale)
         self.upsample = nn.Sequential(*ups)
-        last = self.tail if upsample == "paper" else ups[-1]
         if bicubic_skip:  # start close to the bicubic baseline: a small residual
             with torch.no_grad():
                 last.weight.mul_(0.1)
