@@ -11,6 +11,7 @@ import asyncio
 import http.client
 import io
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -24,7 +25,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_VENV = ROOT / ".venv-peers" / "torchserve"
-PACKAGES = ["torch==2.13.0", "torchserve", "torch-model-archiver", "pyyaml", "numpy"]
+# Installed from the peer's lock (exact versions and hashes, locks/peers/torchserve.in is what it resolves).
+LOCKS = ROOT / "locks" / "peers"
+WHEELS = os.environ.get("WHEELS", "/opt/wheels")  # where the CPU build of torch lies (as for make setup)
 
 HANDLER = '''
 import io, os
@@ -63,15 +66,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def peer_lock(machine: str | None = None) -> Path:
+    """The peer venv's lock for this architecture (x86_64 or aarch64)."""
+    machine = (machine or platform.machine()).lower()
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    return LOCKS / f"torchserve-{arch}.txt"
+
+
 def ensure_venv(log=print) -> Path:
-    """Create the peer's own venv (torch pinned like ours) once; later runs reuse it."""
+    """Create the peer's own venv from its lock once; later runs reuse it."""
     marker = PEER_VENV / ".ready"
     if marker.exists():
         return PEER_VENV
-    log(f"setting up TorchServe in {PEER_VENV} (one time, ~1-2 min)")
+    lock = peer_lock()
+    if not lock.exists():
+        raise RuntimeError(f"no TorchServe lock for this architecture ({lock.name} missing in locks/peers)")
+    log(f"setting up TorchServe in {PEER_VENV} from {lock.relative_to(ROOT)} (one time, ~1-2 min)")
     subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
-    pip = [str(PEER_VENV / "bin" / "pip"), "install", "-q"]
-    subprocess.run(pip + PACKAGES, check=True)
+    pip = [str(PEER_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps"]
+    find = ["--find-links", WHEELS] if Path(WHEELS).exists() else []
+    subprocess.run(pip + ["--require-hashes", *find, "-r", str(lock)], check=True)
+    if "torch==" not in lock.read_text():  # the aarch64 lock leaves torch to its wheel folder (locks/lock.py)
+        subprocess.run(pip + [*find, "torch==2.13.0"], check=True)
     marker.touch()
     return PEER_VENV
 

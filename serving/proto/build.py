@@ -32,10 +32,10 @@ def _postprocess(text: str) -> str:
     return text
 
 
-def generate() -> dict[str, str]:
-    """Run protoc into a temp folder; return {relative path: post-processed text} of every generated file."""
+def generate(proto_dir: Path = PROTO_DIR) -> dict[str, str]:
+    """Run protoc on proto_dir into a temp folder; return {relative path: post-processed text} of every generated file."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}", f"--python_out={tmp}",
+        cmd = [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_dir}", f"--python_out={tmp}",
                f"--grpc_python_out={tmp}", *PROTOS]
         subprocess.run(cmd, check=True, cwd=ROOT)
         files = {str(p.relative_to(tmp)): _postprocess(p.read_text()) for p in sorted(Path(tmp).rglob("*.py"))}

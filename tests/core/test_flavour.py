@@ -37,13 +37,20 @@ def _make_dry_run(*args: str) -> str:
 
 
 def test_make_setup_installs_the_default_flavour_unless_ort_is_given() -> None:
+    arch = subprocess.run([sys.executable, str(ROOT / "locks" / "lock.py"), "--arch"], capture_output=True, text=True,
+                          timeout=30, check=True).stdout.strip()
     default = default_flavour()
-    assert f'pip install --quiet -e ".[{default},train,dev]"' in _make_dry_run()
+    assert f"--require-hashes locks/{arch}/{default}.txt" in _make_dry_run()
     for flavour in FLAVOURS:
         out = _make_dry_run(f"ORT={flavour}")
-        assert f'-e ".[{flavour},train,dev]"' in out and f".installed-{flavour}" in out
-        # the other flavours are removed first: they all provide the `onnxruntime` module
-        assert "pip uninstall --quiet --yes onnxruntime onnxruntime-openvino onnxruntime-gpu" in out
+        # uv pip sync installs exactly the flavour's lock: whatever it does not name (another flavour) is removed
+        assert f"uv pip sync --quiet --python .venv/bin/python" in out and f"locks/{arch}/{flavour}.txt" in out
+        assert f".installed-{flavour}" in out and "--no-deps --no-build-isolation -e ." in out
+        lock = (ROOT / "locks" / arch / f"{flavour}.txt")
+        if lock.exists():
+            text = lock.read_text()
+            assert f"\n{DISTRIBUTIONS[flavour]}==" in text
+            assert not [d for f, d in DISTRIBUTIONS.items() if f != flavour and f"\n{d}==" in text]
 
 
 def test_an_unknown_flavour_is_refused_before_anything_is_installed(tmp_path: Path) -> None:

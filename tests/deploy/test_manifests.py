@@ -121,9 +121,15 @@ def test_container_file_runs_the_server_as_non_root() -> None:
     assert user.group(1) not in ("0", "root")
     exposed = {int(p) for p in re.search(r"^EXPOSE (.*)$", text, re.M).group(1).split()}
     assert exposed == {args.port, args.http_port, args.metrics_port}
-    for folder in ("ganserve", "serving", "pyproject.toml"):  # what `pip install .` needs is copied in
+    for folder in ("ganserve", "serving", "pyproject.toml", "locks"):  # what `pip install .` needs is copied in
         assert re.search(rf"^COPY .*\b{re.escape(folder)}\b", text, re.M), folder
-    assert "torch" not in text.split("pip install", 1)[1].split("\n", 1)[0]  # the server needs no torch
+    # a base image pinned by digest, and packages only from the serving locks (no torch: tests/core/test_lock.py)
+    assert re.search(r"^FROM python:3\.11[\w.-]*@sha256:[0-9a-f]{64}$", text, re.M)
+    installs = re.findall(r"(?:pip|uv pip) install [^\n]*", text)
+    assert installs and all("--no-deps" in line for line in installs)
+    assert all("--require-hashes" in line or line.rstrip(" \\").endswith(" .") for line in installs), installs
+    for lock in re.findall(r"locks/[\w/-]+\.txt", text):
+        assert (ROOT / lock).exists() and "serve-" in lock or lock == "locks/bootstrap.txt", lock
 
 
 def test_haproxy_config_is_valid() -> None:

@@ -5,7 +5,7 @@ import warnings
 
 from ganserve.serving.proto.ganserve.v1 import images_pb2 as ganserve_dot_v1_dot_images__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
