@@ -12,6 +12,7 @@ import grpc
 from ganserve.core.cli_args import INT32_MAX, UINT64_MAX, address, count, duration, integer, port
 from ganserve.core.errors import GanserveError
 from ganserve.core.precisions import PRECISIONS
+from ganserve.serving.limits import Limits
 
 
 def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
@@ -83,6 +84,21 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tile-overlap", type=count(0), default=16, help="image API tile overlap in input pixels")
     p.add_argument("--max-pixels", type=integer(1), default=4096 * 4096, help="largest input image (width x height)")
     p.add_argument("--grace-seconds", type=duration(), default=30.0, help="drain period on SIGTERM")
+    d = Limits()
+    p.add_argument("--header-timeout", type=duration(positive=True), default=d.header_timeout_s,
+                   help="HTTP: seconds for a request's head to arrive after its first byte")
+    p.add_argument("--body-timeout", type=duration(positive=True), default=d.body_timeout_s,
+                   help="HTTP: seconds for a request's body to arrive after its head (408 past it)")
+    p.add_argument("--idle-timeout", type=duration(positive=True), default=d.idle_timeout_s,
+                   help="HTTP keep-alive and gRPC: close a connection idle this long")
+    p.add_argument("--max-connections", type=count(1), default=d.max_connections,
+                   help="HTTP connections held at once; past it only health/readiness answer")
+    p.add_argument("--max-rpcs", type=count(1), default=d.max_rpcs,
+                   help="gRPC calls in flight at once; past it RESOURCE_EXHAUSTED (health always answers)")
+    p.add_argument("--max-connection-age", type=duration(positive=True), default=d.max_connection_age_s,
+                   help="gRPC: seconds before a connection is asked to go away (clients re-balance)")
+    p.add_argument("--max-json-mb", type=duration(positive=True), default=d.max_json_mb,
+                   help="KServe v2 REST: largest JSON body in MiB (413 past it: use the binary tensor extension)")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=_run_serve)
 
@@ -124,6 +140,9 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_message_mb=args.max_message_mb, allow_model_control=args.allow_model_control,
         grace_seconds=args.grace_seconds, tls=tls, auth_token_file=args.auth_token_file,
         poll_seconds=args.poll_seconds, drain_seconds=args.drain_seconds,
+        limits=Limits(header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
+                      idle_timeout_s=args.idle_timeout, max_connections=args.max_connections, max_rpcs=args.max_rpcs,
+                      max_connection_age_s=args.max_connection_age, max_json_mb=args.max_json_mb),
     )
     try:
         return serve(config)

@@ -21,6 +21,7 @@ from ganserve.serving import status
 from ganserve.serving.calls import CallGate
 from ganserve.serving.http_images import ImagesHttp
 from ganserve.serving.images import ImagesServicer
+from ganserve.serving.limits import Limits
 from ganserve.serving.oip import InferenceServicer
 from ganserve.serving.rest import KServeRest
 from ganserve.serving.security import Tokens, refusal
@@ -35,8 +36,9 @@ class HttpFront:
     """One aiohttp application on its own port, over the servicers the gRPC server uses."""
 
     def __init__(self, oip: InferenceServicer, images: ImagesServicer, gate: CallGate, max_body_bytes: int,
-                 tokens: Tokens | None = None) -> None:
+                 tokens: Tokens | None = None, limits: Limits | None = None) -> None:
         self.gate, self.max_body_bytes, self.tokens = gate, max_body_bytes, tokens
+        self.limits = limits or Limits()
         self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._errors, self._auth])
         self.app.add_routes(KServeRest(oip, self).routes())
         self.app.add_routes(ImagesHttp(images, self).routes())

@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from ganserve.serving.calls import CallGate
 from ganserve.serving.http import HttpFront
 from ganserve.serving.images import ImageSettings, ImagesServicer
+from ganserve.serving.limits import Limits
 from ganserve.serving.metrics import ServerMetrics
 from ganserve.serving.models import READY, BatchingOverrides, ModelManager
 from ganserve.serving.oip import InferenceServicer, parsed_unary, serialize, add_inference_servicer
@@ -59,6 +60,7 @@ class ServerConfig:
     drain_seconds: float = 0.0  # on SIGTERM: report NOT_SERVING but keep taking requests this long (load balancers)
     tls: TlsSettings | None = None  # both protocols (and the metrics port) over TLS; mutual TLS with a client CA
     auth_token_file: Path | None = None  # bearer tokens required on everything but health and readiness
+    limits: Limits = field(default_factory=Limits)  # timeouts and caps of both protocols (docs/security.md)
 
 
 def _add_to_pool(*files) -> None:
@@ -134,7 +136,7 @@ class GanServer:
             raise OSError(f"cannot bind {address}")
         await self._server.start()
         if cfg.http_port >= 0:
-            self._http = HttpFront(oip, images, self.gate, limit, self.tokens)
+            self._http = HttpFront(oip, images, self.gate, limit, self.tokens, cfg.limits)
             self.http_port = await self._http.start(cfg.host, cfg.http_port, ssl_context, cfg.grace_seconds)
         if cfg.metrics_port >= 0:
             self.metrics_port = self.metrics.start_http(cfg.host, cfg.metrics_port, cfg.tls)
