@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+# The model label of requests naming a model the server does not know: one series for all of them, so a client
+# cannot grow /metrics (or the server's memory) by asking for new names.
+UNKNOWN_MODEL = "_unknown"
 
 
 class ServerMetrics:
@@ -39,9 +42,11 @@ class ServerMetrics:
                                   "on the typical input; chosen=1 marks the one served, status the check's verdict",
                                   ["model", "version", "provider", "precision", "status", "chosen"], registry=r)
         self._candidate_labels: dict[str, list[tuple[str, ...]]] = {}
-        self._http = None
+        self.known: Callable[[str], bool] = lambda name: True  # the server sets it to "is this model in the repository"
 
     def observe_request(self, model: str, method: str, code: str, seconds: float, protocol: str = "grpc") -> None:
+        if model != "-" and not self.known(model):
+            model = UNKNOWN_MODEL
         self.requests.labels(model, method, code, protocol).inc()
         self.latency.labels(model, method, protocol).observe(seconds)
 
@@ -68,18 +73,3 @@ class ServerMetrics:
     def track_queue(self, model: str, depth: Callable[[], int]) -> None:
         """Make the queue-depth gauge read the batcher live at scrape time."""
         self.queue_depth.labels(model).set_function(depth)
-
-    def start_http(self, host: str, port: int, tls=None) -> int:
-        """Serve /metrics over HTTP (HTTPS with the server's TLS settings); port 0 picks a free one. Returns the
-        bound port."""
-        secure = {} if tls is None else {
-            "certfile": str(tls.cert), "keyfile": str(tls.key),
-            **({"client_cafile": str(tls.client_ca), "client_auth_required": True} if tls.client_ca else {})}
-        self._http, _thread = start_http_server(port, addr=host, registry=self.registry, **secure)
-        return int(self._http.server_port)
-
-    def stop_http(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None

@@ -20,12 +20,14 @@ from ganserve.core.errors import GanserveError
 
 log = logging.getLogger("ganserve.serving")
 
-# gRPC methods that need no token: liveness, readiness and health for probes, reflection (the schema only).
-OPEN_GRPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
-                      "/grpc.reflection.v1.ServerReflection/")
-OPEN_GRPC_METHODS = frozenset({"/inference.GRPCInferenceService/ServerLive",
-                               "/inference.GRPCInferenceService/ServerReady",
-                               "/inference.GRPCInferenceService/ModelReady"})
+# gRPC methods that need no token, by their exact names (gRPC routes on the exact method path, so a name is either
+# one of these or needs the token): health, liveness and readiness for probes, reflection (the schema only).
+HEALTH_GRPC_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
+                                 "/inference.GRPCInferenceService/ServerLive",
+                                 "/inference.GRPCInferenceService/ServerReady",
+                                 "/inference.GRPCInferenceService/ModelReady"})
+OPEN_GRPC_METHODS = HEALTH_GRPC_METHODS | {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                           "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"}
 
 
 @dataclass
@@ -126,7 +128,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
                                 details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         method = details.method
-        if method in OPEN_GRPC_METHODS or method.startswith(OPEN_GRPC_PREFIXES):
+        if method in OPEN_GRPC_METHODS:
             return await continuation(details)
         authorization = next((v for k, v in (details.invocation_metadata or ()) if k == "authorization"), None)
         if isinstance(authorization, bytes):

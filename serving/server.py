@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from ganserve.serving.calls import CallGate
 from ganserve.serving.http import HttpFront
 from ganserve.serving.images import ImageSettings, ImagesServicer
-from ganserve.serving.limits import Limits
+from ganserve.serving.limits import Limits, RpcCap, grpc_options
 from ganserve.serving.metrics import ServerMetrics
 from ganserve.serving.models import READY, BatchingOverrides, ModelManager
 from ganserve.serving.oip import InferenceServicer, parsed_unary, serialize, add_inference_servicer
@@ -94,7 +94,9 @@ class GanServer:
         self.metrics = ServerMetrics()
         self.gate = CallGate(self.metrics)
         self.models = ModelManager(config.repo, config.runtime, config.batching, self.metrics)
+        self.metrics.known = lambda name: name in self.models.models  # labels only for the repository's models
         self.health = health.aio.HealthServicer()
+        self.models.on_change = self._set_health  # per-model health follows load, unload and poll
         self.tokens = Tokens.from_file(config.auth_token_file) if config.auth_token_file else None
         self.port = 0
         self.http_port = -1
@@ -112,9 +114,11 @@ class GanServer:
         await self.models.load_all()
         limit = cfg.max_message_mb * 1024 * 1024
         interceptors = [AuthInterceptor(self.tokens, self._refused)] if self.tokens else []
+        interceptors.append(RpcCap(cfg.limits.max_rpcs))  # after auth: a refused call takes no slot
         self._server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            *grpc_options(cfg.limits),
         ])
         oip = InferenceServicer(self.models, self.gate, cfg.allow_model_control)
         images = ImagesServicer(self.models, self.gate, cfg.images)
@@ -135,11 +139,12 @@ class GanServer:
         if self.port == 0:
             raise OSError(f"cannot bind {address}")
         await self._server.start()
-        if cfg.http_port >= 0:
+        if cfg.http_port >= 0 or cfg.metrics_port >= 0:  # one aiohttp front serves both ports, with one auth rule
             self._http = HttpFront(oip, images, self.gate, limit, self.tokens, cfg.limits)
+        if cfg.http_port >= 0:
             self.http_port = await self._http.start(cfg.host, cfg.http_port, ssl_context, cfg.grace_seconds)
         if cfg.metrics_port >= 0:
-            self.metrics_port = self.metrics.start_http(cfg.host, cfg.metrics_port, cfg.tls)
+            self.metrics_port = await self._http.start_metrics(cfg.host, cfg.metrics_port, ssl_context)
         await self._set_health()
         if cfg.poll_seconds > 0:
             self._poller = asyncio.create_task(self._poll_forever(cfg.poll_seconds))
@@ -157,12 +162,12 @@ class GanServer:
         while True:
             await asyncio.sleep(seconds)
             try:
-                if await self.models.poll() and not self.gate.draining:
-                    await self._set_health()
+                await self.models.poll()  # its changes reach health through models.on_change
             except Exception:  # noqa: BLE001  (one bad poll must not end polling or the server)
                 log.exception("poll failed")
 
     async def _set_health(self) -> None:
+        """Per-model health (service name = model name) from the models' states; ignored once shutdown began."""
         serving_status = health_pb2.HealthCheckResponse
         for name, model in self.models.models.items():
             await self.health.set(name, serving_status.SERVING if model.state == READY else serving_status.NOT_SERVING)
@@ -188,7 +193,6 @@ class GanServer:
             stopping.append(self._http.stop())
         await asyncio.gather(*stopping)  # both protocols finish what they accepted, then the batchers drain
         await self.models.close(drain=True)
-        self.metrics.stop_http()
         self._stopped.set()
         log.info("stopped")
 

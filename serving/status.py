@@ -46,6 +46,11 @@ def too_large(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, http=413)
 
 
+def too_slow(message: str) -> ServingError:
+    """A client that sends its request too slowly: HTTP 408 (gRPC's nearest code is DEADLINE_EXCEEDED)."""
+    return ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, message, http=408)
+
+
 def unauthenticated(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.UNAUTHENTICATED, message)
 
