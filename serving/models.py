@@ -10,24 +10,25 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 
-from ganserve.core.contract import ModelCard, check_model_name, list_models
+from ganserve.core.contract import REFERENCE_FILE, ModelCard, check_model_name, model_versions
 from ganserve.core.errors import GanserveError, RepositoryError
 from ganserve.core.precisions import PRECISIONS
 from ganserve.serving import status
 from ganserve.serving.batcher import Batcher, BatchingConfig
 from ganserve.serving.metrics import ServerMetrics
 from ganserve.serving.proto.inference import model_config_pb2
-from ganserve.serving.repository import ModelSource, read_model
-from ganserve.serving.precision import Choice
+from ganserve.serving.repository import ModelSource, model_files, read_model, scan_repository
+from ganserve.serving.precision import Choice, load_reference_cases
 from ganserve.serving.runtime import OrtRunner, RunnerPool, RuntimeSettings, choose_runner, stream_runners
 
 log = logging.getLogger("ganserve.serving")
 
 READY, UNAVAILABLE = "READY", "UNAVAILABLE"
+UNLOADED = "unloaded by model control; poll mode leaves it unloaded until RepositoryModelLoad"
 
 
 @dataclass
@@ -168,17 +169,45 @@ class ModelManager:
         self.models: dict[str, ServedModel] = {}
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task] = set()
-        self._refused: dict[tuple[str, int], tuple] = {}  # poll mode: versions refused, by their files then
+        self._refused: dict[str, tuple] = {}  # poll mode: models whose change was refused, by their folder's state then
+        self._unloaded: set[str] = set()  # unloaded by model control: poll mode leaves them unloaded
+        self.skipped: dict[str, str] = {}  # repository folders not served (a name the server cannot use), with why
+        self.on_change: Callable[[], Awaitable[None]] | None = None  # after the served set changes (health follows it)
 
     async def load_all(self) -> None:
-        """Load every model folder of the repository."""
-        for name in list_models(self.repo):
-            await self.load(name)
+        """Load every model folder of the repository; folders with a name the server cannot serve are skipped."""
+        for name in self._scan():
+            await self._load(name)
+        await self._changed()
+
+    def _scan(self) -> list[str]:
+        """The repository's model names; skipped folders go to `skipped`, each logged once while it stays there."""
+        names, skipped = scan_repository(self.repo)
+        for name, reason in skipped.items():
+            if name not in self.skipped:
+                log.warning("repository folder %r: %s", name, reason)
+        self.skipped = skipped
+        return names
+
+    async def _changed(self) -> None:
+        """Tell `on_change` the served set changed; its failure is logged, never the caller's."""
+        if self.on_change is None:
+            return
+        try:
+            await self.on_change()
+        except Exception:  # noqa: BLE001  (a health update must not fail a load, an unload or a poll)
+            log.exception("on_change after a model change failed")
 
     async def load(self, name: str) -> ServedModel:
         """(Re)load one model from its folder (start-up, model control); on failure it is recorded UNAVAILABLE with
         the reason. A model that was serving is replaced only once the new one has loaded; its versions close when
-        their last request is done."""
+        their last request is done. Poll mode manages the model again from now on."""
+        model = await self._load(name)
+        await self._changed()
+        return model
+
+    async def _load(self, name: str) -> ServedModel:
+        """`load` without telling `on_change` (load_all tells it once for the whole repository)."""
         try:
             check_model_name(name)
         except RepositoryError as exc:
@@ -187,12 +216,16 @@ class ModelManager:
             raise status.not_found(f"model {name!r} is not in the repository")
         async with self._lock:
             old = self.models.get(name)
+            self._unloaded.discard(name)
+            self._refused.pop(name, None)
+            state = _folder_state(self.repo / name)
             try:
                 source = await asyncio.to_thread(read_model, self.repo, name)
                 model = await self._assemble(source, {}, require_pass=False)
             except GanserveError as exc:
                 log.error("model %s: unavailable: %s", name, exc)
                 model = ServedModel(name=name, state=UNAVAILABLE, reason=str(exc))
+                self._refused[name] = state  # poll mode tries it again once its folder changes
             self._install(model, old)
             return model
 
@@ -205,6 +238,10 @@ class ModelManager:
                 if v in keep:
                     versions[v] = keep[v]
                     continue
+                if require_pass:
+                    unchecked = await asyncio.to_thread(_without_reference, source, v)
+                    if unchecked:
+                        raise RepositoryError(unchecked)
                 versions[v] = await self._load_version(source, v)
                 choice = versions[v].choice
                 if require_pass and choice is not None and not choice.passed:
@@ -244,56 +281,75 @@ class ModelManager:
 
         New version folders (written atomically, as `ganserve export` does) load beside the serving ones with their
         own provider/precision choice and reference check, then take new requests per the version policy; versions
-        the policy drops close after their last request. A version that fails to load or fails its reference check
-        is reported (log, RepositoryIndex reason, ganserve_poll_refused_total) and never replaces the serving one;
-        it is tried again only when its files change. Models whose folder is gone are unloaded the same way.
+        the policy drops close after their last request. An edit of config.pbtxt or model_card.json loads every
+        version again as a new generation under the same rules. A version that fails to load, fails its reference
+        check or has no reference set, and a bad edit, are reported once (log, RepositoryIndex reason,
+        ganserve_poll_refused_total) and never replace the serving generation; they are tried again only when a file
+        of the model folder changes. Models whose folder is gone are unloaded the same way; models unloaded by model
+        control stay unloaded; folders with names the server cannot serve are skipped (see `skipped`).
         """
         changes: list[str] = []
-        on_disk = set(list_models(self.repo))
+        on_disk = set(self._scan())
         for name in sorted(on_disk | set(self.models)):
             async with self._lock:
                 line = await self._poll_one(name, name in on_disk)
             if line:
                 changes.append(line)
                 log.info("poll: %s", line)
+        if changes:
+            await self._changed()
         return changes
 
     async def _poll_one(self, name: str, present: bool) -> str:
+        """Poll one model: unload it when its folder is gone, else load what changed (new or changed versions; every
+        version again, as a new generation, when config.pbtxt or model_card.json changed), each version only if it
+        passes its reference check. A refused change is not tried again until something in the folder changes."""
         old = self.models.get(name)
         if not present:
+            self._refused.pop(name, None)
             if old is None or old.state != READY:
                 self.models.pop(name, None)
                 return "" if old is None else f"{name}: gone from the repository"
             self._install(ServedModel(name=name, state=UNAVAILABLE, reason="removed from the repository"), old)
             return f"{name}: removed from the repository, unloading"
+        if name in self._unloaded:  # model control unloaded it: it stays so until RepositoryModelLoad
+            if old is None:  # its folder went and came back
+                self._install(ServedModel(name=name, state=UNAVAILABLE, reason=UNLOADED), None)
+            return ""
+        state = _folder_state(self.repo / name)
+        if self._refused.get(name) == state:
+            return ""  # refused before and nothing in its folder changed since
+        serving = old.versions if old is not None and old.state == READY else {}
+        edited = bool(serving) and state[0] != old.source.files
         try:
             source = await asyncio.to_thread(read_model, self.repo, name)
         except GanserveError as exc:
-            return self._refuse(name, old, None, str(exc))
-        serving = old.versions if old is not None and old.state == READY else {}
+            return self._refuse(name, old, "the config.pbtxt/model_card.json edit" if edited else "the model folder",
+                                str(exc), state)
+        same_files = bool(serving) and source.files == old.source.files
         fresh = {v: _version_files(source.path / str(v)) for v in source.versions}
-        keep = {v: sv for v, sv in serving.items() if v in fresh and fresh[v] == sv.files}
-        if set(keep) == set(fresh) and set(keep) == set(serving):
+        keep = {v: sv for v, sv in serving.items() if v in fresh and fresh[v] == sv.files} if same_files else {}
+        if same_files and set(keep) == set(fresh) == set(serving):
+            self._refused.pop(name, None)  # what was refused is gone from the folder: nothing left to report
+            old.reason = ""
             return ""
         new = [v for v in fresh if v not in keep]
-        if new and all(self._refused.get((name, v)) == fresh[v] for v in new):
-            return ""  # refused before and unchanged since
         try:
             model = await self._assemble(source, keep, require_pass=True)
         except GanserveError as exc:
-            for v in new:
-                self._refused[(name, v)] = fresh[v]
-            return self._refuse(name, old, new, str(exc))
-        for v in new:
-            self._refused.pop((name, v), None)
+            what = f"version(s) {new}" if same_files or not serving else "the config.pbtxt/model_card.json edit"
+            return self._refuse(name, old, what, str(exc), state)
+        self._refused.pop(name, None)
         self._install(model, old)
         dropped = sorted(set(serving) - set(model.versions))
-        return (f"{name}: serving versions {sorted(model.versions)}" + (f" (loaded {new})" if new else "")
+        how = "" if same_files or not serving else " (new config.pbtxt/model_card.json: every version loaded again)"
+        return (f"{name}: serving versions {sorted(model.versions)}{how}" + (f" (loaded {new})" if new else "")
                 + (f"; {dropped} close after their last request" if dropped else ""))
 
-    def _refuse(self, name: str, old: ServedModel | None, versions: list[int] | None, reason: str) -> str:
-        """A change poll mode will not serve: the serving versions stay, the reason is shown with them."""
-        what = f"version(s) {versions}" if versions else "the model folder"
+    def _refuse(self, name: str, old: ServedModel | None, what: str, reason: str, state: tuple) -> str:
+        """A change poll mode will not serve: the serving versions stay, the reason is shown with them, and the
+        folder's state is kept so the same change is not tried (nor logged, nor counted) again."""
+        self._refused[name] = state
         self.metrics.poll_refused.labels(name).inc()
         if old is not None and old.state == READY:
             old.reason = f"{what} refused, still serving {sorted(old.versions)}: {reason}"
@@ -305,6 +361,7 @@ class ModelManager:
         return f"{name}: unavailable: {reason}"
 
     async def _load_version(self, source: ModelSource, version: int) -> ServedVersion:
+        files = _version_files(source.path / str(version))  # before loading: a change meanwhile shows at the next poll
         providers, precision = model_pins(source.config)
         choice = await asyncio.to_thread(choose_runner, source.path / str(version), source.card,
                                          source.reference_path(version), self.settings, providers, precision)
@@ -317,8 +374,7 @@ class ModelManager:
         batching = dataclasses.replace(batching_config(source.config, self.overrides), workers=self.settings.streams)
         batcher = Batcher(self._timed_run(source.name, runner, stats), batching,
                           name=source.name, observer=VersionObserver(stats, self.metrics), executor=self.executor)
-        return ServedVersion(version=version, runner=runner, batcher=batcher, stats=stats, choice=choice,
-                             files=_version_files(source.path / str(version)))
+        return ServedVersion(version=version, runner=runner, batcher=batcher, stats=stats, choice=choice, files=files)
 
     def _timed_run(self, name: str, runner: OrtRunner | RunnerPool, stats: Stats):
         """Wrap the session run to count executions and compute time per batch size."""
@@ -345,7 +401,9 @@ class ModelManager:
             model = self.models.get(name)
             if model is None:
                 raise status.not_found(f"unknown model {name!r}")
-            self._install(ServedModel(name=name, state=UNAVAILABLE, reason="unloaded"), model)
+            self._unloaded.add(name)
+            self._install(ServedModel(name=name, state=UNAVAILABLE, reason=UNLOADED), model)
+        await self._changed()
 
     @contextlib.asynccontextmanager
     async def lease(self, name: str, version: str = "") -> AsyncIterator[tuple[ServedModel, ServedVersion]]:
@@ -378,6 +436,23 @@ class ModelManager:
     @staticmethod
     async def _close(model: ServedModel, drain: bool = True) -> None:
         await asyncio.gather(*(v.batcher.close(drain=drain) for v in model.versions.values()))
+
+
+def _folder_state(path: Path) -> tuple:
+    """A model folder as poll mode sees it: config.pbtxt/model_card.json, then each version folder's files."""
+    return model_files(path), tuple((v, _version_files(path / str(v))) for v in model_versions(path))
+
+
+def _without_reference(source: ModelSource, version: int) -> str:
+    """Why a version cannot pass a reference check ("" when it has a reference set to check against)."""
+    path = source.reference_path(version)
+    if path is None:
+        return (f"version {version} has no {REFERENCE_FILE}; poll mode serves only versions that pass their "
+                "reference check")
+    if not load_reference_cases(path):
+        return (f"version {version}: {REFERENCE_FILE} holds no case (in:/out: arrays); poll mode serves only "
+                "versions that pass their reference check")
+    return ""
 
 
 def _version_files(folder: Path) -> tuple:

@@ -13,7 +13,7 @@ from google.protobuf.message import DecodeError
 import ganserve.serving
 from ganserve.serving import status
 from ganserve.serving.calls import CallGate
-from ganserve.serving.models import READY, ModelManager
+from ganserve.serving.models import READY, UNAVAILABLE, ModelManager
 from ganserve.serving.proto.inference import grpc_service_pb2 as pb
 from ganserve.serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from ganserve.serving.tensors import config_datatype, decode_inputs, requested_outputs, serialized_response, varint
@@ -103,9 +103,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return response
 
     def repository_index(self, ready_only: bool = False) -> pb.RepositoryIndexResponse:
+        """Every model folder: the served models with their state, and the skipped folders as UNAVAILABLE with why."""
         response = pb.RepositoryIndexResponse()
-        for name in sorted(self.models.models):
-            model = self.models.models[name]
+        skipped = {} if ready_only else self.models.skipped
+        for name in sorted(set(self.models.models) | set(skipped)):
+            model = self.models.models.get(name)
+            if model is None:
+                response.models.add(name=name, state=UNAVAILABLE, reason=skipped[name])
+                continue
             if ready_only and model.state != READY:
                 continue
             version = str(max(model.versions)) if model.versions else ""

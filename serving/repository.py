@@ -7,7 +7,10 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from ganserve.core.contract import CARD_FILE, CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, model_versions, triton_config
+from ganserve.core.contract import (
+    CARD_FILE, CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, check_model_name, list_models, model_versions,
+    triton_config,
+)
 from ganserve.core.errors import RepositoryError
 from ganserve.serving.proto.inference import model_config_pb2
 
@@ -21,6 +24,7 @@ class ModelSource:
     card: ModelCard | None
     config: model_config_pb2.ModelConfig
     versions: list[int]
+    files: tuple = ()  # (name, size, mtime_ns) of config.pbtxt and model_card.json as read: poll's change test
 
     def model_path(self, version: int) -> Path:
         return self.path / str(version) / MODEL_FILE
@@ -54,11 +58,36 @@ def versions_to_load(config: model_config_pb2.ModelConfig, available: list[int])
     return available[-count:]
 
 
+def scan_repository(repo: str | Path) -> tuple[list[str], dict[str, str]]:
+    """The model folders to serve and, apart, those skipped with the reason (a name check_model_name refuses)."""
+    names: list[str] = []
+    skipped: dict[str, str] = {}
+    for name in list_models(repo):
+        try:
+            names.append(check_model_name(name))
+        except RepositoryError as exc:
+            skipped[name] = f"{exc}; the folder is skipped"
+    return names, skipped
+
+
+def model_files(path: Path) -> tuple:
+    """What poll mode compares to see a model's config.pbtxt or model_card.json change: name, size and mtime."""
+    found = []
+    for name in (CONFIG_FILE, CARD_FILE):
+        try:
+            stat = (path / name).stat()
+        except OSError:
+            continue
+        found.append((name, stat.st_size, stat.st_mtime_ns))
+    return tuple(found)
+
+
 def read_model(repo: str | Path, name: str) -> ModelSource:
     """Read one model folder; raises RepositoryError when it cannot be served."""
     path = Path(repo) / name
     if not path.is_dir():
         raise RepositoryError(f"model {name!r} is not in the repository {repo}")
+    files = model_files(path)  # before reading: an edit during the read shows as a change at the next poll
     card = ModelCard.load(path / CARD_FILE) if (path / CARD_FILE).exists() else None
     config_path = path / CONFIG_FILE
     if config_path.exists():
@@ -73,4 +102,5 @@ def read_model(repo: str | Path, name: str) -> ModelSource:
     available = model_versions(path)
     if not available:
         raise RepositoryError(f"model {name!r}: no version folder with a {MODEL_FILE}")
-    return ModelSource(name=name, path=path, card=card, config=config, versions=versions_to_load(config, available))
+    return ModelSource(name=name, path=path, card=card, config=config, versions=versions_to_load(config, available),
+                       files=files)
