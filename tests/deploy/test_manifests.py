@@ -146,3 +146,22 @@ def test_haproxy_config_is_valid() -> None:
                                             .read_text(), re.M)))
     assert wire.startswith(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") and b"/grpc.health.v1.Health/Check" in wire
     assert wire.endswith(b"\x00\x00\x05\x00\x01\x00\x00\x00\x01" + b"\x00" * 5)  # DATA, END_STREAM, empty request
+
+
+def test_the_metrics_scrape_carries_the_token_the_server_requires() -> None:
+    """Deployment and ServiceMonitor agree: the server reads the Secret's token, Prometheus sends the same one."""
+    deployment, service = _docs()["Deployment"], _docs()["Service"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    args = _serve(container["args"])
+    mount = next(m for m in container["volumeMounts"] if str(args.auth_token_file).startswith(m["mountPath"] + "/"))
+    secret = next(v for v in pod["volumes"] if v["name"] == mount["name"])["secret"]
+    key = str(args.auth_token_file)[len(mount["mountPath"]) + 1:]
+    monitor = yaml.safe_load((DEPLOY / "prometheus" / "servicemonitor.yaml").read_text())
+    assert monitor["kind"] == "ServiceMonitor"
+    assert monitor["spec"]["selector"]["matchLabels"] == service["metadata"]["labels"]
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["path"] == "/metrics" and endpoint["authorization"]["type"] == "Bearer"
+    assert endpoint["authorization"]["credentials"] == {"name": secret["secretName"], "key": key}
+    port = next(p for p in service["spec"]["ports"] if p["name"] == endpoint["port"])
+    assert port["port"] == args.metrics_port
