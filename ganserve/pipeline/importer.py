@@ -11,6 +11,7 @@ from key names and shapes, how its keys map onto the project's network, and whic
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -21,7 +22,8 @@ import sys
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,10 @@ from typing import Any
 import torch
 
 from ganserve.core.contract import check_model_name
-from ganserve.core.errors import GanserveError
+from ganserve.core.errors import GanserveError, RepositoryError
 from ganserve.core.files import file_sha256
 from ganserve.export.exporter import export_checkpoint
-from ganserve.export.repository import check_target
+from ganserve.export.repository import check_target, write_model
 from ganserve.training import registry
 from ganserve.training.checkpoint import git_commit, save_checkpoint
 from ganserve.training.config import config_dict, merge_config
@@ -104,9 +106,16 @@ def read_tensors(path: str | Path) -> tuple[State, str]:
 
     Never runs code from the file: pickles go through ``torch.load(weights_only=True)``."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ImportFailure(f"{path}: no such file")
-    if path.stat().st_size == 0:
+    if not path.is_file():
+        raise ImportFailure(f"{path}: {'a folder' if path.is_dir() else 'not a regular file'}, not a weights file")
+    try:
+        with open(path, "rb") as fh:
+            empty = not fh.read(1)
+    except OSError as exc:
+        raise ImportFailure(f"{path}: cannot be read ({exc.strerror or _first_line(exc)})") from exc
+    if empty:
         raise ImportFailure(f"{path}: empty file")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
@@ -619,6 +628,60 @@ def _new_dirs(path: Path) -> list[Path]:
     return [p for p in reversed([path, *path.parents]) if not p.exists()]
 
 
+@contextmanager
+def _os_errors(path: str | Path, doing: str) -> Iterator[None]:
+    """An OSError of this step (full disk, no permission, a file in the path), raw or in the export's RepositoryError,
+    as a one-line ImportFailure naming the user's path and the OS reason: exit 2, no traceback, no staging path."""
+    try:
+        yield
+    except (OSError, RepositoryError) as exc:
+        cause = exc if isinstance(exc, OSError) else exc.__cause__
+        if not isinstance(cause, OSError):
+            raise
+        reason = cause.strerror or _first_line(cause)
+        raise ImportFailure(f"{path}: {doing} failed ({reason}); nothing was written") from exc
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an OUT that exists (without --overwrite) or cannot be created, before the slow part."""
+    if out.exists() and not overwrite:
+        raise ImportFailure(f"{out}: already exists; pass --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise ImportFailure(f"{out}: exists and is not a folder")
+    anchor = next((p for p in [out.parent, *out.parent.parents] if p.exists()), None)
+    if anchor is not None and not anchor.is_dir():
+        raise ImportFailure(f"{out}: cannot create the output folder ({anchor} is a file, not a folder)")
+    if anchor is not None and not os.access(anchor, os.W_OK | os.X_OK):
+        raise ImportFailure(f"{out}: cannot create the output folder ({anchor}: {os.strerror(errno.EACCES)})")
+
+
+def _publish(staged_repo: Path, repo: Path, name: str, version: int) -> Path:
+    """Move an export staged in ``staged_repo`` into ``repo`` through the repository's own all-or-nothing write."""
+    staged = staged_repo / name
+    version_dir = staged / str(version)
+    version_files = {str(p.relative_to(version_dir)): p.read_bytes() for p in sorted(version_dir.rglob("*"))
+                     if p.is_file()}
+    model_files = {p.name: p.read_bytes().decode("utf-8") for p in sorted(staged.iterdir()) if p.is_file()}
+    return write_model(repo, name, version, version_files, model_files)
+
+
+def _roll_back(out: Path, old: Path, moved_old: bool, moved_new: bool, created: list[Path]) -> None:
+    """Undo what a failed import did: its OUT removed, the previous OUT put back, the folders it created removed."""
+    if moved_new:
+        shutil.rmtree(out, ignore_errors=True)
+    if moved_old:
+        try:
+            os.replace(old, out)
+        except OSError as exc:
+            raise ImportFailure(f"{out}: the previous folder could not be put back ({exc.strerror or exc}); "
+                                f"it is kept at {old}") from exc
+    for folder in sorted(set(created), key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:
+            continue
+
+
 def import_weights(
     path: str | Path,
     name: str,
@@ -631,44 +694,64 @@ def import_weights(
 ) -> tuple[Path, Imported, Path | None]:
     """Import ``path`` as ``out/checkpoint.pt`` (default ``runs/import/NAME``) with ``out/import.json`` beside it;
     with ``export_repo`` also export it there as model ``name``. Returns (checkpoint, what was imported, the
-    exported version folder or None). On any error nothing is written (staged, then renamed)."""
+    exported version folder or None).
+
+    All or nothing: the checkpoint folder and the export are staged; then OUT is renamed into place and the staged
+    export moved into the repository (itself all or nothing); a failure at any step, an OS error included, undoes
+    the steps before it and ends in a one-line ImportFailure (or the repository's RepositoryError)."""
     check_model_name(name)
     out = Path(out) if out else DEFAULT_OUT / name
-    if out.exists() and not overwrite:
-        raise ImportFailure(f"{out}: already exists; pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise ImportFailure(f"{out}: exists and is not a folder")
+    with _os_errors(out, "checking the output folder"):
+        _check_out(out, overwrite)
+    version = 0
     if export_repo is not None:
-        check_target(export_repo, name, None, False)
-    imported = build_import(path, fmt)
+        export_repo = Path(export_repo)
+        with _os_errors(export_repo, "checking the model repository"):
+            version = check_target(export_repo, name, None, False)[1]
+    with _os_errors(path, "reading the weights file"):
+        imported = build_import(path, fmt)
     payload = checkpoint_payload(imported)
-    created = _new_dirs(out.parent)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".import-{out.name}-", dir=out.parent))
-    version_dir = None
+    created = _new_dirs(out.parent) + (_new_dirs(export_repo) if export_repo is not None else [])
+    old = out.with_name(f".old-{out.name}")
+    stage: Path | None = None
+    staged_repo: Path | None = None  # a scratch repository the export is written to first
+    version_dir: Path | None = None
+    moved_old = moved_new = False
     try:
-        save_checkpoint(stage / CHECKPOINT, payload)
-        record = {"checkpoint": CHECKPOINT, "model": payload["model"], "config": payload["config"],
-                  "created": payload.get("created"), **imported.facts}
-        (stage / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        with _os_errors(out, "creating the output folder"):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            stage = Path(tempfile.mkdtemp(prefix=f".import-{out.name}-", dir=out.parent))
+        with _os_errors(out, "writing the checkpoint"):
+            save_checkpoint(stage / CHECKPOINT, payload)
+            record = {"checkpoint": CHECKPOINT, "model": payload["model"], "config": payload["config"],
+                      "created": payload.get("created"), **imported.facts}
+            (stage / RECORD).write_text(json.dumps(record, indent=2) + "\n")
         if export_repo is not None:
             if progress:
                 print(f"import: exporting {name} into {export_repo}", file=sys.stderr, flush=True)
-            version_dir = export_checkpoint(stage / CHECKPOINT, export_repo, name=name, progress=progress)
-        old = out.with_name(f".old-{out.name}")
-        shutil.rmtree(old, ignore_errors=True)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(stage, out)
-        shutil.rmtree(old, ignore_errors=True)
+            with _os_errors(export_repo, "exporting"):
+                staged_repo = Path(tempfile.mkdtemp(prefix=f".import-{out.name}-export-", dir=out.parent))
+                export_checkpoint(stage / CHECKPOINT, staged_repo / "repo", name=name, version=version,
+                                  progress=progress)
+        with _os_errors(out, "renaming the checkpoint folder into place"):
+            shutil.rmtree(old, ignore_errors=True)
+            if out.exists():
+                os.replace(out, old)
+                moved_old = True
+            os.replace(stage, out)
+            moved_new = True
+        if staged_repo is not None and export_repo is not None:
+            with _os_errors(export_repo, "exporting"):
+                version_dir = _publish(staged_repo / "repo", export_repo, name, version)
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        for folder in reversed(created):
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        for folder in (stage, staged_repo):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+        _roll_back(out, old, moved_old, moved_new, created)
         raise
+    if staged_repo is not None:
+        shutil.rmtree(staged_repo, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
     return out / CHECKPOINT, imported, version_dir
 
 
