@@ -36,19 +36,19 @@ class GuardedHandler(RequestHandler):
     --header-timeout of its first byte (aiohttp itself only times out a connection that stays idle), and each
     connection knows whether it came in past --max-connections."""
 
-    def __init__(self, *args, front: "HttpFront", **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.front = front
+    def __init__(self, server: "GuardedServer", *args, front: "HttpFront", **kwargs) -> None:
+        super().__init__(server, *args, **kwargs)
+        self.server, self.front = server, front
         self.over_cap = False
         self._head_guard: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.front.connections += 1
-        self.over_cap = self.front.connections > self.front.limits.max_connections
+        self.server.open_connections += 1
+        self.over_cap = self.server.open_connections > self.front.limits.max_connections
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self.front.connections -= 1
+        self.server.open_connections -= 1
         self._disarm()
         super().connection_lost(exc)
 
@@ -79,6 +79,7 @@ class GuardedServer(web.Server):
     def __init__(self, *args, front: "HttpFront", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.front = front
+        self.open_connections = 0  # this port's connections (the HTTP port and the metrics port count apart)
 
     def __call__(self) -> RequestHandler:
         return GuardedHandler(self, loop=self._loop, front=self.front, **self._kwargs)
@@ -104,7 +105,6 @@ class HttpFront:
                  tokens: Tokens | None = None, limits: Limits | None = None) -> None:
         self.gate, self.max_body_bytes, self.tokens = gate, max_body_bytes, tokens
         self.limits = limits or Limits()
-        self.connections = 0  # open HTTP connections (GuardedHandler counts them)
         self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._errors, self._auth])
         rest, pages = KServeRest(oip, self), ImagesHttp(images, self)
         self.app.add_routes(rest.routes())
