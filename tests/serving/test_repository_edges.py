@@ -24,6 +24,7 @@ from ganserve.serving.proto.inference.grpc_service_pb2 import RepositoryIndexReq
 from ganserve.serving.proto.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 from ganserve.serving.server import ServerThread
 from local_server import server_config
+from test_poll import _wait
 from versioned_models import expected, write_version
 
 X = np.linspace(-1, 1, 3 * 4 * 4, dtype=np.float32).reshape(1, 3, 4, 4)
@@ -41,14 +42,6 @@ def _infer(port: int, name: str = "scaled") -> tuple[str, np.ndarray]:
     tensor.set_data_from_numpy(X)
     reply = _client(port).infer(name, [tensor], client_timeout=30)
     return reply.get_response().model_version, reply.as_numpy("hr")
-
-
-def _wait(condition, what: str, seconds: float = 30.0) -> None:
-    give_up = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > give_up:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _index(port: int) -> dict[str, tuple[str, str]]:
