@@ -8,28 +8,47 @@ Binary extension: a request whose JSON header is followed by raw tensor bytes sa
 ``Inference-Header-Content-Length``; each binary input names its byte count in ``parameters.binary_data_size``, in
 input order. Outputs come back binary when asked (``outputs[].parameters.binary_data`` or the request's
 ``parameters.binary_data_output``), with the same header on the reply.
+
+JSON: a request's JSON part (the whole body, or the header under the binary extension) over --max-json-mb is
+refused with 413 before it is read or parsed. Parsing JSON into tensors and writing tensors as JSON hold the GIL for
+the whole call, so a thread would still stall the event loop: above INLINE_BYTES that work runs in one worker
+process (JsonWork; measured in docs/http.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
+import multiprocessing
 import time
-from typing import Any
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, TypeVar
 
+import grpc
 import numpy as np
 from aiohttp import web
 from google.protobuf.descriptor import FieldDescriptor
 
 from ganserve.serving import status
-from ganserve.serving.oip import InferenceServicer
 from ganserve.serving.proto.inference import grpc_service_pb2 as pb
 from ganserve.serving.tensors import NUMPY, datatype_of
+
+if TYPE_CHECKING:  # only for annotations: the JSON worker process imports this module, and oip pulls in the models
+    from ganserve.serving.oip import InferenceServicer
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 MODEL = "/v2/models/{model}"
 MODEL_VERSION = "/v2/models/{model}/versions/{version}"
+# JSON work that costs less than parsing this many bytes stays on the event loop: about 1 ms there, which the
+# worker's round trip (0.5-0.8 ms, and the copies) would mostly add to the request instead (docs/http.md).
+INLINE_BYTES = 64 * 1024
+# Writing one number of an answer as JSON costs about as much as parsing this many bytes of a request (~1.2 us per
+# value against ~15 ns per byte, measured): answers of 1,024 values or more are written in the worker.
+ENCODE_COST_BYTES = 64
+T = TypeVar("T")
 
 
 # -- protobuf -> JSON with numbers as numbers ------------------------------------------------------------------
@@ -63,6 +82,19 @@ def _scalar(field: FieldDescriptor, value: Any, defaults: bool = False) -> Any:
 
 
 # -- request body -> ModelInferRequest ---------------------------------------------------------------------------
+class Parsed(NamedTuple):
+    """A v2 infer header, checked and turned into a ModelInferRequest (picklable: it comes back from the worker).
+
+    ``message`` is the serialized request with every JSON "data" input already raw; each binary input has an
+    empty raw placeholder that ``slices`` (input index, start, size in the binary part) fill."""
+
+    message: bytes
+    slices: list[tuple[int, int, int]]
+    outputs_named: bool
+    binary_output: bool
+    timeout_us: float | None
+
+
 def _object(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise status.invalid(f"{where} must be a JSON object")
@@ -83,35 +115,54 @@ def _json_tensor(values: Any, datatype: str, name: str) -> bytes:
     if not isinstance(values, list):
         raise status.invalid(f"input {name!r}: \"data\" must be a JSON array")
     try:
-        array = np.asarray(values, dtype=dtype)
-    except (ValueError, TypeError, OverflowError) as exc:
+        with np.errstate(over="raise"):  # 1e300 as FP32 is refused, not sent on as infinity
+            array = np.asarray(values, dtype=dtype)
+    except (ValueError, TypeError, OverflowError, FloatingPointError) as exc:
         raise status.invalid(f"input {name!r}: \"data\" is not an array of {datatype} values ({exc})") from exc
     return array.ravel().tobytes()
 
 
-def infer_request(model: str, version: str, body: bytes, header_length: str | None
-                  ) -> tuple[pb.ModelInferRequest, dict[str, Any]]:
-    """Parse a v2 REST infer body into a ModelInferRequest (every input raw) and the request's JSON header."""
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """A v2 infer body as its JSON header and its binary part (empty without the binary extension)."""
     if header_length is None:
-        header, binary = body, b""
-    else:
-        try:
-            length = int(header_length)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= len(body):
-            raise status.invalid(f"{HEADER_LENGTH} {header_length!r} must be a byte count within the body's "
-                                 f"{len(body)} bytes")
-        header, binary = body[:length], memoryview(body)[length:]
+        return body, memoryview(b"")
+    length = byte_count(header_length)
+    if length is None or length > len(body):
+        raise status.invalid(f"{HEADER_LENGTH} {header_length!r} must be a byte count within the body's "
+                             f"{len(body)} bytes")
+    return body[:length], memoryview(body)[length:]
+
+
+def byte_count(text: str) -> int | None:
+    """A header's decimal byte count, or None when it is not one (int() would also take "+5", "1_0" or " 5 ", and
+    refuse 5,000 digits with an error of its own)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
+def parse_header(model: str, version: str, header: bytes, binary_length: int) -> Parsed:
+    """Check a v2 infer JSON header and build its ModelInferRequest: the costly part of a JSON request (json.loads
+    and the "data" arrays), pure, so JsonWork can run it in the worker process."""
     try:
         request = json.loads(header)
     except (ValueError, UnicodeDecodeError) as exc:
         raise status.invalid(f"the request's JSON header does not parse: {exc}") from exc
-    request = _object(request, "the request")
+    except RecursionError as exc:
+        raise status.invalid("the request's JSON header nests too deeply to parse") from exc
+    try:
+        return _checked(model, version, _object(request, "the request"), binary_length)
+    except RecursionError as exc:  # str() of a deeply nested "id"
+        raise status.invalid("the request's JSON header nests too deeply") from exc
+    except UnicodeEncodeError as exc:  # a name or id with a lone surrogate ("\ud800"), which protobuf cannot hold
+        text = exc.object[:80]
+        raise status.invalid(f"the request holds a string that is not valid Unicode: {text!r} ({exc.reason})") from exc
+
+
+def _checked(model: str, version: str, request: dict[str, Any], binary_length: int) -> Parsed:
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise status.invalid('the request needs "inputs": a non-empty array of tensors')
     message = pb.ModelInferRequest(model_name=model, model_version=version, id=str(request.get("id", "")))
+    slices: list[tuple[int, int, int]] = []
     offset = 0
     for index, item in enumerate(inputs):
         where = f"inputs[{index}]"
@@ -123,11 +174,12 @@ def infer_request(model: str, version: str, body: bytes, header_length: str | No
             raise status.invalid(f'input {name!r}: "shape" must be an array of integers')
         size = _parameters(item, where).get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > binary_length:
                 raise status.invalid(f"input {name!r}: binary_data_size {size!r} is more than the "
-                                     f"{len(binary) - offset} binary bytes left in the body")
-            raw = bytes(binary[offset:offset + size])
+                                     f"{binary_length - offset} binary bytes left in the body")
+            slices.append((index, offset, size))
             offset += size
+            raw = b""
         elif "data" in item:
             raw = _json_tensor(item["data"], datatype, name)
         else:
@@ -138,19 +190,20 @@ def infer_request(model: str, version: str, body: bytes, header_length: str | No
         except ValueError as exc:  # a dimension outside int64
             raise status.invalid(f"input {name!r}: shape {shape}: {exc}") from exc
         message.raw_input_contents.append(raw)
-    if offset != len(binary):
-        raise status.invalid(f"{len(binary) - offset} binary bytes after the last binary input; the header's "
+    if offset != binary_length:
+        raise status.invalid(f"{binary_length - offset} binary bytes after the last binary input; the header's "
                              "binary_data_size values must add up to the binary part")
-    for index, item in enumerate(_outputs_list(request)):
+    binary_output = _binary_output(request)
+    outputs = _outputs_list(request)
+    for index, item in enumerate(outputs):
         out = _object(item, f"outputs[{index}]")
         params = _parameters(out, f"outputs[{index}]")
         if "classification" in params:
             raise status.invalid("the classification extension is not served; ask for the tensor, or call the image "
                                  "API's classify endpoint")
         wanted = message.outputs.add(name=str(out.get("name", "")))
-        binary_data = params.get("binary_data", _binary_output(request))
-        wanted.parameters["binary_data"].bool_param = bool(binary_data)
-    return message, request
+        wanted.parameters["binary_data"].bool_param = bool(params.get("binary_data", binary_output))
+    return Parsed(message.SerializeToString(), slices, bool(outputs), binary_output, _timeout(request))
 
 
 def _outputs_list(request: dict[str, Any]) -> list[Any]:
@@ -164,25 +217,58 @@ def _binary_output(request: dict[str, Any]) -> bool:
     return bool(_parameters(request, "the request").get("binary_data_output", False))
 
 
-def deadline_of(request: dict[str, Any]) -> float | None:
-    """parameters.timeout (microseconds, as tritonclient sends it) as an absolute time.monotonic() deadline."""
+def _timeout(request: dict[str, Any]) -> float | None:
+    """parameters.timeout: microseconds, as tritonclient sends it (the deadline is taken from it on the loop)."""
     timeout = _parameters(request, "the request").get("timeout")
     if timeout is None:
         return None
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
         raise status.invalid(f"parameters.timeout must be a positive number of microseconds, got {timeout!r}")
-    return time.monotonic() + timeout / 1e6
+    return float(timeout)
 
 
-def infer_response(response: pb.ModelInferResponse, outputs: dict[str, np.ndarray],
-                   wanted: list[tuple[str, bool]]) -> tuple[bytes, int | None]:
-    """The reply body and, when any output is binary, the length of its JSON header."""
+def infer_message(parsed: Parsed, binary: memoryview) -> pb.ModelInferRequest:
+    """The ModelInferRequest of a parsed header, its binary inputs cut from the body's binary part."""
+    message = pb.ModelInferRequest.FromString(parsed.message)
+    for index, start, size in parsed.slices:
+        message.raw_input_contents[index] = bytes(binary[start:start + size])
+    return message
+
+
+def infer_request(model: str, version: str, body: bytes, header_length: str | None
+                  ) -> tuple[pb.ModelInferRequest, Parsed]:
+    """Parse a v2 REST infer body, on the calling thread, into a ModelInferRequest (every input raw) and its header."""
+    header, binary = split_body(body, header_length)
+    parsed = parse_header(model, version, header, len(binary))
+    return infer_message(parsed, binary), parsed
+
+
+# -- arrays -> JSON answer ------------------------------------------------------------------------------------------
+def _json_values(array: np.ndarray) -> list[Any]:
+    flat = array.ravel()
+    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        return [v if math.isfinite(v) else None for v in flat.tolist()]
+    return flat.tolist()
+
+
+def encode_header(header: dict[str, Any], data: dict[int, np.ndarray]) -> bytes:
+    """The answer's JSON header with ``data`` (output index -> array) written in as JSON arrays: the costly part of
+    a JSON answer, pure, so JsonWork can run it in the worker process."""
+    for index, array in data.items():
+        header["outputs"][index]["data"] = _json_values(array)
+    return json.dumps(header, separators=(",", ":")).encode()
+
+
+def answer_parts(response: pb.ModelInferResponse, outputs: dict[str, np.ndarray], wanted: list[tuple[str, bool]]
+                 ) -> tuple[dict[str, Any], dict[int, np.ndarray], list[memoryview]]:
+    """The answer's JSON header without its JSON data, the arrays that go in as JSON, and the binary outputs' bytes."""
     header: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version,
                               "outputs": []}
     if response.id:
         header["id"] = response.id
-    blobs: list[bytes | memoryview] = []
-    for name, binary in wanted:
+    data: dict[int, np.ndarray] = {}
+    blobs: list[memoryview] = []
+    for index, (name, binary) in enumerate(wanted):
         array = outputs[name]
         datatype = datatype_of(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
@@ -191,24 +277,104 @@ def infer_response(response: pb.ModelInferResponse, outputs: dict[str, np.ndarra
             entry["parameters"] = {"binary_data_size": blob.nbytes}
             blobs.append(blob)
         else:
-            flat = array.ravel()
-            if flat.dtype.kind == "f" and not np.isfinite(flat).all():
-                entry["data"] = [v if math.isfinite(v) else None for v in flat.tolist()]
-            else:
-                entry["data"] = flat.tolist()
+            data[index] = array
         header["outputs"].append(entry)
-    head = json.dumps(header, separators=(",", ":")).encode()
+    return header, data, blobs
+
+
+def _joined(head: bytes, blobs: list[memoryview]) -> tuple[bytes, int | None]:
+    """The reply body, and the length of its JSON header when any output is binary."""
     if not blobs:
         return head, None
     return b"".join([head, *blobs]), len(head)
 
 
+def _ready_only(body: bytes) -> bool:
+    """The repository index request's "ready" flag (an empty body asks for every model)."""
+    try:
+        options = _object(json.loads(body) if body.strip() else {}, "the request")
+    except (ValueError, RecursionError) as exc:
+        raise status.invalid("the request body must be JSON, e.g. {\"ready\": true}") from exc
+    return bool(options.get("ready", False))
+
+
+# -- where the JSON work runs ---------------------------------------------------------------------------------------
+def _reported(function: Callable[..., T], *args: Any) -> tuple[T | None, tuple[str, str, int | None] | None]:
+    """Run `function` in the worker; a ServingError comes back as its parts (it does not survive pickling)."""
+    try:
+        return function(*args), None
+    except status.ServingError as err:
+        return None, (err.code.name, err.message, err.http)
+
+
+def _started_worker() -> ProcessPoolExecutor:
+    """One worker process, forked from a forkserver that has imported this module (never from the server process,
+    whose gRPC threads a fork would copy; and never re-running the server's __main__), and ready to take work."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+    pool.submit(int).result()
+    return pool
+
+
+class JsonWork:
+    """Runs a REST request's JSON work (parse a header into tensors, write tensors as JSON) off the event loop.
+
+    json.loads, np.asarray(list) and json.dumps hold the GIL for the whole call, so in a thread they still stall the
+    loop (health checks waited as long as the parse: docs/http.md). Work of INLINE_BYTES or more goes to one worker
+    process, started at the first such request and shut down with the HTTP front; smaller work stays on the loop.
+    """
+
+    mode = "process"  # "loop" and "thread" exist for benchmarks/json_loop.py's before/after, nothing else
+
+    def __init__(self, inline_bytes: int = INLINE_BYTES) -> None:
+        self.inline_bytes = inline_bytes
+        self._pool: ProcessPoolExecutor | None = None
+        self._starting = asyncio.Lock()
+
+    async def run(self, size: int, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` for work of about `size` bytes of JSON: on the loop when small, else off it."""
+        if size < self.inline_bytes or self.mode == "loop":
+            return function(*args)
+        if self.mode == "thread":
+            return await asyncio.to_thread(function, *args)
+        pool = await self._worker()
+        try:
+            result, error = await asyncio.wrap_future(pool.submit(_reported, function, *args))
+        except BrokenProcessPool as exc:  # the worker died (killed, out of memory): the next request starts another
+            if self._pool is pool:
+                self._pool = None
+            raise status.unavailable("the JSON worker process stopped; retry the request") from exc
+        if error is not None:
+            code, message, http = error
+            raise status.ServingError(grpc.StatusCode[code], message, http)
+        return result  # type: ignore[return-value]
+
+    async def _worker(self) -> ProcessPoolExecutor:
+        async with self._starting:
+            if self._pool is None:  # started in a thread: starting a process takes a while, the loop must not wait
+                self._pool = await asyncio.to_thread(_started_worker)
+            return self._pool
+
+    async def close(self) -> None:
+        """Stop the worker process, if one was started (the HTTP front has finished every request by now)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+
 # -- handlers ------------------------------------------------------------------------------------------------------
 class KServeRest:
-    """The v2 REST routes over one InferenceServicer; `front` reads bodies and answers errors (serving/http.py)."""
+    """The v2 REST routes over one InferenceServicer; `front` reads bodies, answers errors and holds the limits
+    (serving/http.py). The JSON worker stops when the front's application is cleaned up (HttpFront.stop)."""
 
     def __init__(self, oip: InferenceServicer, front: Any) -> None:
         self.oip, self.front = oip, front
+        self.json = JsonWork()
+        front.app.on_cleanup.append(self._cleanup)
+
+    async def _cleanup(self, app: web.Application) -> None:
+        await self.json.close()
 
     def routes(self) -> list[web.RouteDef]:
         r = []
@@ -227,6 +393,31 @@ class KServeRest:
     def _names(request: web.Request) -> tuple[str, str]:
         return request.match_info.get("model", ""), request.match_info.get("version", "")
 
+    # -- the JSON cap -----------------------------------------------------------------------------------------
+    def _json_over(self, length: int) -> status.ServingError:
+        limits = self.front.limits
+        return status.too_large(
+            f"the request's JSON of {length} bytes is over the server's limit of {limits.max_json_bytes} bytes "
+            f"(--max-json-mb {limits.max_json_mb:g}); send large tensors with the binary tensor data extension "
+            f"(raw bytes after the JSON header, its length in {HEADER_LENGTH}, each input's in "
+            "parameters.binary_data_size; tritonclient does this with binary_data=True)")
+
+    def _declared_json(self, request: web.Request) -> None:
+        """413 when the JSON part is declared over --max-json-mb: checked before the body is read."""
+        header_length = request.headers.get(HEADER_LENGTH)
+        declared = request.content_length if header_length is None else byte_count(header_length)
+        if declared is not None and declared > self.front.limits.max_json_bytes:
+            raise self._json_over(declared)
+
+    async def _json_body(self, request: web.Request) -> tuple[bytes, memoryview]:
+        """The body as its JSON part and binary part, the JSON part within --max-json-mb (declared or not)."""
+        self._declared_json(request)
+        header, binary = split_body(await self.front.body(request), request.headers.get(HEADER_LENGTH))
+        if len(header) > self.front.limits.max_json_bytes:  # a chunked body declares no length
+            raise self._json_over(len(header))
+        return header, binary
+
+    # -- routes -----------------------------------------------------------------------------------------------
     async def live(self, request: web.Request) -> web.Response:
         return web.json_response({"live": True})
 
@@ -270,14 +461,9 @@ class KServeRest:
         return await self._answer("ModelStatistics", model, work)
 
     async def index(self, request: web.Request) -> web.Response:
-        body = await self.front.body(request)
-        try:
-            options = _object(json.loads(body) if body.strip() else {}, "the request")
-        except ValueError:
-            return self.front.error(status.invalid("the request body must be JSON, e.g. {\"ready\": true}"))
-        except status.ServingError as err:
-            return self.front.error(err)
-        index = self.oip.repository_index(bool(options.get("ready", False)))
+        body, _ = await self._json_body(request)
+        ready_only = await self.json.run(len(body), _ready_only, body)
+        index = self.oip.repository_index(ready_only)
         return web.json_response([proto_dict(m) for m in index.models])
 
     async def load(self, request: web.Request) -> web.Response:
@@ -302,14 +488,15 @@ class KServeRest:
         model, version = self._names(request)
 
         async def work() -> tuple[bytes, int | None]:
-            message, parsed = infer_request(model, version, await self.front.body(request),
-                                            request.headers.get(HEADER_LENGTH))
-            deadline = deadline_of(parsed)
-            response, outputs, wanted = await self.oip.infer_arrays(message, deadline)
-            if not parsed.get("outputs"):  # none named: every output, binary only when binary_data_output says so
-                binary = _binary_output(parsed)
-                wanted = [(name, binary) for name, _ in wanted]
-            return infer_response(response, outputs, wanted)
+            header, binary = await self._json_body(request)
+            parsed = await self.json.run(len(header), parse_header, model, version, header, len(binary))
+            deadline = None if parsed.timeout_us is None else time.monotonic() + parsed.timeout_us / 1e6
+            response, outputs, wanted = await self.oip.infer_arrays(infer_message(parsed, binary), deadline)
+            if not parsed.outputs_named:  # none named: every output, binary only when binary_data_output says so
+                wanted = [(name, parsed.binary_output) for name, _ in wanted]
+            head, data, blobs = answer_parts(response, outputs, wanted)
+            size = ENCODE_COST_BYTES * sum(array.size for array in data.values())
+            return _joined(await self.json.run(size, encode_header, head, data), blobs)
 
         result, err = await self.oip.gate.outcome("ModelInfer", model, work, protocol="http")
         if err is not None:
