@@ -22,6 +22,7 @@ from ganserve.core.quality import (
 )
 from ganserve.export.card import build_card, source_facts, training_facts
 from ganserve.export.defaults import DEFAULT_OPSET, FP32_TOLERANCE
+from ganserve.export.memory import measure_memory
 from ganserve.export.onnx_export import to_onnx
 from ganserve.export.parity import ParityCase, measure_parity, parity_cases
 from ganserve.export.precision import to_fp16, to_int8
@@ -210,6 +211,10 @@ def export_from_spec(
         spec, name, version, precision, training or {}, metrics, parity, source or {}, notes,
         inputs=_card_tensors(spec.inputs, half_io), outputs=_card_tensors(spec.outputs, half_io),
     )
+    card.memory = measure_memory(spec, fp32)
+    if card.memory:
+        _say(progress, "memory per run: " + "; ".join(f"{k}: {v['base_bytes'] / 2**20:.0f} MiB + {v['bytes_per_pixel']:.0f} "
+                                                         "bytes per input pixel" for k, v in card.memory.items()))
     onnx.helper.set_model_props(model, onnx_metadata(card))
     version_files = {MODEL_FILE: model.SerializeToString(), REFERENCE_FILE: npz_bytes(ref_arrays)}
     for fname, vmodel in extra_files.items():

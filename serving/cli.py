@@ -82,6 +82,13 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tile-size", type=count(0, "(0 = no tiling)"), default=128,
                    help="image API tile size in input pixels (0 = no tiling)")
     p.add_argument("--tile-overlap", type=count(0), default=16, help="image API tile overlap in input pixels")
+    p.add_argument("--buckets", action="store_true",
+                   help="image API: pad whole images of tile-safe models up to a bucket size per axis, so few input "
+                        "shapes reach the runtime; border pixels then differ from the exact answer (docs/serving.md, "
+                        "Shapes)")
+    p.add_argument("--max-compiled-shapes", type=count(0, "(0 = no bound)"), default=16,
+                   help="distinct input shapes an OpenVINO/CUDA session may compile before a fresh session of the "
+                        "same model replaces it and its memory is freed (0 = no bound)")
     p.add_argument("--max-pixels", type=integer(1), default=4096 * 4096, help="largest input image (width x height)")
     p.add_argument("--grace-seconds", type=duration(), default=30.0, help="drain period on SIGTERM")
     d = Limits()
@@ -99,6 +106,10 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
                    help="gRPC: seconds before a connection is asked to go away (clients re-balance)")
     p.add_argument("--max-json-mb", type=duration(positive=True), default=d.max_json_mb,
                    help="KServe v2 REST: largest JSON body in MiB (413 past it: use the binary tensor extension)")
+    p.add_argument("--max-memory-mib", type=count(0), default=d.max_memory_mib,
+                   help="memory budget for requests in flight (0 = the container's limit less a margin)")
+    p.add_argument("--max-output-pixels", type=count(1), default=8192 * 8192,
+                   help="largest image-API output, width x height")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=_run_serve)
 
@@ -133,16 +144,19 @@ def _run_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(
         repo=args.repo, host=args.host, port=args.port, http_port=args.http_port, metrics_port=args.metrics_port,
         runtime=RuntimeSettings(providers=providers, intra_op_threads=args.intra_op_threads, precision=args.precision,
-                                streams=args.streams, cache_dir=cache_dir),
+                                streams=args.streams, cache_dir=cache_dir,
+                                max_compiled_shapes=args.max_compiled_shapes),
         batching=BatchingOverrides(max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
                                    max_queue_size=args.max_queue_size, disabled=args.no_batching),
-        images=ImageSettings(max_pixels=args.max_pixels, tile_size=args.tile_size, tile_overlap=args.tile_overlap),
+        images=ImageSettings(max_pixels=args.max_pixels, tile_size=args.tile_size, tile_overlap=args.tile_overlap,
+                             max_output_pixels=args.max_output_pixels, buckets=args.buckets),
         max_message_mb=args.max_message_mb, allow_model_control=args.allow_model_control,
         grace_seconds=args.grace_seconds, tls=tls, auth_token_file=args.auth_token_file,
         poll_seconds=args.poll_seconds, drain_seconds=args.drain_seconds,
         limits=Limits(header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
                       idle_timeout_s=args.idle_timeout, max_connections=args.max_connections, max_rpcs=args.max_rpcs,
-                      max_connection_age_s=args.max_connection_age, max_json_mb=args.max_json_mb),
+                      max_connection_age_s=args.max_connection_age, max_json_mb=args.max_json_mb,
+                      max_memory_mib=args.max_memory_mib),
     )
     try:
         return serve(config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Iterable, Mapping
@@ -18,14 +19,16 @@ import numpy as np
 
 from ganserve.core.contract import ModelCard, TensorSpec
 from ganserve.serving import status
+from ganserve.serving.admission import mib
 from ganserve.serving.calls import CallGate
 from ganserve.serving.conditioning import (condition_choices, condition_tensor, latent_tensor, resolve_conditions,
                                            single_condition)
-from ganserve.serving.imaging import decode_image, encode_pixels, from_layout, pad_to_multiple, to_layout, to_pixels, to_tensor
+from ganserve.serving.imaging import (bucketed_shape, decode_image, encode_pixels, from_layout, pad_to_bucket,
+                                      pad_to_multiple, to_layout, to_pixels, to_tensor)
 from ganserve.serving.models import ModelManager, ServedModel, ServedVersion
 from ganserve.serving.proto.ganserve.v1 import images_pb2 as pb
 from ganserve.serving.proto.ganserve.v1 import images_pb2_grpc as pb_grpc
-from ganserve.serving.tiling import on_grid, run_tiled
+from ganserve.serving.tiling import banded_window_bytes, fits_one_tile, on_grid, run_tiled, run_tiled_rows
 
 # What each RPC needs of a card, in the words its error messages use.
 NEEDS = {"Transform": "an image input and an image output",
@@ -99,8 +102,10 @@ class ImageSettings:
     """Server-wide image API settings (one-to-one with the serve flags)."""
 
     max_pixels: int = 4096 * 4096
+    max_output_pixels: int = 8192 * 8192  # largest output (width x height); 8192² is 192 MiB as 8-bit RGB
     tile_size: int = 128  # input pixels; 0 = no tiling
     tile_overlap: int = 16
+    buckets: bool = False  # tile-safe models: pad each axis up to a bucket size (imaging.BUCKETS), crop the output back
 
 
 def card_tiling(card: ModelCard) -> dict[str, int]:
@@ -120,7 +125,11 @@ def _decoded_tensor(data: bytes, spec: TensorSpec, max_pixels: int) -> np.ndarra
 
 def _to_encoded(y: np.ndarray, spec: TensorSpec, fmt: str, quality: int) -> tuple[tuple[int, int], bytes]:
     """Tensor -> 8-bit pixels -> PNG/JPEG bytes in one worker-thread hop; returns ((width, height), bytes)."""
-    pixels = to_pixels(y, spec)
+    return _pixels_encoded(to_pixels(y, spec), fmt, quality)
+
+
+def _pixels_encoded(pixels: np.ndarray, fmt: str, quality: int) -> tuple[tuple[int, int], bytes]:
+    """8-bit pixels already converted (the tiled path makes them band by band) -> ((width, height), PNG/JPEG bytes)."""
     return (pixels.shape[1], pixels.shape[0]), encode_pixels(pixels, fmt, quality)
 
 
@@ -260,7 +269,10 @@ class ImagesServicer(pb_grpc.ImagesServicer):
     async def _reply(self, y: np.ndarray, spec: TensorSpec, options: pb.ImageOptions, served: ServedVersion,
                      name: str, runs: int, t0: float, t_decoded: float, t_inferred: float) -> pb.ImageResponse:
         fmt = "JPEG" if options.output_format == pb.JPEG else "PNG"
-        (width, height), data = await asyncio.to_thread(_to_encoded, y, spec, fmt, options.jpeg_quality)
+        if y.dtype == np.uint8:  # pixels from the tiled path; tensors (always float32) are converted here
+            (width, height), data = await asyncio.to_thread(_pixels_encoded, y, fmt, options.jpeg_quality)
+        else:
+            (width, height), data = await asyncio.to_thread(_to_encoded, y, spec, fmt, options.jpeg_quality)
         t_end = time.perf_counter()
         timing = self._timing(name, t0, t_decoded, t_inferred, t_end)
         return pb.ImageResponse(image=data, format=pb.JPEG if fmt == "JPEG" else pb.PNG, width=width,
@@ -281,6 +293,7 @@ class ImagesServicer(pb_grpc.ImagesServicer):
             height, width = x.shape[2], x.shape[3]
             multiple = max(1, card.spatial_multiple)
             tile, overlap = self._tiling(card, call.options)
+            cost, tile, overlap = self._memory_plan(card, served, x.shape, plan.output, tile, overlap)
             run = _Run(served, deadline)
 
             async def infer(part: np.ndarray) -> np.ndarray:
@@ -291,16 +304,95 @@ class ImagesServicer(pb_grpc.ImagesServicer):
                     feeds[spec.name] = condition_tensor(spec, index, part.shape[2], part.shape[3])
                 return from_layout((await run(feeds))[plan.output.name], plan.output)
 
-            start = time.perf_counter_ns()
-            try:
-                y = await run_tiled(pad_to_multiple(x, multiple), infer, card.scale, tile, overlap, multiple)
-            except BaseException:  # also a deadline or cancel that ends the call while queued
-                served.stats.record(False, time.perf_counter_ns() - start)
-                raise
-            served.stats.record(True, time.perf_counter_ns() - start)
-            y = y[:, :, : height * card.scale, : width * card.scale]
-            return await self._reply(y, plan.output, call.options, served, model.name, run.calls, t0, t_decoded,
-                                     time.perf_counter())
+            async with self.gate.memory(cost, deadline, f"this {width}x{height} image on {model.name!r}"):
+                return await self._run_transform(x, infer, card, tile, overlap, plan, served, model.name, run,
+                                                 call.options, t0, t_decoded)
+
+    async def _run_transform(self, x: np.ndarray, infer, card: ModelCard, tile: int, overlap: int,
+                             plan: TransformPlan, served: ServedVersion, name: str, run: "_Run",
+                             options: pb.ImageOptions, t0: float, t_decoded: float) -> pb.ImageResponse:
+        """Tile (or not) through the batcher, blend, crop and encode one admitted image request."""
+        height, width = x.shape[2], x.shape[3]
+        multiple = max(1, card.spatial_multiple)
+        start = time.perf_counter_ns()
+        try:
+            padded = self._padded(x, card, tile)
+            if fits_one_tile(padded.shape[2], padded.shape[3], tile):
+                y = await run_tiled(padded, infer, card.scale, tile, overlap, multiple)
+            else:  # blended band by band straight to 8-bit rows, so only one band of the output is in float
+                y = await run_tiled_rows(padded, infer, card.scale, tile, overlap, multiple,
+                                         lambda block: to_pixels(block[..., : width * card.scale], plan.output))
+        except BaseException:  # also a deadline or cancel that ends the call while queued
+            served.stats.record(False, time.perf_counter_ns() - start)
+            raise
+        served.stats.record(True, time.perf_counter_ns() - start)
+        out_h, out_w = height * card.scale, width * card.scale
+        y = y[:out_h] if y.dtype == np.uint8 else y[:, :, :out_h, :out_w]  # pixels: columns cropped already
+        return await self._reply(y, plan.output, options, served, name, run.calls, t0, t_decoded,
+                                 time.perf_counter())
+
+    def _padded(self, x: np.ndarray, card: ModelCard, tile: int) -> np.ndarray:
+        """The image padded to the model's multiple, or for a tile-safe model to bucket sizes per axis (an axis that
+        tiles cut only to the multiple), so runs see a few input shapes, not one per picture size."""
+        multiple = max(1, card.spatial_multiple)
+        if not (self.settings.buckets and card.tile_safe):
+            return pad_to_multiple(x, multiple)
+        return pad_to_bucket(x, multiple, on_grid(tile, 0, multiple)[0] if tile > 0 else 0)
+
+    def _memory_plan(self, card: ModelCard, served: ServedVersion, shape: tuple[int, ...], output: TensorSpec,
+                     tile: int, overlap: int) -> tuple[int, int, int]:
+        """(memory cost, tile, overlap) of one image request, before it runs: past --max-output-pixels it is
+        refused; a tile-safe model is tiled whenever the untiled plan would not fit the budget, whatever the
+        client asked; a plan that can never fit is refused naming the budget and the largest input that fits."""
+        channels_in, height, width = shape[1], shape[2], shape[3]
+        scale, multiple = max(1, card.scale), max(1, card.spatial_multiple)
+        channels_out = output.shape[0] if output.shape and output.shape[0] > 0 else 3
+        out_pixels = height * width * scale * scale
+        if out_pixels > self.settings.max_output_pixels:
+            side = math.isqrt(self.settings.max_output_pixels) // scale
+            raise self.gate.refuse_memory("output_pixels", f"the output would be {width * scale}x{height * scale} = "
+                                          f"{out_pixels:,} pixels, over the server's --max-output-pixels "
+                                          f"{self.settings.max_output_pixels:,}; at x{scale} the largest square "
+                                          f"input is {side}x{side}")
+        limit = self.gate.budget.limit
+        padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+        if self.settings.buckets and card.tile_safe:  # the shape the network will see (its bucket)
+            padded_h, padded_w = bucketed_shape(height, width, multiple, on_grid(tile, 0, multiple)[0] if tile > 0 else 0)
+
+        def untiled(side_h: int, side_w: int) -> int:  # input, float output, 8-bit result, one run's working memory
+            return (4 * channels_in * side_h * side_w + 5 * channels_out * side_h * side_w * scale * scale
+                    + served.cost.working(side_h * side_w))
+
+        def tiled(t: int, o: int) -> int:
+            rows = max(1, served.batcher.config.max_batch_size)
+            tile_px = t * t
+            return (4 * channels_in * padded_h * padded_w + channels_out * out_pixels
+                    + banded_window_bytes(padded_h, padded_w, channels_out, scale, t, o, multiple)
+                    + 16 * 4 * (channels_in + channels_out * scale * scale) * tile_px
+                    + served.cost.working(tile_px, rows))
+
+        if fits_one_tile(padded_h, padded_w, tile):
+            cost = untiled(padded_h, padded_w)
+            if cost <= limit or not card.tile_safe:
+                if cost > limit:
+                    side = served.cost.largest_side(limit, lambda s: untiled(s, s) - served.cost.working(s * s))
+                    raise self.gate.refuse_memory("over_budget", f"a {width}x{height} image on {card.name!r} needs "
+                                                  f"about {mib(cost)} of memory, more than the server's budget of "
+                                                  f"{mib(limit)} (--max-memory-mib), and this model cannot be tiled "
+                                                  f"(its card says tile_safe: false); largest input that fits: about "
+                                                  f"{side}x{side}")
+                return cost, tile, overlap
+            tile = self.settings.tile_size or ImageSettings.tile_size  # too big untiled: tiled, whatever was asked
+            overlap = self.settings.tile_overlap if self.settings.tile_size else ImageSettings.tile_overlap
+            tile, overlap = card_tiling(card).get("size", tile), card_tiling(card).get("overlap", overlap)
+        cost = tiled(tile, overlap)
+        if cost > limit:
+            raise self.gate.refuse_memory("over_budget", f"a {width}x{height} image on {card.name!r} needs about "
+                                          f"{mib(cost)} of memory even in tiles of {tile} pixels (its "
+                                          f"{width * scale}x{height * scale} result alone is "
+                                          f"{mib(channels_out * out_pixels)}), more than the server's budget of "
+                                          f"{mib(limit)} (--max-memory-mib)")
+        return cost, tile, overlap
 
     async def _transform(self, rpc: str, call: ImageCall, context: grpc.aio.ServicerContext) -> pb.ImageResponse:
         deadline = self.gate.deadline(context)

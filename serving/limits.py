@@ -36,6 +36,9 @@ class Limits:
     min_ping_interval_s: float = 10.0
     # HTTP: a KServe v2 REST JSON body over this is refused with 413 (the binary tensor extension carries more)
     max_json_mb: float = 8.0
+    # memory: requests run only while the sum of their estimated costs fits this (0 = the container's limit, else
+    # the machine's memory, less max(256 MiB, 10%): serving/memory.py)
+    max_memory_mib: int = 0
 
     @property
     def max_json_bytes(self) -> int:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import weakref
+from typing import Callable, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -11,6 +12,15 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 # The model label of requests naming a model the server does not know: one series for all of them, so a client
 # cannot grow /metrics (or the server's memory) by asking for new names.
 UNKNOWN_MODEL = "_unknown"
+
+
+class ShapeCounted(Protocol):
+    """A served runner that counts the input shapes its sessions compiled (serving.runtime's OrtRunner/RunnerPool)."""
+
+    @property
+    def compiled_shapes(self) -> int: ...
+
+    on_evict: Callable[[], None] | None
 
 
 class ServerMetrics:
@@ -41,6 +51,20 @@ class ServerMetrics:
         self.candidate_ms = Gauge("ganserve_candidate_p50_ms", "Load-time p50 of each provider/precision candidate "
                                   "on the typical input; chosen=1 marks the one served, status the check's verdict",
                                   ["model", "version", "provider", "precision", "status", "chosen"], registry=r)
+        self.memory_budget = Gauge("ganserve_memory_budget_bytes", "The memory budget requests in flight must fit "
+                                   "(--max-memory-mib)", registry=r)
+        self.memory_in_flight = Gauge("ganserve_memory_in_flight_bytes", "Estimated memory of the requests admitted "
+                                      "and not yet done", registry=r)
+        self.memory_refused = Counter("ganserve_memory_refused", "Requests refused before running, by reason "
+                                      "(over_budget: could never fit; output_pixels: over --max-output-pixels; "
+                                      "timeout: the deadline passed while waiting for memory)", ["reason"], registry=r)
+        self.compiled_shapes = Gauge("ganserve_compiled_shapes", "Distinct input shapes the model's sessions hold "
+                                     "compiled (OpenVINO/CUDA; at most --max-compiled-shapes per session)", ["model"],
+                                     registry=r)
+        self.shape_evictions = Counter("ganserve_shape_evictions", "Sessions rebuilt because a new input shape would "
+                                       "pass --max-compiled-shapes (the old session and its shapes are dropped)",
+                                       ["model"], registry=r)
+        self._shape_runners: dict[str, weakref.WeakSet] = {}
         self._candidate_labels: dict[str, list[tuple[str, ...]]] = {}
         self.known: Callable[[str], bool] = lambda name: True  # the server sets it to "is this model in the repository"
 
@@ -73,3 +97,11 @@ class ServerMetrics:
     def track_queue(self, model: str, depth: Callable[[], int]) -> None:
         """Make the queue-depth gauge read the batcher live at scrape time."""
         self.queue_depth.labels(model).set_function(depth)
+
+    def track_shapes(self, model: str, runner: ShapeCounted) -> None:
+        """Count a loaded version's compiled shapes in its model's gauge (read at scrape time, summed over the versions
+        still in memory: weak references, so a retired version leaves once freed) and its rebuilds in the counter."""
+        live = self._shape_runners.setdefault(model, weakref.WeakSet())
+        live.add(runner)
+        runner.on_evict = self.shape_evictions.labels(model).inc
+        self.compiled_shapes.labels(model).set_function(lambda: sum(r.compiled_shapes for r in list(live)))

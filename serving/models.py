@@ -18,12 +18,16 @@ from ganserve.core.contract import REFERENCE_FILE, ModelCard, check_model_name, 
 from ganserve.core.errors import GanserveError, RepositoryError
 from ganserve.core.precisions import PRECISIONS
 from ganserve.serving import status
+from ganserve.core.memory_cost import (MIN_BASE_BYTES, SAFETY, CostModel, default_cost, measure_cost, probe_sides,
+                                       run_peak)
+from ganserve.serving.admission import mib
 from ganserve.serving.batcher import Batcher, BatchingConfig
 from ganserve.serving.metrics import ServerMetrics
 from ganserve.serving.proto.inference import model_config_pb2
 from ganserve.serving.repository import ModelSource, model_files, read_model, scan_repository
 from ganserve.serving.precision import Choice, load_reference_cases
-from ganserve.serving.runtime import OrtRunner, RunnerPool, RuntimeSettings, choose_runner, stream_runners
+from ganserve.serving.runtime import (OrtRunner, RunnerPool, RuntimeSettings, choose_runner, stream_runners,
+                                      typical_inputs)
 
 log = logging.getLogger("ganserve.serving")
 
@@ -119,6 +123,7 @@ class ServedVersion:
     stats: Stats
     choice: Choice | None = None
     files: tuple = ()  # (name, size, mtime_ns) of the version folder's files at load: poll mode's change test
+    cost: CostModel = field(default_factory=lambda: default_cost(1))  # working memory of one run (admission)
     leases: int = 0
     _idle: asyncio.Event | None = field(default=None, repr=False)
 
@@ -366,7 +371,10 @@ class ModelManager:
         choice = await asyncio.to_thread(choose_runner, source.path / str(version), source.card,
                                          source.reference_path(version), self.settings, providers, precision)
         runner = await asyncio.to_thread(stream_runners, choice, self.settings)
-        log.info("model %s v%d: serving %s; candidates:\n  %s", source.name, version, choice.summary,
+        self.metrics.track_shapes(source.name, runner)
+        cost = await asyncio.to_thread(_measured_cost, choice, self.settings, source.card)
+        log.info("model %s v%d: serving %s; memory per run %s + %.0f bytes per input pixel (%s); candidates:\n  %s",
+                 source.name, version, choice.summary, mib(cost.base_bytes), cost.bytes_per_pixel, cost.source,
                  "\n  ".join(t.line() for t in choice.table))
         self.metrics.set_candidates(source.name, version, [(t.provider, t.precision, t.status, t.p50_ms)
                                                            for t in choice.table if t.p50_ms is not None])
@@ -374,7 +382,8 @@ class ModelManager:
         batching = dataclasses.replace(batching_config(source.config, self.overrides), workers=self.settings.streams)
         batcher = Batcher(self._timed_run(source.name, runner, stats), batching,
                           name=source.name, observer=VersionObserver(stats, self.metrics), executor=self.executor)
-        return ServedVersion(version=version, runner=runner, batcher=batcher, stats=stats, choice=choice, files=files)
+        return ServedVersion(version=version, runner=runner, batcher=batcher, stats=stats, choice=choice, files=files,
+                             cost=cost)
 
     def _timed_run(self, name: str, runner: OrtRunner | RunnerPool, stats: Stats):
         """Wrap the session run to count executions and compute time per batch size."""
@@ -453,6 +462,30 @@ def _without_reference(source: ModelSource, version: int) -> str:
         return (f"version {version}: {REFERENCE_FILE} holds no case (in:/out: arrays); poll mode serves only "
                 "versions that pass their reference check")
     return ""
+
+
+def _measured_cost(choice: Choice, settings: RuntimeSettings, card: ModelCard | None) -> CostModel:
+    """The version's cost model: the card's (measured at export) for the chosen provider and precision, else measured
+    now on a session of the chosen candidate of its own (so no earlier run's arena hides the memory a run takes):
+    on two probe sizes for an image model with free H and W, else from one run at its own input shape."""
+    scale = card.scale if card is not None else 1
+    candidate = choice.candidate
+    stored = CostModel.from_card(card.memory, candidate.provider, candidate.precision) if card is not None else None
+    if stored is not None:
+        return stored
+    runner = OrtRunner(candidate.path, settings, candidate)
+    image = card.input_by_role("image") if card is not None else None
+    if image is not None and len(image.shape) == 3 and image.shape[1] <= 0 and image.shape[2] <= 0:
+        try:
+            return measure_cost(runner.run, lambda side: typical_inputs(runner, side), scale,
+                                probe_sides(card.spatial_multiple))
+        except Exception as exc:  # noqa: BLE001  (a model that cannot run the probe sizes still serves)
+            log.warning("model %s: memory cost not measured (%s); using the default", card.name, str(exc)[:200])
+            return default_cost(scale)
+    peak = run_peak(runner.run, typical_inputs(runner))
+    if peak is None:
+        return default_cost(scale)
+    return CostModel(max(MIN_BASE_BYTES, int(SAFETY * peak)), 0.0, f"measured: {peak / 2**20:.0f} MiB, x{SAFETY}")
 
 
 def _version_files(folder: Path) -> tuple:

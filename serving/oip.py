@@ -12,6 +12,7 @@ from google.protobuf.message import DecodeError
 
 import ganserve.serving
 from ganserve.serving import status
+from ganserve.serving.admission import infer_cost
 from ganserve.serving.calls import CallGate
 from ganserve.serving.models import READY, UNAVAILABLE, ModelManager
 from ganserve.serving.proto.inference import grpc_service_pb2 as pb
@@ -66,9 +67,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async with self.models.lease(request.model_name, request.model_version) as (model, version):
             inputs = decode_inputs(request, model.config)
             wanted = requested_outputs(request, model.config)
+            cost, _ = infer_cost(model.card, inputs, version.cost)
             start = time.perf_counter_ns()
             try:
-                outputs = await version.batcher.submit(inputs, deadline)
+                async with self.gate.memory(cost, deadline, f"this inference on {model.name!r}"):
+                    outputs = await version.batcher.submit(inputs, deadline)
             except BaseException:  # also a deadline or cancel that ends the call while queued
                 version.stats.record(False, time.perf_counter_ns() - start)
                 raise

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import queue
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -14,6 +16,7 @@ import onnxruntime as ort
 from ganserve.core.contract import ModelCard
 from ganserve.core.errors import RepositoryError
 from ganserve.core.machine import cpu_info
+from ganserve.core.memory_cost import trim
 from ganserve.core.precisions import PRECISIONS
 from ganserve.serving.choice_cache import ChoiceCache, entry_of, key_material, key_of, restore
 from ganserve.serving.precision import (
@@ -33,6 +36,11 @@ ORT_TYPES = {
     "tensor(int32)": "INT32", "tensor(uint8)": "UINT8", "tensor(int8)": "INT8", "tensor(bool)": "BOOL",
 }
 DEFAULT_PROVIDERS = ["cuda", "openvino", "cpu"]
+# Providers that compile (and keep) a kernel set per distinct input shape, so a session's memory grows with every new
+# shape (measured: +0.7 MiB per shape for the OpenVINO provider on cyclegan-ab, without end); the CPU provider plans
+# per run and stays flat (+16 MiB of arena for the largest size, then nothing more over 160 shapes).
+SHAPE_COMPILING = ("OpenVINOExecutionProvider", "CUDAExecutionProvider")
+DEFAULT_MAX_COMPILED_SHAPES = 16
 
 
 def requested_providers(requested: list[str] | None = None) -> list[str]:
@@ -70,20 +78,51 @@ class RuntimeSettings:
     timing_size: int = 64  # spatial size of the typical input the candidates are timed on
     streams: int = 1  # runs of one model in flight at once: 1 = latency mode, >1 = throughput mode
     cache_dir: Path | None = None  # warm-start cache of the choices and OpenVINO's compiled models (None = off)
+    max_compiled_shapes: int = DEFAULT_MAX_COMPILED_SHAPES  # per session of a shape-compiling provider; 0 = no bound
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", *PRECISIONS):
             raise RepositoryError(f"unknown precision {self.precision!r} (auto, {', '.join(PRECISIONS)})")
         if self.streams < 1:
             raise RepositoryError(f"streams must be >= 1, got {self.streams}")
+        if self.max_compiled_shapes < 0:
+            raise RepositoryError(f"max_compiled_shapes must be >= 0, got {self.max_compiled_shapes}")
 
     def threads(self) -> int:
         """Threads per run: the flag's, else the cores shared among the streams."""
         return self.intra_op_threads or max(1, (os.cpu_count() or 1) // self.streams)
 
 
+ShapeKey = tuple[tuple[str, tuple[int, ...]], ...]
+
+
+def shape_key(feeds: dict[str, np.ndarray]) -> ShapeKey:
+    """Every input's name and full shape (batch axis included): what a shape-compiling provider compiles for."""
+    return tuple(sorted((name, tuple(int(d) for d in array.shape)) for name, array in feeds.items()))
+
+
+@dataclass(eq=False)
+class Generation:
+    """One ORT session of a runner, the distinct input shapes run on it, and the runs in flight on it."""
+
+    session: ort.InferenceSession | None
+    shapes: set[ShapeKey] = field(default_factory=set)
+    in_flight: int = 0
+    retired: bool = False
+
+
 class OrtRunner:
-    """One model version's ORT session; `run` is the synchronous callable the batcher drives."""
+    """One model version's ORT session; `run` is the synchronous callable the batcher drives.
+
+    For a provider that compiles per input shape (SHAPE_COMPILING) the session is bounded to
+    `settings.max_compiled_shapes` distinct input shapes by generations: an ORT session cannot forget one shape, and
+    a second session duplicates the weights and the provider's compiled model (+65 MiB for cyclegan-ab on OpenVINO),
+    so instead of an LRU of sessions, the run that brings shape N+1 builds a fresh session of the same candidate and
+    swaps it in; runs already on the old session finish there, and the last one out drops it and trims the C heap
+    (glibc malloc_trim) so the memory goes back to the system. The new session starts with that one shape: warming
+    the recent ones would cost a whole run each to save only their compile (measured on OpenVINO: a new shape's first
+    run is 4-30 ms slower than its next, a run is 5-110 ms at 64-256 px). Rebuilds are counted in `evictions`.
+    """
 
     def __init__(self, path: Path, settings: RuntimeSettings, candidate: Candidate | None = None) -> None:
         options = ort.SessionOptions()
@@ -99,21 +138,107 @@ class OrtRunner:
             if candidate.provider != "CPUExecutionProvider":
                 providers.append("CPUExecutionProvider")  # ops the first provider lacks run here
             self.provider_reason = f"using {candidate.label}"
+        self.path = path
+        self._open: Callable[[], ort.InferenceSession] = lambda: ort.InferenceSession(
+            str(path), sess_options=options, providers=providers)
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+            session = self._open()
         except Exception as exc:  # ORT raises its own exception types for corrupt or unsupported files
             raise RepositoryError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:300]})") from exc
-        self.provider = self.session.get_providers()[0]
+        self.provider = session.get_providers()[0]
         if candidate is not None and self.provider != candidate.provider:
             raise RepositoryError(f"{candidate.provider} did not start for {path.name} (onnxruntime fell back to "
                                   f"{self.provider})")
-        self.inputs = {i.name: i for i in self.session.get_inputs()}
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.inputs = {i.name: i for i in session.get_inputs()}
+        self.output_names = [o.name for o in session.get_outputs()]
+        self.tracks_shapes = self.provider in SHAPE_COMPILING
+        self.max_shapes = settings.max_compiled_shapes if self.tracks_shapes else 0
+        self.evictions = 0
+        self.on_evict: Callable[[], None] | None = None  # told after each rebuild (the server counts them)
+        self._generation = Generation(session)
+        self._lock = threading.Lock()  # guards the generation swap and every generation's shapes and in_flight
+        self._rebuild_lock = threading.Lock()  # one rebuild at a time; runs of known shapes go on meanwhile
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The session new runs go to."""
+        return self._generation.session
+
+    @property
+    def compiled_shapes(self) -> int:
+        """Distinct input shapes the current session has compiled (0 for a provider that compiles none per shape)."""
+        return len(self._generation.shapes) if self.tracks_shapes else 0
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run every output for already-validated feeds."""
-        values = self.session.run(self.output_names, feeds)
+        """Run every output for already-validated feeds (on a fresh session first when the shape bound is hit)."""
+        generation = self._enter(shape_key(feeds) if self.tracks_shapes else ())
+        try:
+            values = generation.session.run(self.output_names, feeds)
+        finally:
+            self._leave(generation)
         return dict(zip(self.output_names, values))
+
+    def _admit(self, key: ShapeKey) -> Generation | None:
+        """The current generation with one more run in flight, if `key` fits its bound (call under `_lock`)."""
+        generation = self._generation
+        if self.tracks_shapes and key not in generation.shapes:
+            if self.max_shapes and len(generation.shapes) >= self.max_shapes:
+                return None
+            generation.shapes.add(key)
+        generation.in_flight += 1
+        return generation
+
+    def _enter(self, key: ShapeKey) -> Generation:
+        with self._lock:
+            generation = self._admit(key)
+        return generation if generation is not None else self._rebuild(key)
+
+    def _rebuild(self, key: ShapeKey) -> Generation:
+        """Build a fresh session for a shape past the bound, swap it in, and drop the old one once it is idle."""
+        with self._rebuild_lock:
+            with self._lock:  # another run may have rebuilt while this one waited
+                generation = self._admit(key)
+            if generation is not None:
+                return generation
+            try:
+                fresh = Generation(self._open(), {key}, in_flight=1)
+            except Exception:  # noqa: BLE001  (out of memory, say: serve on the old session past the bound)
+                log.exception("%s: could not build a fresh session at the shape bound; the old one takes %s",
+                              self.path, key)
+                with self._lock:
+                    old = self._generation
+                    old.shapes.add(key)
+                    old.in_flight += 1
+                return old
+            with self._lock:
+                old, self._generation = self._generation, fresh
+                old.retired = True
+                self.evictions += 1
+                idle = self._take_idle(old)
+            log.info("%s: %d distinct input shapes compiled; a fresh %s session took over (rebuild %d)", self.path,
+                     len(old.shapes), self.provider, self.evictions)
+            if self.on_evict is not None:
+                self.on_evict()
+        if idle is not None:
+            del idle  # the last reference: the session is freed here
+            trim()
+        return fresh
+
+    def _leave(self, generation: Generation) -> None:
+        with self._lock:
+            generation.in_flight -= 1
+            idle = self._take_idle(generation)
+        if idle is not None:
+            del idle  # the last reference: the session is freed here
+            trim()
+
+    @staticmethod
+    def _take_idle(generation: Generation) -> ort.InferenceSession | None:
+        """A retired generation's session once no run is on it, detached so the caller drops it (under `_lock`)."""
+        if not generation.retired or generation.in_flight > 0 or generation.session is None:
+            return None
+        session, generation.session = generation.session, None
+        return session
 
 
 class RunnerPool:
@@ -133,6 +258,24 @@ class RunnerPool:
         first = runners[0]
         self.inputs, self.output_names, self.provider, self.precision = (
             first.inputs, first.output_names, first.provider, first.precision)
+
+    @property
+    def compiled_shapes(self) -> int:
+        """Distinct input shapes compiled, summed over the sessions (each is bounded on its own)."""
+        return sum(r.compiled_shapes for r in self.runners)
+
+    @property
+    def evictions(self) -> int:
+        return sum(r.evictions for r in self.runners)
+
+    @property
+    def on_evict(self) -> Callable[[], None] | None:
+        return self.runners[0].on_evict
+
+    @on_evict.setter
+    def on_evict(self, callback: Callable[[], None] | None) -> None:
+        for runner in self.runners:
+            runner.on_evict = callback
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run on whichever session is free (blocks only if more calls than sessions are in flight)."""

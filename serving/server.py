@@ -27,6 +27,7 @@ from ganserve.serving.calls import CallGate
 from ganserve.serving.http import HttpFront
 from ganserve.serving.images import ImageSettings, ImagesServicer
 from ganserve.serving.limits import Limits, RpcCap, grpc_options
+from ganserve.serving.memory import MemoryBudget, default_budget_bytes
 from ganserve.serving.metrics import ServerMetrics
 from ganserve.serving.models import READY, BatchingOverrides, ModelManager
 from ganserve.serving.oip import InferenceServicer, parsed_unary, serialize, add_inference_servicer
@@ -92,7 +93,10 @@ class GanServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = ServerMetrics()
-        self.gate = CallGate(self.metrics)
+        budget, where = ((config.limits.max_memory_mib * 2**20, "--max-memory-mib") if config.limits.max_memory_mib
+                         else default_budget_bytes())
+        log.info("memory budget for requests in flight: %d MiB (%s)", budget // 2**20, where)
+        self.gate = CallGate(self.metrics, MemoryBudget(budget))
         self.models = ModelManager(config.repo, config.runtime, config.batching, self.metrics)
         self.metrics.known = lambda name: name in self.models.models  # labels only for the repository's models
         self.health = health.aio.HealthServicer()

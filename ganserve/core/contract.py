@@ -109,6 +109,8 @@ class ModelCard:
     parity: dict[str, Any] = field(default_factory=dict)  # max abs error vs torch, sizes checked
     source: dict[str, Any] = field(default_factory=dict)  # checkpoint sha256, commit, config hash
     notes: list[str] = field(default_factory=list)
+    # working memory of one run per "Provider/precision", measured at export (ganserve.core.memory_cost)
+    memory: dict[str, Any] = field(default_factory=dict)
     schema_version: int = CARD_SCHEMA_VERSION
 
     def __post_init__(self) -> None:

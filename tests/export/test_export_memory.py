@@ -1,0 +1,37 @@
+"""The card's memory cost, measured at export: present for each provider here, and its prediction is at least the
+peak a fresh session takes at sizes the fit did not use; models whose memory does not grow with the input get none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+
+from ganserve.core.memory_cost import CostModel, card_key, run_peak
+from ganserve.export.exporter import export_checkpoint, read_card
+from ganserve.export.memory import _feeds
+from ganserve.export.predictors import raw_session
+
+
+def test_the_card_carries_a_cost_that_covers_unseen_sizes(upsampler_ckpt: Path, tmp_path: Path) -> None:
+    version = export_checkpoint(upsampler_ckpt, tmp_path / "repo", name="up")
+    card = read_card(version)
+    wanted = {card_key(p, "fp32") for p in ("CPUExecutionProvider", "OpenVINOExecutionProvider")
+              if p in ort.get_available_providers()}
+    assert set(card.memory) == wanted
+    model = onnx.load(str(version / "model.onnx"))
+    for provider in ("CPUExecutionProvider",):
+        cost = CostModel.from_card(card.memory, provider, "fp32")
+        assert cost is not None and cost.bytes_per_pixel > 0 and "measured" in cost.source
+        session = raw_session(model, provider)
+        names = [o.name for o in session.get_outputs()]
+        session.run(names, _feeds(session, 16))
+        for side in (224, 352):  # the fit used 96 and 160
+            peak = run_peak(lambda feeds: session.run(names, feeds), _feeds(session, side))
+            assert peak is not None and cost.working(side * side) >= peak, (side, peak, cost)
+
+
+def test_a_fixed_size_model_gets_no_memory_figure(classifier_ckpt: Path, tmp_path: Path) -> None:
+    card = read_card(export_checkpoint(classifier_ckpt, tmp_path / "repo", name="cls"))
+    assert card.memory == {}
