@@ -20,7 +20,7 @@ from ganserve.serving.server import ServerThread
 from ganserve.serving.tiling import Infer, banded_window_bytes, plan_tiles, run_tiled, run_tiled_rows
 from local_server import chosen_runner, server_config
 from test_imaging import png_bytes
-from test_tiling import sr_model
+from test_tiling import failing_tile_started, sr_model
 
 
 def blurred_upscale(scale: int, delay: bool = False) -> Infer:
@@ -143,23 +143,9 @@ def test_window_bytes_follow_the_plan() -> None:
 
 
 def test_failing_tile_propagates_and_cancels_the_rest() -> None:
-    started: list[int] = []
-
-    async def infer(tile: np.ndarray) -> np.ndarray:
-        started.append(1)
-        if len(started) == 3:
-            raise RuntimeError("tile failed")
-        await asyncio.sleep(10)
-        return np.zeros((1, 3, 128, 128), np.float32)
-
-    async def scenario() -> set[asyncio.Task]:
-        image = np.zeros((1, 3, 256, 256), np.float32)
-        with pytest.raises(RuntimeError, match="tile failed"):
-            await asyncio.wait_for(run_tiled_rows(image, infer, 2, 64, 8, 1, converter(3, (0, 1)), 4), 5)
-        return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
-
-    assert asyncio.run(scenario()) == set()
-    assert len(started) == 4  # only the tiles admitted by max_in_flight ever started
+    started = failing_tile_started(lambda image, infer: run_tiled_rows(image, infer, 2, 64, 8, 1, converter(3, (0, 1)),
+                                                                       4))
+    assert started == 4  # only the tiles admitted by max_in_flight ever started
 
 
 def test_failure_in_a_later_band_and_in_conversion_propagate() -> None:
