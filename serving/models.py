@@ -368,11 +368,16 @@ class ModelManager:
     async def _load_version(self, source: ModelSource, version: int) -> ServedVersion:
         files = _version_files(source.path / str(version))  # before loading: a change meanwhile shows at the next poll
         providers, precision = model_pins(source.config)
+        settings = self.settings
+        if source.card is not None and source.card.tile_safe:
+            # tile-safe models see tile-sized shapes through the image API; rebuilding their sessions under large
+            # in-flight runs cost more memory than the shapes did (docs/memory.md), so only the others are bounded
+            settings = dataclasses.replace(settings, max_compiled_shapes=0)
         choice = await asyncio.to_thread(choose_runner, source.path / str(version), source.card,
-                                         source.reference_path(version), self.settings, providers, precision)
-        runner = await asyncio.to_thread(stream_runners, choice, self.settings)
+                                         source.reference_path(version), settings, providers, precision)
+        runner = await asyncio.to_thread(stream_runners, choice, settings)
         self.metrics.track_shapes(source.name, runner)
-        cost = await asyncio.to_thread(_measured_cost, choice, self.settings, source.card)
+        cost = await asyncio.to_thread(_measured_cost, choice, settings, source.card)
         log.info("model %s v%d: serving %s; memory per run %s + %.0f bytes per input pixel (%s); candidates:\n  %s",
                  source.name, version, choice.summary, mib(cost.base_bytes), cost.bytes_per_pixel, cost.source,
                  "\n  ".join(t.line() for t in choice.table))
