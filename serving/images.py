@@ -291,7 +291,6 @@ class ImagesServicer(pb_grpc.ImagesServicer):
                 x = _with_mask(x, await self._decode(call.mask, plan.mask), model.name)
             t_decoded = time.perf_counter()
             height, width = x.shape[2], x.shape[3]
-            multiple = max(1, card.spatial_multiple)
             tile, overlap = self._tiling(card, call.options)
             cost, tile, overlap = self._memory_plan(card, served, x.shape, plan.output, tile, overlap)
             run = _Run(served, deadline)

@@ -12,7 +12,6 @@ import socket
 import string
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp

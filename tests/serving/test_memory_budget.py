@@ -293,41 +293,23 @@ def test_deadline_times_out_with_nothing_held() -> None:
     asyncio.run(scenario())
 
 
-def test_a_timed_out_head_lets_the_next_waiters_in() -> None:
+@pytest.mark.parametrize("leaves", ["deadline", "cancel"])
+def test_a_head_that_leaves_the_queue_lets_the_next_waiters_in(leaves: str) -> None:
+    """The head of the queue times out or is cancelled while waiting: nothing it held stays, those behind proceed."""
     async def scenario() -> None:
         budget, order = MemoryBudget(100), []
         release, after = asyncio.Event(), asyncio.Event()
         held = asyncio.create_task(hold(budget, 50, "held", order, release))
         await settle()
-        head = asyncio.create_task(hold(budget, 90, "head", order, after, deadline=time.monotonic() + 0.05))
+        deadline = time.monotonic() + 0.05 if leaves == "deadline" else None
+        head = asyncio.create_task(hold(budget, 90, "head", order, after, deadline=deadline))
         await settle()
         behind = asyncio.create_task(hold(budget, 40, "behind", order, after))
         await settle()
-        assert order == ["held"] and budget.waiting == 2
-        with pytest.raises(TimeoutError):
-            await head
-        await settle()
-        assert order == ["held", "behind"] and budget.in_flight == 90 and budget.waiting == 0
-        release.set()
-        after.set()
-        await asyncio.gather(held, behind)
-        assert budget.in_flight == 0
-    asyncio.run(scenario())
-
-
-def test_cancel_while_waiting_leaves_in_flight_and_lets_others_proceed() -> None:
-    async def scenario() -> None:
-        budget, order = MemoryBudget(100), []
-        release, after = asyncio.Event(), asyncio.Event()
-        held = asyncio.create_task(hold(budget, 50, "held", order, release))
-        await settle()
-        head = asyncio.create_task(hold(budget, 90, "head", order, after))
-        await settle()
-        behind = asyncio.create_task(hold(budget, 40, "behind", order, after))
-        await settle()
-        assert budget.in_flight == 50 and budget.waiting == 2
-        head.cancel()
-        with pytest.raises(asyncio.CancelledError):
+        assert order == ["held"] and budget.in_flight == 50 and budget.waiting == 2
+        if leaves == "cancel":
+            head.cancel()
+        with pytest.raises(TimeoutError if leaves == "deadline" else asyncio.CancelledError):
             await head
         await settle()
         assert order == ["held", "behind"] and budget.in_flight == 90 and budget.waiting == 0
