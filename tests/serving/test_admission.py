@@ -5,6 +5,7 @@ budget; output-pixel cap; the figures in /metrics."""
 from __future__ import annotations
 
 import asyncio
+import math
 import json
 import urllib.error
 import urllib.request
@@ -18,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ganserve.core.contract import CARD_FILE, CONFIG_FILE, MODEL_FILE, ModelCard, TensorSpec, triton_config
 from ganserve.core import memory_cost
-from ganserve.core.memory_cost import CostModel, default_cost, measure_cost, run_peak
+from ganserve.core.memory_cost import CostModel, card_key, default_cost, measure_cost, run_peak
 from ganserve.serving.limits import Limits
 from ganserve.serving.runtime import OrtRunner, RuntimeSettings, typical_inputs
 from ganserve.serving.server import ServerThread
@@ -48,17 +49,25 @@ def conv_sr_model() -> onnx.ModelProto:
     return model
 
 
-def card(tile_safe: bool = True, name: str = "convsr") -> ModelCard:
+# The planning tests state the cost in the card: what a run costs differs by CPU and runtime (an OpenVINO on a bf16
+# CPU infers in bf16 and takes about half), and the plan, not this machine's figure, is what they test.
+STATED = {"base_bytes": 8 * 2**20, "bytes_per_pixel": 1000.0, "source": "stated by the test"}
+PROVIDERS = ("CPUExecutionProvider", "OpenVINOExecutionProvider", "CUDAExecutionProvider")
+
+
+def card(tile_safe: bool = True, name: str = "convsr", stated: bool = False) -> ModelCard:
+    memory = {card_key(p, "fp32"): dict(STATED) for p in PROVIDERS} if stated else {}
     return ModelCard(name=name, task="super_resolution", architecture="conv-x2", scale=2, tile_safe=tile_safe,
                      inputs=[TensorSpec("lr", [3, -1, -1], "FP32", role="image", value_range=[0.0, 1.0])],
-                     outputs=[TensorSpec("hr", [3, -1, -1], "FP32", role="image", value_range=[0.0, 1.0])])
+                     outputs=[TensorSpec("hr", [3, -1, -1], "FP32", role="image", value_range=[0.0, 1.0])],
+                     memory=memory)
 
 
-def write_repo(root: Path, tile_safe: bool = True, name: str = "convsr") -> Path:
+def write_repo(root: Path, tile_safe: bool = True, name: str = "convsr", stated: bool = False) -> Path:
     folder = root / "repo" / name
     (folder / "1").mkdir(parents=True)
     onnx.save(conv_sr_model(), str(folder / "1" / MODEL_FILE))
-    c = card(tile_safe, name)
+    c = card(tile_safe, name, stated)
     (folder / CARD_FILE).write_text(c.to_json())
     (folder / CONFIG_FILE).write_text(triton_config(c))
     return root / "repo"
@@ -101,10 +110,10 @@ def _post(port: int, png: bytes, query: str = "") -> tuple[int, dict | bytes, di
 
 @pytest.fixture(scope="module")
 def tight(tmp_path_factory):
-    """convsr (tile-safe) and convsr-whole (not tile-safe) under a 400 MiB budget."""
+    """convsr (tile-safe) and convsr-whole (not tile-safe), costs stated in their cards, under a 400 MiB budget."""
     root = tmp_path_factory.mktemp("adm")
-    repo = write_repo(root)
-    write_repo(root, tile_safe=False, name="convsr-whole")
+    repo = write_repo(root, stated=True)
+    write_repo(root, tile_safe=False, name="convsr-whole", stated=True)
     cfg = server_config(repo, limits=Limits(max_memory_mib=400))
     cfg.images.max_output_pixels = 1600 * 1600
     thread = ServerThread(cfg)
@@ -133,6 +142,8 @@ def test_a_model_that_cannot_tile_is_refused_naming_the_budget_and_what_fits(tig
     message = json.loads(info.value.read())["error"]
     assert "400 MiB" in message and "--max-memory-mib" in message and "largest input that fits" in message
     side = int(message.split("largest input that fits")[1].split("x")[0].strip(" :about"))
+    # the card's stated cost planned it: 8 MiB + (1000 + 12 input + 60 output bytes) per pixel within 400 MiB
+    assert side == math.isqrt((400 - 8) * 2**20 // 1072), message
     fits = png_bytes(np.full((side, side, 3), 100, np.uint8))
     request = urllib.request.Request(f"http://127.0.0.1:{tight.http_port}/v1/models/convsr-whole/transform", data=fits)
     with urllib.request.urlopen(request, timeout=60) as reply:
