@@ -18,9 +18,10 @@ from ganserve.core.contract import REFERENCE_FILE, ModelCard, check_model_name, 
 from ganserve.core.errors import GanserveError, RepositoryError
 from ganserve.core.precisions import PRECISIONS
 from ganserve.serving import status
-from ganserve.core.memory_cost import (MIN_BASE_BYTES, SAFETY, CostModel, default_cost, measure_cost, probe_sides,
-                                       run_peak)
+from ganserve.core.memory_cost import (MIN_BASE_BYTES, SAFETY, CostModel, card_key, default_cost, measure_cost,
+                                       probe_sides, run_peak)
 from ganserve.serving.admission import mib
+from ganserve.serving.choice_cache import ChoiceCache
 from ganserve.serving.batcher import Batcher, BatchingConfig
 from ganserve.serving.metrics import ServerMetrics
 from ganserve.serving.proto.inference import model_config_pb2
@@ -470,14 +471,28 @@ def _without_reference(source: ModelSource, version: int) -> str:
 
 
 def _measured_cost(choice: Choice, settings: RuntimeSettings, card: ModelCard | None) -> CostModel:
-    """The version's cost model: the card's (measured at export) for the chosen provider and precision, else measured
-    now on a session of the chosen candidate of its own (so no earlier run's arena hides the memory a run takes):
-    on two probe sizes for an image model with free H and W, else from one run at its own input shape."""
-    scale = card.scale if card is not None else 1
+    """The version's cost model: the card's (measured at export) for the chosen provider and precision, else the one
+    an earlier start measured and kept in the choice cache, else measured now (and kept there)."""
     candidate = choice.candidate
     stored = CostModel.from_card(card.memory, candidate.provider, candidate.precision) if card is not None else None
+    if stored is None and choice.cache_key:
+        stored = CostModel.from_card(choice.cached.get("memory"), candidate.provider, candidate.precision,
+                                     "choice cache")
     if stored is not None:
         return stored
+    cost = _measure_cost_now(choice, settings, card)
+    if choice.cache_key and settings.cache_dir is not None and "default" not in cost.source:
+        choice.cached["memory"] = {card_key(candidate.provider, candidate.precision): cost.to_dict()}
+        ChoiceCache(settings.cache_dir).store(choice.cache_key, {k: v for k, v in choice.cached.items()
+                                                                 if k not in ("format", "key", "written")})
+    return cost
+
+
+def _measure_cost_now(choice: Choice, settings: RuntimeSettings, card: ModelCard | None) -> CostModel:
+    """Measured on a session of the chosen candidate of its own (so no earlier run's arena hides the memory a run
+    takes): on two probe sizes for an image model with free H and W, else from one run at its own input shape."""
+    scale = card.scale if card is not None else 1
+    candidate = choice.candidate
     runner = OrtRunner(candidate.path, settings, candidate)
     image = card.input_by_role("image") if card is not None else None
     if image is not None and len(image.shape) == 3 and image.shape[1] <= 0 and image.shape[2] <= 0:

@@ -181,6 +181,8 @@ class Choice:
     passed: bool = True  # the served candidate passed the reference check (False: the model as exported, by default)
     source: str = "measured"  # measured: every candidate timed at this load | cache: a stored choice, re-checked
     built: list[str] = field(default_factory=list)  # labels of the candidates this load built
+    cache_key: str = ""  # the choice cache's key for this choice ("" = cache off)
+    cached: dict = field(default_factory=dict)  # the cache entry as stored (the server adds the measured memory cost)
 
     @property
     def summary(self) -> str:

@@ -386,10 +386,12 @@ def choose_runner(version_dir: Path, card: ModelCard | None, reference: Path | N
         choice = reuse(card, candidate, table, cases, build, feeds, pinned=pinned_now, passed=passed)
         if choice is not None:
             log.info("%s: choice cache hit %s (%s)", version_dir, key[:16], cache.entry_path(key))
+            choice.cache_key, choice.cached = key, entry
             return choice
     log.info("%s: choice cache miss %s; measuring %d candidate(s)", version_dir, key[:16], len(candidates))
     choice = measure()
-    cache.store(key, entry_of(choice, material))
+    choice.cache_key, choice.cached = key, entry_of(choice, material)
+    cache.store(key, choice.cached)
     return choice
 
 

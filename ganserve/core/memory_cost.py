@@ -44,11 +44,12 @@ class CostModel:
         return {"base_bytes": self.base_bytes, "bytes_per_pixel": round(self.bytes_per_pixel, 3), "source": self.source}
 
     @classmethod
-    def from_card(cls, memory: dict, provider: str, precision: str) -> "CostModel | None":
-        """The card's figure for (provider, precision), or None when the card has none (or a malformed one)."""
+    def from_card(cls, memory: dict, provider: str, precision: str, origin: str = "model card") -> "CostModel | None":
+        """The card's figure for (provider, precision), or None when the card has none (or a malformed one); the
+        server's choice cache keeps a figure it measured in the same form (`origin` names where it came from)."""
         entry = memory.get(card_key(provider, precision)) if isinstance(memory, dict) else None
         try:
-            return cls(int(entry["base_bytes"]), float(entry["bytes_per_pixel"]), f"model card: {entry['source']}")
+            return cls(int(entry["base_bytes"]), float(entry["bytes_per_pixel"]), f"{origin}: {entry['source']}")
         except (TypeError, KeyError, ValueError):
             return None
 

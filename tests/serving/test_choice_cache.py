@@ -229,3 +229,25 @@ def test_serve_caches_in_the_env_folder_by_default_and_no_cache_writes_nothing(t
     shutil.rmtree(env_cache)
     _serve_once(repo, home, env_cache, ["--cache-dir", str(tmp_path / "flag-cache")])
     assert len(_entries(tmp_path / "flag-cache")) == 1 and not env_cache.exists()
+
+
+def test_the_memory_cost_measured_at_a_cold_load_is_kept_for_the_warm_one(tmp_path: Path) -> None:
+    repo, cache = _repo(tmp_path), tmp_path / "cache"
+
+    def cost():
+        async def run():
+            manager = ModelManager(repo, RuntimeSettings(providers=["cpu"], intra_op_threads=1, cache_dir=cache),
+                                   BatchingOverrides(), ServerMetrics())
+            model = await manager.load("sr2")
+            await manager.close()
+            return model.latest().cost
+        return asyncio.run(run())
+    cold = cost()
+    assert cold.source.startswith("measured"), cold
+    [entry] = _entries(cache)
+    stored = json.loads(entry.read_text())
+    [(key, figure)] = stored["memory"].items()
+    assert key.endswith("/" + stored["chosen"]["precision"]) and figure["base_bytes"] == cold.base_bytes
+    warm = cost()  # no session of its own, no probe runs: the stored figure
+    assert warm.source == f"choice cache: {cold.source}"
+    assert (warm.base_bytes, warm.bytes_per_pixel) == (cold.base_bytes, round(cold.bytes_per_pixel, 3))
