@@ -211,7 +211,7 @@ def export_from_spec(
         spec, name, version, precision, training or {}, metrics, parity, source or {}, notes,
         inputs=_card_tensors(spec.inputs, half_io), outputs=_card_tensors(spec.outputs, half_io),
     )
-    card.memory = measure_memory(spec, fp32)
+    card.memory = measure_memory(spec, {precision: model, **{v: extra_files[variant_file(v)] for v in variant_facts}})
     if card.memory:
         _say(progress, "memory per run: " + "; ".join(f"{k}: {v['base_bytes'] / 2**20:.0f} MiB + {v['bytes_per_pixel']:.0f} "
                                                          "bytes per input pixel" for k, v in card.memory.items()))

@@ -1,9 +1,10 @@
-"""The model card's memory cost: working memory of one run per (provider, fp32), measured at export.
+"""The model card's memory cost: working memory of one run per (provider, precision), measured at export.
 
-Each provider the export machine has gets a fresh session of the exported model and the fit of
+Each provider the export machine has gets a fresh session of each exported file (the model and its int8/fp16
+variants) and the fit of
 ganserve.core.memory_cost (two probe sizes, peak RSS growth, times a safety factor); the server uses the figure for
-the provider and precision it chooses, and measures at load what the card lacks (another precision, another
-machine's provider).
+the provider and precision it chooses, and measures at load what the card lacks (bf16 inference of the fp32 file,
+another machine's provider) and keeps that in its choice cache.
 """
 
 from __future__ import annotations
@@ -32,35 +33,38 @@ def _feeds(session: ort.InferenceSession, side: int, seed: int = 0) -> dict[str,
     return feeds
 
 
-def measure_memory(spec: ExportSpec, model: onnx.ModelProto) -> dict[str, dict[str, object]]:
-    """{"Provider/fp32": cost model as the card stores it} for each provider here; empty for a model whose image
-    input has no free height and width (its memory does not grow with the request)."""
+def measure_memory(spec: ExportSpec, models: dict[str, onnx.ModelProto]) -> dict[str, dict[str, object]]:
+    """{"Provider/precision": cost model as the card stores it} for each provider here and each exported file
+    (`models`: precision -> model); empty for a model whose image input has no free height and width (its memory
+    does not grow with the request)."""
     image = next((t for t in spec.inputs if t.role == "image"), None)
     if image is None or not spec.dynamic_spatial:
         return {}
-    data = model.SerializeToString()
     found: dict[str, dict[str, object]] = {}
-    for provider in MEASURE_ORDER:
-        if provider not in ort.get_available_providers():
-            continue
-        try:
-            session = raw_session(data, provider)
-        except Exception:  # noqa: BLE001  (a provider that cannot run this graph has no figure to give)
-            continue
-        names = [o.name for o in session.get_outputs()]
-
-        def run(feeds: dict[str, np.ndarray], session: ort.InferenceSession = session) -> object:
-            return session.run(names, feeds)
-
-        try:
-            run(_feeds(session, max(16, spec.spatial_multiple)))  # compile/initialise outside the measurement
-        except Exception:  # noqa: BLE001
-            continue
-        try:
-            cost = measure_cost(run, lambda side, s=session: _feeds(s, side), spec.scale,
-                                probe_sides(spec.spatial_multiple))
-        except Exception:  # noqa: BLE001  (a graph that cannot run the probe sizes gets no figure: measured at load)
-            continue
-        if cost.source.startswith("measured"):
-            found[card_key(provider, "fp32")] = cost.to_dict()
+    for precision, model in models.items():
+        data = model.SerializeToString()
+        for provider in MEASURE_ORDER:
+            if provider in ort.get_available_providers():
+                cost = _measured(spec, data, provider)
+                if cost is not None:
+                    found[card_key(provider, precision)] = cost
     return found
+
+
+def _measured(spec: ExportSpec, data: bytes, provider: str) -> dict[str, object] | None:
+    """One file's cost on one provider, or None where the provider cannot run it at the probe sizes."""
+    try:
+        session = raw_session(data, provider)
+    except Exception:  # noqa: BLE001  (a provider that cannot run this graph has no figure to give)
+        return None
+    names = [o.name for o in session.get_outputs()]
+
+    def run(feeds: dict[str, np.ndarray]) -> object:
+        return session.run(names, feeds)
+
+    try:
+        run(_feeds(session, max(16, spec.spatial_multiple)))  # compile/initialise outside the measurement
+        cost = measure_cost(run, lambda side: _feeds(session, side), spec.scale, probe_sides(spec.spatial_multiple))
+    except Exception:  # noqa: BLE001  (a graph that cannot run the probe sizes gets no figure: measured at load)
+        return None
+    return cost.to_dict() if cost.source.startswith("measured") else None

@@ -87,8 +87,8 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
                         "shapes reach the runtime; border pixels then differ from the exact answer (docs/serving.md, "
                         "Shapes)")
     p.add_argument("--max-compiled-shapes", type=count(0, "(0 = no bound)"), default=16,
-                   help="distinct input shapes an OpenVINO/CUDA session of a model that is not tile-safe may compile "
-                        "before a fresh session replaces it and its memory is freed (0 = no bound)")
+                   help="distinct input shapes an OpenVINO/CUDA session may compile before a fresh session "
+                        "replaces it and its memory is freed; tile-safe models get 4 times as many (0 = no bound)")
     p.add_argument("--max-pixels", type=integer(1), default=4096 * 4096, help="largest input image (width x height)")
     p.add_argument("--grace-seconds", type=duration(), default=30.0, help="drain period on SIGTERM")
     d = Limits()

@@ -35,3 +35,17 @@ def test_the_card_carries_a_cost_that_covers_unseen_sizes(upsampler_ckpt: Path, 
 def test_a_fixed_size_model_gets_no_memory_figure(classifier_ckpt: Path, tmp_path: Path) -> None:
     card = read_card(export_checkpoint(classifier_ckpt, tmp_path / "repo", name="cls"))
     assert card.memory == {}
+
+
+def test_each_variant_gets_its_own_figure_covering_an_unseen_size(upsampler_ckpt: Path, tmp_path: Path) -> None:
+    version = export_checkpoint(upsampler_ckpt, tmp_path / "repo", name="up", variants=("int8",))
+    card = read_card(version)
+    here = [p for p in ("CPUExecutionProvider", "OpenVINOExecutionProvider") if p in ort.get_available_providers()]
+    assert set(card.memory) == {card_key(p, q) for p in here for q in ("fp32", "int8")}
+    int8 = CostModel.from_card(card.memory, "CPUExecutionProvider", "int8")
+    assert int8 is not None and int8.bytes_per_pixel > 0
+    session = raw_session(onnx.load(str(version / "model.int8.onnx")), "CPUExecutionProvider")
+    names = [o.name for o in session.get_outputs()]
+    session.run(names, _feeds(session, 16))
+    peak = run_peak(lambda feeds: session.run(names, feeds), _feeds(session, 288))
+    assert peak is not None and int8.working(288 * 288) >= peak, (peak, int8)

@@ -23,6 +23,7 @@ from ganserve.pipeline.cli import main
 from ganserve.serving import runtime, server as server_module
 from ganserve.serving.imaging import (BUCKETS, bucket_size, decode_image, from_layout, pad_to_bucket, pad_to_multiple,
                                       to_layout, to_pixels, to_tensor)
+from ganserve.serving.models import TILE_SAFE_SHAPES
 from ganserve.serving.runtime import OrtRunner, RunnerPool, RuntimeSettings
 from ganserve.serving.server import ServerThread
 from local_server import chosen_runner, server_config
@@ -187,9 +188,28 @@ def test_buckets_give_one_shape_within_tolerance_and_no_buckets_the_exact_answer
             assert np.array_equal(post(served, name, rgb, "?tile_size=0"), unpadded(served, name, rgb))
     finally:
         served.config.images.buckets = True
-    if HAS_OV:  # a tile-safe model's sessions are not bounded (its image-API shapes are tile-sized): never rebuilt
+    if HAS_OV:  # a tile-safe model's bound is TILE_SAFE_SHAPES x the flag's (its image-API shapes are tile-sized)
         assert evictions(served, name) == before_evictions
-        assert served.server.models.get(name)[1].runner.max_shapes == 0
+        assert served.server.models.get(name)[1].runner.max_shapes == TILE_SAFE_SHAPES * BOUND
+
+
+@pytest.mark.skipif(not HAS_OV, reason=NO_OV)
+def test_raw_model_infer_with_ever_new_shapes_cannot_grow_a_tile_safe_model(served) -> None:
+    name = "sr-buckets"
+    _, version = served.server.models.get(name)
+    start = evictions(served, name)
+    client = tg.InferenceServerClient(f"127.0.0.1:{served.port}")
+    try:
+        for i in range(TILE_SAFE_SHAPES * BOUND + 2):
+            x = np.random.default_rng(i).uniform(-1, 1, (1, 3, 8 + i, 12)).astype(np.float32)
+            tensor = tg.InferInput("x", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x)
+            got = client.infer(name, [tensor]).as_numpy("y")
+            np.testing.assert_array_equal(got, chosen_runner(served, name).run({"x": x})["y"])
+            assert gauge(served, name) <= TILE_SAFE_SHAPES * BOUND
+    finally:
+        client.close()
+    assert evictions(served, name) - start >= 1 and evictions(served, name) == version.runner.evictions
 
 
 @pytest.mark.skipif(not HAS_OV, reason=NO_OV)
