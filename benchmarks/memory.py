@@ -8,7 +8,10 @@ whichever this machine mounts writable), so the server's peak RSS (VmHWM) is tha
 that would take more than the limit gets the server OOM-killed there and only there. Scenarios: one SIZE² request
 with tiling refused by the client (`tile_size=0`) and one with the server's default tiling, for each size; then a
 burst of `--burst` concurrent untiled-asked requests of the first size. For each: HTTP status, the server's peak RSS,
-whether it survived. Prints the CPU first; writes results.json and results.md.
+whether it survived. With `--queue-budget-mib M` the burst runs once more under `--max-memory-mib M`, small enough
+that not all of it fits at once: the report then shows the most memory the server admitted at any moment (sampled
+from /metrics every 50 ms) against that budget, and when each answer came. `--only-burst` skips the single requests.
+Prints the CPU first; writes results.json and results.md.
 """
 
 from __future__ import annotations
@@ -107,8 +110,10 @@ class Server:
             raise RuntimeError("server not ready in 300 s")
         threading.Thread(target=self._drain, daemon=True).start()
         self.peak = 0.0
+        self.in_flight_peak = 0.0  # the most memory the server admitted at once (bytes, from /metrics)
         self._stop = threading.Event()
         threading.Thread(target=self._sample, daemon=True).start()
+        threading.Thread(target=self._sample_admitted, daemon=True).start()
 
     def _drain(self) -> None:
         for line in self.proc.stdout:
@@ -122,13 +127,25 @@ class Server:
                 return
             self._stop.wait(0.05)
 
+    def _sample_admitted(self) -> None:
+        while not self._stop.is_set() and self.proc.poll() is None:
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=5).read().decode()
+            except (urllib.error.URLError, ConnectionError, OSError):
+                text = ""
+            for line in text.splitlines():
+                if line.startswith("ganserve_memory_in_flight_bytes"):
+                    self.in_flight_peak = max(self.in_flight_peak, float(line.rsplit(" ", 1)[1]))
+            self._stop.wait(0.05)
+
     def stop(self) -> dict:
         self._stop.set()
         alive = self.proc.poll() is None
         if alive:
             self.proc.terminate()
         code = self.proc.wait(timeout=120)
-        return {"survived": alive, "exit_code": code, "peak_rss_mib": round(self.peak, 1)}
+        return {"survived": alive, "exit_code": code, "peak_rss_mib": round(self.peak, 1),
+                "admitted_peak_mib": round(self.in_flight_peak / 2**20, 1)}
 
 
 def _post(port: int, model: str, png: bytes, tile: int | None, timeout: float = 1800) -> dict:
@@ -192,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="1024,2048")
     p.add_argument("--limit-mib", type=int, default=6144, help="the cgroup's memory limit for each server")
     p.add_argument("--burst", type=int, default=4, help="concurrent untiled-asked requests of the first size")
+    p.add_argument("--queue-budget-mib", type=int, default=0,
+                   help="run the burst once more under this --max-memory-mib, so part of it must wait")
+    p.add_argument("--only-burst", action="store_true", help="skip the single-request scenarios")
     p.add_argument("--server-arg", action="append", default=[])
     p.add_argument("--label", default="", help="a name for this run in the report (e.g. before/after)")
     p.add_argument("--out", type=Path)
@@ -209,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         limit = args.limit_mib * 2**20
         rows = []
         sizes = [int(s) for s in args.sizes.split(",") if s]
-        for size in sizes:
+        for size in [] if args.only_burst else sizes:
             png = _png(size)
             for tile, what in ((0, "untiled asked"), (None, "server default tiling")):
                 row = {"size": size, "requests": 1, "asked": what,
@@ -222,6 +242,14 @@ def main(argv: list[str] | None = None) -> int:
                    **scenario(repo, args.model, limit, args.server_arg, [png] * args.burst, 0)}
             print(f"[memory] burst: {json.dumps(row)}", flush=True)
             rows.append(row)
+        if args.burst > 1 and args.queue_budget_mib:
+            png = _png(sizes[0])
+            budget = [f"--max-memory-mib={args.queue_budget_mib}"]
+            row = {"size": sizes[0], "requests": args.burst,
+                   "asked": f"untiled asked, concurrent, budget {args.queue_budget_mib} MiB",
+                   **scenario(repo, args.model, limit, args.server_arg + budget, [png] * args.burst, 0)}
+            print(f"[memory] burst under a small budget: {json.dumps(row)}", flush=True)
+            rows.append(row)
     doc = {"machine": info, "model": args.model, "limit_mib": args.limit_mib, "label": args.label,
            "command": " ".join(sys.argv), "rows": rows}
     if args.out:
@@ -230,12 +258,14 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
         lines = [f"# {args.model}: peak memory against a {args.limit_mib} MiB cgroup limit ({args.label or 'run'})", "",
                  f"CPU: {info['cpu_model']}, {info['logical_cpus']} logical CPUs", "",
-                 "| input | requests | asked | answers | server peak RSS | survived | OOM kills |", "|---|---|---|---|---|---|---|"]
+                 "| input | requests | asked | answers (tiles, seconds) | most admitted at once | server peak RSS "
+                 "| survived | OOM kills |", "|---|---|---|---|---|---|---|---|"]
         for row in rows:
-            answers = ", ".join(str(r.get("status")) + (f" ({r['tiles']} tiles)" if r.get("tiles") else "")
-                                for r in row["replies"])
+            answers = ", ".join(str(r.get("status")) + (f" ({r['tiles']} tiles, {r['wall_s']} s)" if r.get("tiles")
+                                                        else "") for r in row["replies"])
             lines.append(f"| {row['size']}² | {row['requests']} | {row['asked']} | {answers} | "
-                         f"{row['peak_rss_mib']:,.0f} MiB | {'yes' if row['survived'] else 'no'} | {row['oom_kills']} |")
+                         f"{row['admitted_peak_mib']:,.0f} MiB | {row['peak_rss_mib']:,.0f} MiB | "
+                         f"{'yes' if row['survived'] else 'no'} | {row['oom_kills']} |")
         (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     return 0
 
