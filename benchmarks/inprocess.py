@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
+from ganserve.core.errors import described
 from ganserve.benchmarks.loadgen import closed_loop, summarise, timed_loop, Stats
 from ganserve.core.contract import REFERENCE_FILE, ModelCard
 
@@ -53,7 +54,7 @@ def candidate_runs(version_dir: Path, card: ModelCard, threads: int,
             runner = make(threads)
             outs = [runner.run(case.inputs) for case in cases]
         except Exception as exc:  # a provider that cannot run this graph is reported, not fatal
-            notes.append(f"ORT {c.label}: failed to run ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+            notes.append(f"ORT {c.label}: failed to run ({described(exc, 120)})")
             continue
         ok, text = check_quality(card, cases, outs, c.precision) if cases else (True, "no reference set")
         runs.append(CandidateRun(f"ort-{c.label.replace('/', '-').lower()}", c.provider, c.precision, make, runner, text, ok))

@@ -23,7 +23,8 @@ import numpy as np
 from ganserve.core.contract import MODEL_FILE, ModelCard
 from ganserve.core.errors import GanserveError
 from ganserve.core.precisions import EXPORT_PRECISIONS
-from ganserve.export.predictors import CPU, ort_session
+from ganserve.core.onnxruntime_facts import CPU
+from ganserve.export.predictors import ort_session
 
 CELL_BUDGET_S = 15.0  # stop timing one cell after this long (at least 3 runs), so big inputs stay bounded
 

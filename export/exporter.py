@@ -14,7 +14,7 @@ from ganserve.core.contract import (
     CARD_FILE, CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, TensorSpec, onnx_metadata, triton_config,
     variant_file,
 )
-from ganserve.core.errors import CheckpointError, GanserveError
+from ganserve.core.errors import CheckpointError, GanserveError, described
 from ganserve.core.files import file_sha256
 from ganserve.core.precisions import EXPORT_PRECISIONS
 from ganserve.core.quality import (
@@ -26,8 +26,9 @@ from ganserve.export.memory import measure_memory
 from ganserve.export.onnx_export import to_onnx
 from ganserve.export.parity import ParityCase, measure_parity, parity_cases
 from ganserve.export.precision import to_fp16, to_int8
-from ganserve.export.predictors import CPU, ort_predictor, ort_session, torch_predictor
-from ganserve.export.providers import measure_on_first_runnable, resolve_providers, short
+from ganserve.core.onnxruntime_facts import CPU, short
+from ganserve.export.predictors import ort_predictor, ort_session, torch_predictor
+from ganserve.export.providers import measure_on_first_runnable, resolve_providers
 from ganserve.export.reference import npz_bytes, reference_arrays
 from ganserve.export.repository import check_target, write_model
 from ganserve.core.export_spec import ExportSpec, Predictor
@@ -52,7 +53,7 @@ def _evaluate(spec: ExportSpec, predictor: Predictor) -> dict[str, float]:
     except GanserveError:
         raise
     except Exception as exc:  # model code: any failure means the export cannot vouch for its quality
-        raise GanserveError(f"held-out evaluation failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+        raise GanserveError(f"held-out evaluation failed: {described(exc)}") from exc
 
 
 def _variant(spec: ExportSpec, fp32: onnx.ModelProto, precision: str, keep_io_fp32: bool, progress: bool) -> onnx.ModelProto:

@@ -15,12 +15,9 @@ import onnxruntime as ort
 
 from ganserve.core.export_spec import ExportSpec
 from ganserve.core.memory_cost import card_key, measure_cost, probe_sides
+from ganserve.core.onnxruntime_facts import numpy_type
 from ganserve.export.predictors import raw_session
 from ganserve.export.providers import MEASURE_ORDER
-
-_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-          "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
-
 
 def _feeds(session: ort.InferenceSession, side: int, seed: int = 0) -> dict[str, np.ndarray]:
     """A batch-1 input with every free axis but the batch at `side`, uniform in [0, 1) (for floats)."""
@@ -28,7 +25,7 @@ def _feeds(session: ort.InferenceSession, side: int, seed: int = 0) -> dict[str,
     feeds = {}
     for meta in session.get_inputs():
         shape = [d if isinstance(d, int) and d > 0 else (1 if i == 0 else side) for i, d in enumerate(meta.shape)]
-        dtype = _TYPES.get(meta.type, np.float32)
+        dtype = numpy_type(meta.type)
         feeds[meta.name] = rng.random(shape).astype(dtype) if np.dtype(dtype).kind == "f" else np.zeros(shape, dtype)
     return feeds
 

@@ -9,7 +9,7 @@ import onnx
 import torch
 
 from ganserve.core.contract import TensorSpec
-from ganserve.core.errors import GanserveError
+from ganserve.core.errors import GanserveError, described, first_line
 from ganserve.export.defaults import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from ganserve.core.export_spec import ExportSpec
 
@@ -77,7 +77,7 @@ def to_onnx(spec: ExportSpec, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
                 training=torch.onnx.TrainingMode.EVAL,
             )
     except Exception as exc:  # the exporter raises many types; all mean "this module cannot be exported"
-        raise GanserveError(f"{spec.architecture}: ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+        raise GanserveError(f"{spec.architecture}: ONNX export failed: {described(exc)}") from exc
     model = onnx.load_from_string(buf.getvalue())
     return check_graph(model, spec)
 
@@ -88,7 +88,7 @@ def check_graph(model: onnx.ModelProto, spec: ExportSpec | None = None) -> onnx.
         onnx.checker.check_model(model, full_check=False)
         model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise GanserveError(f"exported graph is invalid: {str(exc).splitlines()[0]}") from exc
+        raise GanserveError(f"exported graph is invalid: {first_line(exc)}") from exc
     for node in model.graph.node:
         if node.op_type in _TRAINING_OPS:
             training = next((a.i for a in node.attribute if a.name == "training_mode"), 0)

@@ -14,7 +14,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from tqdm import tqdm
 
-from ganserve.core.errors import GanserveError
+from ganserve.core.errors import GanserveError, described, first_line
 
 _FLOAT, _HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 _FP16_MAX = float(np.finfo(np.float16).max)
@@ -132,7 +132,7 @@ def to_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True) -> onnx.ModelProt
         out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=True)
         onnx.checker.check_model(out)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise GanserveError(f"fp16 conversion produced an invalid graph: {str(exc).splitlines()[0]}") from exc
+        raise GanserveError(f"fp16 conversion produced an invalid graph: {first_line(exc)}") from exc
     return out
 
 
@@ -237,7 +237,7 @@ def to_int8(
                 calibrate_method=CalibrationMethod.MinMax,
             )
         except Exception as exc:  # quantize_static raises assorted types for unsupported graphs
-            raise GanserveError(f"int8 quantization failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+            raise GanserveError(f"int8 quantization failed: {described(exc)}") from exc
         if reader.count == 0:
             raise GanserveError("int8 calibration produced no batches")
         quantized = onnx.load(dst)

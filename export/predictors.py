@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
 
-from ganserve.core.errors import GanserveError
+from ganserve.core.errors import GanserveError, first_line
 from ganserve.core.export_spec import ExportSpec, Predictor
-
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-              "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
-CPU = "CPUExecutionProvider"
-OPENVINO = "OpenVINOExecutionProvider"
-# The export measures true fp32 on OpenVINO too: without a hint it silently runs bf16 on bf16 hardware.
-OPENVINO_FP32 = {"device_type": "CPU", "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": "f32"}})}
+from ganserve.core.onnxruntime_facts import CPU, OPENVINO, numpy_type, openvino_options
 
 
 def provider_options(provider: str) -> dict[str, str]:
     """The options the export gives a provider: OpenVINO on the CPU with the explicit fp32 inference hint."""
-    return dict(OPENVINO_FP32) if provider == OPENVINO else {}
+    return openvino_options("fp32") if provider == OPENVINO else {}
 
 
 def raw_session(model: onnx.ModelProto | bytes, provider: str = CPU, threads: int = 0) -> ort.InferenceSession:
@@ -43,12 +35,12 @@ def ort_session(model: onnx.ModelProto | bytes, threads: int = 0, provider: str 
     try:
         return raw_session(model, provider, threads)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
-        raise GanserveError(f"onnxruntime cannot load the exported model: {str(exc).splitlines()[0]}") from exc
+        raise GanserveError(f"onnxruntime cannot load the exported model: {first_line(exc)}") from exc
 
 
 def ort_predictor(session: ort.InferenceSession) -> Predictor:
     """Wrap a session; inputs are cast to the graph's own types (so fp16-I/O graphs take float32 arrays too)."""
-    types = {i.name: _ORT_TYPES.get(i.type) for i in session.get_inputs()}
+    types = {i.name: numpy_type(i.type, None) for i in session.get_inputs()}
     names = [o.name for o in session.get_outputs()]
 
     def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

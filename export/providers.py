@@ -15,18 +15,13 @@ from typing import Any, Callable, Sequence
 import onnx
 import onnxruntime as ort
 
-from ganserve.core.errors import GanserveError
-from ganserve.export.predictors import CPU, OPENVINO, ort_predictor, raw_session
+from ganserve.core.errors import GanserveError, first_line
+from ganserve.core.onnxruntime_facts import CPU, OPENVINO, PROVIDER_NAMES, short
+from ganserve.export.predictors import ort_predictor, raw_session
 from ganserve.core.export_spec import Predictor
 
 MEASURE_ORDER = (CPU, OPENVINO)
-SHORT_NAMES = {"cpu": CPU, "openvino": OPENVINO, "cuda": "CUDAExecutionProvider"}
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
-
-
-def short(provider: str) -> str:
-    """CPUExecutionProvider -> CPU."""
-    return provider.removesuffix("ExecutionProvider")
 
 
 def resolve_providers(names: Sequence[str] | None) -> tuple[str, ...]:
@@ -35,9 +30,9 @@ def resolve_providers(names: Sequence[str] | None) -> tuple[str, ...]:
         return MEASURE_ORDER
     out = []
     for name in names:
-        full = SHORT_NAMES.get(name.strip().lower(), name.strip())
-        if full not in SHORT_NAMES.values():
-            raise GanserveError(f"unknown provider {name!r}; use {', '.join(SHORT_NAMES)}")
+        full = PROVIDER_NAMES.get(name.strip().lower(), name.strip())
+        if full not in PROVIDER_NAMES.values():
+            raise GanserveError(f"unknown provider {name!r}; use {', '.join(PROVIDER_NAMES)}")
         out.append(full)
     return tuple(dict.fromkeys(out))
 
@@ -55,8 +50,8 @@ def _hint(tried: Sequence[str]) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return _ORT_PREFIX.sub("", text)[:400]
+    """An ORT exception's first line without ORT's "[ONNXRuntimeError] : N : KIND : " prefix."""
+    return _ORT_PREFIX.sub("", first_line(exc, 1000))[:400]
 
 
 @dataclass

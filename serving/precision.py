@@ -22,16 +22,14 @@ from typing import Callable
 import numpy as np
 
 from ganserve.core.contract import MODEL_FILE, ModelCard, variant_file
-from ganserve.core.errors import RepositoryError
+from ganserve.core.errors import RepositoryError, described
+from ganserve.core.onnxruntime_facts import CUDA, OPENVINO, openvino_options, short
 from ganserve.core.precisions import PRECISIONS
 from ganserve.core.quality import (  # noqa: F401  (re-exported: the server's rule is the core's)
     CLASS_ROLES, PSNR_DROP_DB, REFERENCE_TOLERANCE, ReferenceCase, check_quality, reference_cases,
 )
 
 log = logging.getLogger("ganserve.serving")
-
-OPENVINO_HINT = {"fp32": "f32", "bf16": "bf16"}
-
 
 @dataclass
 class Candidate:
@@ -122,39 +120,26 @@ def list_candidates(files: dict[str, Path], providers: list[str], available: lis
                 skipped.append(Trial(provider, p, reason=reason))
                 continue
             path = files["fp32"] if p == "bf16" else files[p]
-            tries.append(Candidate(provider, p, path, _provider_options(provider, p)))
+            tries.append(Candidate(provider, p, path, openvino_options(p) if provider == OPENVINO else {}))
     return tries, skipped
 
 
 def _unsupported(provider: str, precision: str, files: dict[str, Path], bf16_hardware: bool) -> str:
     """Why this provider cannot run this precision here ("" when it can)."""
-    short = provider.removesuffix("ExecutionProvider")
+    name = short(provider)
     if precision == "bf16":
-        if provider != "OpenVINOExecutionProvider":
-            return f"bf16 runs only through the OpenVINO provider ({short} has no bf16 kernels)"
+        if provider != OPENVINO:
+            return f"bf16 runs only through the OpenVINO provider ({name} has no bf16 kernels)"
         if not bf16_hardware:
             return "this CPU has no bf16 hardware (neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo)"
         return "" if "fp32" in files else "bf16 needs the fp32 model file"
-    if precision == "fp16" and provider != "CUDAExecutionProvider":
+    if precision == "fp16" and provider != CUDA:
         return "fp16 runs only on CUDA (CPU providers cast it back to fp32)"
-    if precision == "int8" and provider == "CUDAExecutionProvider":
+    if precision == "int8" and provider == CUDA:
         return "int8 QDQ is served by CPU providers only"
     if precision not in files:
         return f"no {variant_file(precision)} in the version folder"
     return ""
-
-
-def _provider_options(provider: str, precision: str) -> dict[str, str]:
-    """OpenVINO gets an explicit precision hint (without one it silently runs bf16 on bf16 hardware) and no CPU
-    pinning: pinned, its threads cannot move off the cores that the event loop, gRPC and a second session also need
-    (two 1-thread sessions were pinned to one core and ran at the speed of one; served throughput at concurrency 16
-    fell to half of concurrency 1's; both measured on the 2-core Xeon, see README's fast-CPU section)."""
-    if provider != "OpenVINOExecutionProvider":
-        return {}
-    config: dict[str, str] = {"ENABLE_CPU_PINNING": "NO"}
-    if precision in OPENVINO_HINT:
-        config["INFERENCE_PRECISION_HINT"] = OPENVINO_HINT[precision]
-    return {"device_type": "CPU", "load_config": json.dumps({"CPU": config})}
 
 
 # -- timing and choice ---------------------------------------------------------------------------------
@@ -208,10 +193,6 @@ def _check(card: ModelCard | None, cases: list[ReferenceCase], runner: object, p
     return check_quality(card, cases, [runner.run(case.inputs) for case in cases], precision)
 
 
-def _error_text(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-
-
 TimingFeeds = Callable[[object], dict[str, dict[str, np.ndarray]]]  # runner -> {size label: typical input}
 
 
@@ -254,7 +235,7 @@ def choose(card: ModelCard | None, candidates: list[Candidate], skipped: list[Tr
                 row.p50_ms_by_size[label] = median_ms(lambda feeds=feeds: runner.run(feeds), **budget)
             row.p50_ms = next(iter(row.p50_ms_by_size.values()))
         except Exception as exc:  # a provider that cannot build or run this graph is a candidate that failed
-            row.status, row.reason = "error", _error_text(exc)
+            row.status, row.reason = "error", described(exc)
             continue
         row.status = "passed" if ok else "failed quality"
         tried.append((cand, runner, row))
@@ -291,7 +272,7 @@ def reuse(card: ModelCard | None, candidate: Candidate, table: list[Trial], case
             runner.run(feeds)
     except Exception as exc:  # the stored choice no longer builds here: measure every candidate again
         log.warning("cached choice %s cannot run (%s); measuring every candidate again", candidate.label,
-                    _error_text(exc))
+                    described(exc))
         return None
     if passed and not ok:
         log.warning("cached choice %s fails the reference check now (%s); measuring every candidate again",

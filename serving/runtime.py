@@ -14,9 +14,10 @@ import numpy as np
 import onnxruntime as ort
 
 from ganserve.core.contract import ModelCard
-from ganserve.core.errors import RepositoryError
+from ganserve.core.errors import RepositoryError, first_line
 from ganserve.core.machine import cpu_info
 from ganserve.core.memory_cost import trim
+from ganserve.core.onnxruntime_facts import CPU, CUDA, OPENVINO, PROVIDER_NAMES, numpy_type
 from ganserve.core.precisions import PRECISIONS
 from ganserve.serving.choice_cache import ChoiceCache, entry_of, key_material, key_of, restore
 from ganserve.serving.precision import (
@@ -25,21 +26,11 @@ from ganserve.serving.precision import (
 
 log = logging.getLogger("ganserve.serving")
 
-# Short names accepted by --providers, in the order the server prefers them.
-PROVIDER_NAMES = {
-    "cuda": "CUDAExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
-ORT_TYPES = {
-    "tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(double)": "FP64", "tensor(int64)": "INT64",
-    "tensor(int32)": "INT32", "tensor(uint8)": "UINT8", "tensor(int8)": "INT8", "tensor(bool)": "BOOL",
-}
 DEFAULT_PROVIDERS = ["cuda", "openvino", "cpu"]
 # Providers that compile (and keep) a kernel set per distinct input shape, so a session's memory grows with every new
 # shape (measured: +0.7 MiB per shape for the OpenVINO provider on cyclegan-ab, without end); the CPU provider plans
 # per run and stays flat (+16 MiB of arena for the largest size, then nothing more over 160 shapes).
-SHAPE_COMPILING = ("OpenVINOExecutionProvider", "CUDAExecutionProvider")
+SHAPE_COMPILING = (OPENVINO, CUDA)
 DEFAULT_MAX_COMPILED_SHAPES = 16
 
 
@@ -50,7 +41,7 @@ def requested_providers(requested: list[str] | None = None) -> list[str]:
     if unknown:
         raise RepositoryError(f"unknown execution provider(s) {unknown} (known: {', '.join(PROVIDER_NAMES)})")
     names = list(dict.fromkeys(PROVIDER_NAMES[s] for s in wanted))
-    return names if "CPUExecutionProvider" in names else [*names, "CPUExecutionProvider"]
+    return names if CPU in names else [*names, CPU]
 
 
 def select_providers(requested: list[str] | None = None) -> tuple[list[str], str]:
@@ -59,8 +50,8 @@ def select_providers(requested: list[str] | None = None) -> tuple[list[str], str
     chosen, missing = [], []
     for full in requested_providers(requested):
         (chosen if full in available else missing).append(full)
-    if "CPUExecutionProvider" not in chosen:
-        chosen.append("CPUExecutionProvider")
+    if CPU not in chosen:
+        chosen.append(CPU)
     reason = f"using {chosen[0]}"
     if missing:
         reason += f"; not in this onnxruntime build ({ort.get_device()}): {', '.join(missing)}"
@@ -135,8 +126,8 @@ class OrtRunner:
         else:
             path, self.precision = candidate.path, candidate.precision
             providers = [(candidate.provider, _with_threads(candidate, settings.threads()))]
-            if candidate.provider != "CPUExecutionProvider":
-                providers.append("CPUExecutionProvider")  # ops the first provider lacks run here
+            if candidate.provider != CPU:
+                providers.append(CPU)  # ops the first provider lacks run here
             self.provider_reason = f"using {candidate.label}"
         self.path = path
         self._open: Callable[[], ort.InferenceSession] = lambda: ort.InferenceSession(
@@ -144,7 +135,7 @@ class OrtRunner:
         try:
             session = self._open()
         except Exception as exc:  # ORT raises its own exception types for corrupt or unsupported files
-            raise RepositoryError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:300]})") from exc
+            raise RepositoryError(f"{path}: onnxruntime cannot load it ({first_line(exc, 300)})") from exc
         self.provider = session.get_providers()[0]
         if candidate is not None and self.provider != candidate.provider:
             raise RepositoryError(f"{candidate.provider} did not start for {path.name} (onnxruntime fell back to "
@@ -296,7 +287,7 @@ def stream_runners(choice: Choice, settings: RuntimeSettings) -> OrtRunner | Run
 
 def _with_threads(candidate: Candidate, threads: int) -> dict[str, str]:
     """Provider options plus the thread count where the provider takes its own (OpenVINO)."""
-    if candidate.provider == "OpenVINOExecutionProvider":
+    if candidate.provider == OPENVINO:
         return {**candidate.options, "num_of_threads": str(threads)}
     return dict(candidate.options)
 
@@ -313,9 +304,7 @@ def zero_inputs(runner: OrtRunner, spatial: int = 16) -> dict[str, np.ndarray]:
     feeds = {}
     for name, meta in runner.inputs.items():
         shape = [d if isinstance(d, int) and d > 0 else (1 if i == 0 else spatial) for i, d in enumerate(meta.shape)]
-        dtype = {"FP32": np.float32, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32, "UINT8": np.uint8,
-                 "BOOL": np.bool_, "FP64": np.float64, "INT8": np.int8}[ORT_TYPES.get(meta.type, "FP32")]
-        feeds[name] = np.zeros(shape, dtype=dtype)
+        feeds[name] = np.zeros(shape, dtype=numpy_type(meta.type))
     return feeds
 
 
@@ -356,7 +345,7 @@ def choose_runner(version_dir: Path, card: ModelCard | None, reference: Path | N
     cases = load_reference_cases(reference)
     sizes = timing_sizes(card, settings)
     pinned_now = pinned is not None
-    last_resort = frozenset() if named_cpu else frozenset({"CPUExecutionProvider"})
+    last_resort = frozenset() if named_cpu else frozenset({CPU})
 
     def build(c: Candidate) -> OrtRunner:
         return OrtRunner(c.path, settings, c)
@@ -402,7 +391,7 @@ def _openvino_cache(candidates: list[Candidate], cache: ChoiceCache) -> None:
     blobs back: it deletes and rewrites them on every load (no gain, no harm measured). Builds with the full
     OpenVINO runtime read them.
     """
-    wanted = [c for c in candidates if c.provider == "OpenVINOExecutionProvider"]
+    wanted = [c for c in candidates if c.provider == OPENVINO]
     if not wanted:
         return
     try:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ganserve.core.errors import CheckpointError
+from ganserve.core.errors import CheckpointError, first_line
 
 FORMAT = "ganserve-checkpoint"
 FORMAT_VERSION = 1
@@ -72,8 +72,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")  # foreign pickles warn before they fail; the error below says it
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated zips and foreign pickles
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: truncated, corrupt or foreign file ({reason[:160]})") from exc
+        raise CheckpointError(f"{path}: truncated, corrupt or foreign file ({first_line(exc, 160)})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a ganserve checkpoint (no format={FORMAT!r} marker)")
     if payload.get("format_version") != FORMAT_VERSION:
@@ -102,8 +101,7 @@ def build_from_checkpoint(path: str | Path, overrides: dict[str, Any] | None = N
     try:
         app.load_weights(payload["state"], payload.get("removed", ()))
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit model {payload['model']!r} ({first[:200]})") from exc
+        raise CheckpointError(f"{path}: weights do not fit model {payload['model']!r} ({first_line(exc)})") from exc
     app.train_info = {
         "step": int(payload["step"]),
         "metrics": payload.get("metrics", {}),

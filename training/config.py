@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ganserve.core.errors import GanserveError
+from ganserve.core.errors import GanserveError, first_line
 
 
 @dataclass
@@ -54,8 +54,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (OSError, ValueError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GanserveError(f"config file {path}: unreadable ({first})") from exc
+        raise GanserveError(f"config file {path}: unreadable ({first_line(exc)})") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

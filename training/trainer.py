@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ganserve.core.errors import CheckpointError, GanserveError
+from ganserve.core.errors import CheckpointError, GanserveError, first_line
 from ganserve.core.machine import describe as describe_cpu
 from ganserve.training import registry
 from ganserve.training.application import Application, TrainContext, broadcast_state
@@ -149,8 +149,7 @@ class Trainer:
                 if name in payload["optim"]:
                     opt.load_state_dict(payload["optim"][name])
         except (RuntimeError, ValueError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0][:200]
-            raise CheckpointError(f"--resume: {self.ckpt_path} does not fit this config ({first})") from exc
+            raise CheckpointError(f"--resume: {self.ckpt_path} does not fit this config ({first_line(exc)})") from exc
         self.step = int(payload["step"])
         metrics = payload.get("metrics", {})
         self.elapsed_before = float(metrics.get("elapsed_seconds", 0.0))

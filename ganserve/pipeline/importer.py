@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from ganserve.core.contract import check_model_name
-from ganserve.core.errors import GanserveError, RepositoryError
+from ganserve.core.errors import GanserveError, RepositoryError, first_line
 from ganserve.core.files import file_sha256
 from ganserve.export.exporter import export_checkpoint
 from ganserve.export.repository import check_target, write_model
@@ -90,11 +90,6 @@ class Format:
 
 
 # -- reading a file ----------------------------------------------------------------------------------------------------
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
-
-
 def _refused_global(exc: BaseException) -> str:
     """The global a weights-only unpickler refused (e.g. ``builtins.open``), where the message names it."""
     found = re.search(r"(?:Unsupported global: GLOBAL|global) ([\w.]+)", str(exc))
@@ -114,7 +109,7 @@ def read_tensors(path: str | Path) -> tuple[State, str]:
         with open(path, "rb") as fh:
             empty = not fh.read(1)
     except OSError as exc:
-        raise ImportFailure(f"{path}: cannot be read ({exc.strerror or _first_line(exc)})") from exc
+        raise ImportFailure(f"{path}: cannot be read ({exc.strerror or first_line(exc)})") from exc
     if empty:
         raise ImportFailure(f"{path}: empty file")
     suffix = path.suffix.lower()
@@ -125,7 +120,7 @@ def read_tensors(path: str | Path) -> tuple[State, str]:
         try:
             loaded: Any = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise ImportFailure(f"{path}: truncated or corrupt safetensors file ({_first_line(exc)})") from exc
+            raise ImportFailure(f"{path}: truncated or corrupt safetensors file ({first_line(exc)})") from exc
     elif suffix in (".pth", ".pt"):
         try:
             with warnings.catch_warnings():
@@ -138,11 +133,11 @@ def read_tensors(path: str | Path) -> tuple[State, str]:
                     f"{path}: refused: the pickle holds more than tensors"
                     f"{f' (it would call {what})' if what else ''}; only weights are read "
                     "(torch.load weights_only=True), nothing in the file ran") from exc
-            raise ImportFailure(f"{path}: truncated or corrupt .pth file ({_first_line(exc)})") from exc
+            raise ImportFailure(f"{path}: truncated or corrupt .pth file ({first_line(exc)})") from exc
         except Exception as exc:  # torch raises many types for truncated zips and foreign files
             with open(path, "rb") as fh:
                 cut = fh.read(2) == b"PK" and not zipfile.is_zipfile(path)
-            reason = "a zip archive (torch.save's format) whose end is missing" if cut else _first_line(exc)
+            reason = "a zip archive (torch.save's format) whose end is missing" if cut else first_line(exc)
             raise ImportFailure(f"{path}: truncated or corrupt .pth file ({reason})") from exc
     else:
         raise ImportFailure(f"{path}: unknown file type {suffix or '(none)'!r}; give a .pth, .pt or .safetensors file")
@@ -533,7 +528,7 @@ def _fit(generator: torch.nn.Module, state: State, what: str) -> list[str]:
     try:
         generator.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ImportFailure(f"the weights do not load into {what} ({_first_line(exc)})") from exc
+        raise ImportFailure(f"the weights do not load into {what} ({first_line(exc)})") from exc
     return notes
 
 

@@ -21,7 +21,8 @@ from ganserve.export.exporter import measure_precision
 from ganserve.export.onnx_export import to_onnx
 from ganserve.export.parity import parity_cases
 from ganserve.export.precision import to_int8
-from ganserve.export.predictors import CPU, OPENVINO, raw_session, torch_predictor
+from ganserve.core.onnxruntime_facts import CPU, OPENVINO
+from ganserve.export.predictors import raw_session, torch_predictor
 from ganserve.export.providers import MEASURE_ORDER
 from ganserve.export.reference import reference_arrays
 from ganserve.core.contract import CARD_FILE, REFERENCE_FILE, ModelCard

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganserve.core.errors import GanserveError
+from ganserve.core.errors import GanserveError, first_line
 from ganserve.training.config import load_config_file
 from ganserve.training.data.faces import AGE_GROUPS, GROUP_CENTRES, age_group, identity, render, scene
 from ganserve.training.networks.face_aging import FACE_NET_KINDS, FaceNet, NetConfig, net_config
@@ -132,7 +132,7 @@ def load_net(path: str | Path, kind: str | None = None) -> FaceNet:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise GanserveError(f"{path}: not a readable face network ({str(exc).splitlines()[0][:120]})") from exc
+        raise GanserveError(f"{path}: not a readable face network ({first_line(exc, 120)})") from exc
     if not isinstance(payload, dict) or payload.get("format") != "ganserve-face-net":
         raise GanserveError(f"{path}: not a face network file")
     cfg = NetConfig(**{**payload["config"], "widths": tuple(payload["config"]["widths"])})
