@@ -27,6 +27,7 @@ from ganserve.benchmarks import report
 from ganserve.benchmarks.flops import count_flops
 from ganserve.benchmarks.loadgen import ProcessMonitor, Stats, closed_loop, summarise, timed_loop
 from ganserve.benchmarks.machine import bf16_peak_gflops, cpu_info, int8_peak_gops, matmul_peak_gflops
+from ganserve.core.card_roles import rpc_for
 from ganserve.core.contract import CARD_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, model_versions
 from ganserve.core.errors import GanserveError
 from ganserve.core.image_metrics import to_uint8
@@ -60,11 +61,11 @@ class BenchConfig:
 
 
 def image_models(repo: Path) -> list[str]:
-    """Models of a repository that take an image and answer with one (what `--model all` benches), by name."""
+    """Models of a repository that Transform serves (what `--model all` benches), by name."""
     names = []
     for folder in sorted(p for p in repo.iterdir() if (p / CARD_FILE).is_file()):
         card = ModelCard.load(folder / CARD_FILE)
-        if card.input_by_role("image") and card.output_by_role("image") and model_versions(folder):
+        if rpc_for(card) == "Transform" and model_versions(folder):
             names.append(folder.name)
     return names
 
@@ -319,12 +320,12 @@ class Bench:
             proc.wait(timeout=30)
 
     def _image_rpc(self, images, png: bytes, size: int):
-        """(Transform, its request) for a model with an image input and an image output, or (None, None): each
-        condition takes its first choice from the card, a mask input an all-white mask of the image's size."""
+        """(Transform, its request) for a model Transform serves, or (None, None): each condition takes its first
+        choice from the card, a mask input an all-white mask of the image's size."""
         from ganserve.serving.conditioning import condition_choices
         from ganserve.serving.proto.ganserve.v1 import images_pb2
 
-        if self.card.input_by_role("image") is None or self.card.output_by_role("image") is None:
+        if rpc_for(self.card) != "Transform":
             return None, None
         conditions = {spec.name: (condition_choices(spec) or ["0"])[0] for spec in self.card.conditions()}
         request = images_pb2.TransformRequest(model=self.cfg.model, image=png, conditions=conditions)

@@ -17,6 +17,7 @@ from typing import AsyncIterator, Iterable, Mapping
 import grpc
 import numpy as np
 
+from ganserve.core.card_roles import NEEDS, roles_text, rpc_by_outputs, rpc_for, unfillable, unfilled
 from ganserve.core.contract import ModelCard, TensorSpec
 from ganserve.serving import status
 from ganserve.serving.admission import mib
@@ -30,70 +31,24 @@ from ganserve.serving.proto.ganserve.v1 import images_pb2 as pb
 from ganserve.serving.proto.ganserve.v1 import images_pb2_grpc as pb_grpc
 from ganserve.serving.tiling import banded_window_bytes, fits_one_tile, on_grid, run_tiled, run_tiled_rows
 
-# What each RPC needs of a card, in the words its error messages use.
-NEEDS = {"Transform": "an image input and an image output",
-         "Classify": "an image input and a probabilities or logits output",
-         "Generate": "a latent input and an image output, and no image input"}
-
-
-# The input roles each RPC fills (image, latent and mask: one tensor each; conditions: any number).
-FILLS = {"Transform": ("image", "mask", "condition"), "Classify": ("image",), "Generate": ("latent", "condition")}
-
-
-def _unfillable(card: ModelCard, rpc: str) -> list[TensorSpec]:
-    """The inputs `rpc` would leave empty: roles it does not fill, and a second image, latent or mask."""
-    seen: set[str] = set()
-    left = []
-    for t in card.inputs:
-        if t.role not in FILLS[rpc] or (t.role != "condition" and t.role in seen):
-            left.append(t)
-        seen.add(t.role)
-    return left
-
-
-def rpc_for(card: ModelCard) -> str:
-    """The Images RPC that serves a model, from its card's roles; empty when only ModelInfer can (including a model
-    with an input the RPC its outputs call for cannot fill)."""
-    rpc = _rpc_by_roles(card)
-    return rpc if rpc and not _unfillable(card, rpc) else ""
-
-
-def _rpc_by_roles(card: ModelCard) -> str:
-    takes_image = card.input_by_role("image") is not None
-    if takes_image and card.output_by_role("probabilities", "logits") is not None:
-        return "Classify"
-    if card.output_by_role("image") is not None:
-        if takes_image:
-            return "Transform"
-        if card.input_by_role("latent") is not None:
-            return "Generate"
-    return ""
-
-
-def _roles(tensors: Iterable[TensorSpec]) -> str:
-    """'lr (image), age (condition)' for messages."""
-    return ", ".join(f"{t.name} ({t.role})" for t in tensors)
-
-
 def check_rpc(card: ModelCard, rpc: str, called: str = "") -> None:
     """INVALID_ARGUMENT unless `rpc` serves this model; the message names the RPC that does (``called`` is the
     alias the client used, when it used one)."""
     right = rpc_for(card)
     if right == rpc:
         return
-    if not right and _rpc_by_roles(card) == rpc:
-        check_filled(card, [t.name for t in card.inputs if t not in _unfillable(card, rpc)])  # raises
+    if not right and rpc_by_outputs(card) == rpc:
+        check_filled(card, [t.name for t in card.inputs if t not in unfillable(card, rpc)])  # raises
     hint = f"call {right}" if right else "call it through ModelInfer"
-    raise status.invalid(f"model {card.name!r} (inputs {_roles(card.inputs)}; outputs {_roles(card.outputs)}) is not "
-                         f"served by {called or rpc}, which needs {NEEDS[rpc]}; {hint}")
+    raise status.invalid(f"model {card.name!r} (inputs {roles_text(card.inputs)}; outputs {roles_text(card.outputs)}) "
+                         f"is not served by {called or rpc}, which needs {NEEDS[rpc]}; {hint}")
 
 
 def check_filled(card: ModelCard, filled: Iterable[str]) -> None:
     """INVALID_ARGUMENT when the model has inputs the image API does not fill (they need ModelInfer)."""
-    names = set(filled)
-    extra = [t for t in card.inputs if t.name not in names]
+    extra = unfilled(card, filled)
     if extra:
-        raise status.invalid(f"model {card.name!r} needs inputs {_roles(extra)} that the image API cannot fill; "
+        raise status.invalid(f"model {card.name!r} needs inputs {roles_text(extra)} that the image API cannot fill; "
                              "use ModelInfer")
 
 
@@ -164,7 +119,7 @@ def transform_plan(card: ModelCard, call: ImageCall, rpc: str = "Transform") -> 
     image, output, mask = card.input_by_role("image"), card.output_by_role("image"), card.input_by_role("mask")
     assert image is not None and output is not None  # check_rpc saw both
     if call.mask and mask is None:
-        raise status.invalid(f"model {card.name!r} has no mask input (inputs {_roles(card.inputs)}); send no mask")
+        raise status.invalid(f"model {card.name!r} has no mask input (inputs {roles_text(card.inputs)}); send no mask")
     if mask is not None and not call.mask:
         raise status.invalid(f"model {card.name!r} needs a mask image for its input {mask.name!r}, the image's size "
                              "(TransformRequest.mask)")

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
+from ganserve.core.card_roles import rpc_for
 from ganserve.core.contract import ModelCard
 from ganserve.core.errors import GanserveError
 from ganserve.core.image_metrics import colourfulness, from_uint8, psnr_rgb, psnr_y, ssim_rgb, ssim_y, to_uint8
@@ -153,10 +154,8 @@ def generation(client, card: ModelCard, ex) -> Outcome:
 
 
 def ask(client, card: ModelCard, ex) -> Outcome:
-    """One held-out example through the RPC the card's roles call for (serving.images.rpc_for): Transform (with
+    """One held-out example through the RPC the card's roles call for (core.card_roles.rpc_for): Transform (with
     the bicubic baseline when the card's scale > 1), Classify or Generate."""
-    from ganserve.serving.images import rpc_for
-
     rpc = rpc_for(card)
     if rpc == "Transform":
         return (upscaled if card.scale > 1 and ex.truth is not None else same_size)(client, card, ex)
