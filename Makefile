@@ -3,9 +3,9 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 # ONNX Runtime flavour (mutually exclusive extras): the fastest on this architecture by default (openvino on
-# x86-64, cpu elsewhere: ganserve/core/flavour.py); override with ORT=cpu|openvino|gpu.
-ORT ?= $(shell $(PY) ganserve/core/flavour.py)
-FLAVOUR := $(shell $(PY) ganserve/core/flavour.py $(ORT) || echo invalid)
+# x86-64, cpu elsewhere: core/flavour.py); override with ORT=cpu|openvino|gpu.
+ORT ?= $(shell $(PY) core/flavour.py)
+FLAVOUR := $(shell $(PY) core/flavour.py $(ORT) || echo invalid)
 
 .PHONY: setup demo test bench protos clean lock lock-upgrade check-flavour
 

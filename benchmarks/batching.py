@@ -253,7 +253,7 @@ def memory(args: argparse.Namespace, path: str) -> None:
         command = [sys.executable, "-m", "ganserve.benchmarks.batching", "--model", path, "--memory-child", mode,
                    "--mem-size", str(args.mem_size), "--tile", str(args.tile), "--overlap", str(args.overlap),
                    "--max-batch-size", str(args.max_batch_size), "--threads", str(args.threads)]
-        done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+        done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             print(f"| {mode} | failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]} | | | | |")
             continue

@@ -43,7 +43,6 @@ from ganserve.serving.proto.inference import grpc_service_pb2 as pb
 from ganserve.serving.rest import ENCODE_COST_BYTES, INLINE_BYTES, JsonWork, encode_header, parse_header
 from ganserve.serving.server import ServerConfig, serve
 
-ROOT = Path(__file__).resolve().parents[1]
 MODES = ("loop", "thread", "process")
 READY = re.compile(r"ganserve serving: ready grpc=\S+:(\d+) http=(-?\d+)")
 PROBE_INTERVAL_S = 0.01
@@ -281,7 +280,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-json-mb", type=float, default=8.0, help="the server's cap, and the body's size")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--sizes-kib", default="4,16,64,256,1024", help="body sizes of the in-process part ('' = skip)")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "json_loop")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/json_loop"))
     p.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
     p.add_argument("--repo", type=Path, help=argparse.SUPPRESS)
     return p

@@ -41,8 +41,7 @@ from ganserve.core.contract import ModelCard
 from ganserve.core.machine import cpu_info, describe
 from ganserve.serving.server import Child, start_subprocess
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
+CONFIG = Path("deploy/haproxy/haproxy.cfg")  # the checkout's, from its root (--haproxy-config elsewhere)
 
 
 def _free_port() -> int:
@@ -72,13 +71,13 @@ class Balancer:
             self.proc.wait()
 
 
-def start_balancer(backends: list[int]) -> Balancer:
-    """HAProxy on deploy/haproxy/haproxy.cfg; with one backend, both of its server lines point at it."""
+def start_balancer(backends: list[int], config: Path = CONFIG) -> Balancer:
+    """HAProxy on `config` (deploy/haproxy/haproxy.cfg); with one backend, both of its server lines point at it."""
     port = _free_port()
     first, second = (backends * 2)[:2]
     env = {**os.environ, "GANSERVE_LB_BIND": f"127.0.0.1:{port}", "GANSERVE_REPLICA_1": f"127.0.0.1:{first}",
            "GANSERVE_REPLICA_2": f"127.0.0.1:{second}"}
-    proc = subprocess.Popen([_haproxy_binary(), "-db", "-f", str(CONFIG)], env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([_haproxy_binary(), "-db", "-f", str(config)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     balancer = Balancer(proc, port)
     _wait_ready(f"127.0.0.1:{port}", 20.0)
@@ -164,7 +163,8 @@ def _row(setup: str, target: str, pids: list[int], card: ModelCard, size: int, c
     return stats
 
 
-def scaling(repo: Path, model: str, size: int, concurrencies: list[int], duration: float) -> list[Stats]:
+def scaling(repo: Path, model: str, size: int, concurrencies: list[int], duration: float,
+            config: Path = CONFIG) -> list[Stats]:
     card = ModelCard.load(repo / model / "model_card.json")
     cores = os.cpu_count() or 1
     rows: list[Stats] = []
@@ -176,7 +176,7 @@ def scaling(repo: Path, model: str, size: int, concurrencies: list[int], duratio
             for c in concurrencies:
                 rows.append(_row(f"1 replica, {cores} threads, direct", f"127.0.0.1:{replica.port}",
                                  [replica.proc.pid], card, size, c, duration))
-            balancer = start_balancer([replica.port])
+            balancer = start_balancer([replica.port], config)
             try:
                 for c in concurrencies:
                     rows.append(_row(f"1 replica, {cores} threads, haproxy", f"127.0.0.1:{balancer.port}",
@@ -188,7 +188,7 @@ def scaling(repo: Path, model: str, size: int, concurrencies: list[int], duratio
         half = max(1, cores // 2)
         replicas = [_replica(only, half) for _ in range(2)]
         try:
-            balancer = start_balancer([r.port for r in replicas])
+            balancer = start_balancer([r.port for r in replicas], config)
             try:
                 for c in concurrencies:
                     rows.append(_row(f"2 replicas, {half} thread{'s' * (half > 1)} each, haproxy",
@@ -302,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--footprint-requests", type=int, default=20)
     p.add_argument("--skip-footprint", action="store_true")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/replicas/latest"))
+    p.add_argument("--haproxy-config", type=Path, default=CONFIG,
+                   help=f"the balancer's configuration (default: {CONFIG}, from the checkout's root)")
     args = p.parse_args(argv)
     if not (args.repo / args.model / "model_card.json").is_file():
         p.error(f"{args.repo / args.model} is not an exported model folder: run `make demo` first")
@@ -309,12 +311,15 @@ def main(argv: list[str] | None = None) -> int:
         concurrencies = [int(c) for c in args.concurrency.split(",")]
     except ValueError:
         p.error(f"--concurrency must be comma-separated integers, got {args.concurrency!r}")
+    if not args.haproxy_config.is_file():
+        p.error(f"--haproxy-config {args.haproxy_config}: no such file (run from the checkout's root, or name it)")
     if min(concurrencies) < 1 or args.duration <= 0 or args.size < 1 or args.footprint_requests < 1:
         p.error("--concurrency, --duration, --size and --footprint-requests must be positive")
     print(f"CPU: {describe()}", flush=True)
     doc = {"machine": cpu_info(), "model": args.model, "size": args.size, "duration_s": args.duration,
            "footprint_requests": args.footprint_requests,
-           "scaling": [s.to_dict() for s in scaling(args.repo, args.model, args.size, concurrencies, args.duration)],
+           "scaling": [s.to_dict() for s in scaling(args.repo, args.model, args.size, concurrencies, args.duration,
+                                                          args.haproxy_config)],
            "footprint": [] if args.skip_footprint else footprint(args.repo, args.size, args.footprint_requests)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "replicas.json").write_text(json.dumps(doc, indent=1))

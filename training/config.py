@@ -13,6 +13,8 @@ import yaml
 
 from ganserve.core.errors import GanserveError, first_line
 
+RECIPES = Path(__file__).resolve().parent / "configs"  # the recipe configs, installed with the package
+
 
 @dataclass
 class CommonConfig:

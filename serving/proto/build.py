@@ -13,8 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-PROTO_DIR = ROOT / "protos"
+PROTO_DIR = Path("protos")  # the checkout's, from its root (--protos elsewhere); the .proto files are not installed
 OUT_DIR = Path(__file__).resolve().parent
 PROTOS = ["inference/model_config.proto", "inference/grpc_service.proto", "ganserve/v1/images.proto"]
 PACKAGES = ["inference", "ganserve", "ganserve/v1"]
@@ -37,7 +36,7 @@ def generate(proto_dir: Path = PROTO_DIR) -> dict[str, str]:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_dir}", f"--python_out={tmp}",
                f"--grpc_python_out={tmp}", *PROTOS]
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        subprocess.run(cmd, check=True)
         files = {str(p.relative_to(tmp)): _postprocess(p.read_text()) for p in sorted(Path(tmp).rglob("*.py"))}
     for pkg in PACKAGES:
         files[f"{pkg}/__init__.py"] = '"""Generated protobuf package (see serving/proto/build.py)."""\n'
@@ -52,8 +51,11 @@ def stale_files(files: dict[str, str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed files are not current")
+    parser.add_argument("--protos", type=Path, default=PROTO_DIR, help=f"the .proto folder (default: {PROTO_DIR})")
     args = parser.parse_args(argv)
-    files = generate()
+    if not all((args.protos / rel).is_file() for rel in PROTOS):
+        parser.error(f"--protos {args.protos}: not the protos folder (run from the checkout's root, or name it)")
+    files = generate(args.protos.resolve())
     stale = stale_files(files)
     if args.check:
         for rel in stale:

@@ -59,7 +59,7 @@ def test_an_unknown_flavour_is_refused_before_anything_is_installed(tmp_path: Pa
                           capture_output=True, text=True, timeout=60, env=_clean_env())
     assert done.returncode != 0 and "ORT must be one of cpu, openvino, gpu (got 'tpu')" in done.stdout + done.stderr
     assert not venv.exists()
-    script = subprocess.run([sys.executable, str(ROOT / "ganserve" / "core" / "flavour.py"), "tpu"], capture_output=True,
+    script = subprocess.run([sys.executable, str(ROOT / "core" / "flavour.py"), "tpu"], capture_output=True,
                             text=True, timeout=30)
     assert script.returncode == 2 and script.stderr.strip() == "unknown ONNX Runtime flavour 'tpu': use ORT=cpu|openvino|gpu"
 

@@ -13,7 +13,9 @@ import torch
 
 from ganserve.core.errors import GanserveError
 from ganserve.core.quality import reference_cases
-from ganserve.core.shipped import SHIPPED, TRAINING_RECORD, shipped_entries
+from ganserve.core.shipped import TRAINING_RECORD, shipped_dir, shipped_entries
+
+SHIPPED = shipped_dir()  # the checkout's models/ (the suite runs from its root)
 from ganserve.training import registry
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from ganserve.training.config import config_dict, load_config_file, merge_config, parse_set, resolve_config

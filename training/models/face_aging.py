@@ -34,6 +34,7 @@ from ganserve.core.image_metrics import to_uint8
 from ganserve.core.contract import TensorSpec
 from ganserve.core.errors import GanserveError
 from ganserve.core.export_spec import ExportSpec
+from ganserve.core.shipped import from_shipped
 from ganserve.training.application import Application, DemoExample, TrainContext, update_average
 from ganserve.training.calibration import CALIBRATION_SEED
 from ganserve.training.config import CommonConfig
@@ -49,7 +50,7 @@ from ganserve.training.data.faces import (
 )
 from ganserve.training.data.images import step_generator
 from ganserve.training.models.face_aging_eval import Judges, evaluate_aging, headline_key, held_out_faces, load_judges
-from ganserve.training.models.face_judges import load_net, render_set, resolve
+from ganserve.training.models.face_judges import load_net, render_set
 from ganserve.training.networks import build_network, describe_network
 from ganserve.training.networks.face_aging import GROUPS, SIZE, FaceNet, one_hot
 from ganserve.training.networks.specs import network_field
@@ -245,9 +246,9 @@ class FaceAgingApp(Application):
     def judges(self) -> Judges | None:
         """The independent judges named by the config, or None when either path is empty or missing."""
         c = self.config
-        if not c.age_judge or not c.id_judge or not resolve(c.age_judge).is_file() or not resolve(c.id_judge).is_file():
+        if not c.age_judge or not c.id_judge or not from_shipped(c.age_judge).is_file() or not from_shipped(c.id_judge).is_file():
             return None
-        return load_judges(str(resolve(c.age_judge)), str(resolve(c.id_judge)))
+        return load_judges(str(from_shipped(c.age_judge)), str(from_shipped(c.id_judge)))
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_aging(self.predict, self.config.eval_identities, self.judges())

@@ -32,13 +32,13 @@ import torch
 import torch.nn.functional as F
 
 from ganserve.core.errors import GanserveError, first_line
+from ganserve.core.shipped import from_shipped
 from ganserve.training.config import load_config_file
 from ganserve.training.data.faces import AGE_GROUPS, GROUP_CENTRES, age_group, identity, render, scene
 from ganserve.training.networks.face_aging import FACE_NET_KINDS, FaceNet, NetConfig, net_config
 
 KINDS = FACE_NET_KINDS
 FILES = {kind: f"{kind}.pt" for kind in KINDS}
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- data -------------------------------------------------------------------------------------------------------
@@ -116,17 +116,9 @@ def save_net(path: str | Path, net: FaceNet, metrics: dict[str, Any]) -> Path:
     return path
 
 
-def resolve(path: str | Path) -> Path:
-    """A relative path as given if it exists from here, else relative to the repository root (shipped files)."""
-    path = Path(path)
-    if path.is_absolute() or path.exists():
-        return path
-    return REPO_ROOT / path
-
-
 def load_net(path: str | Path, kind: str | None = None) -> FaceNet:
     """Read a face network written by ``save_net`` (eval mode, frozen); a one-line error for anything else."""
-    path = resolve(path)
+    path = from_shipped(path)
     if not path.is_file():
         raise GanserveError(f"{path}: no such face network file (train with: python -m ganserve.training.models.face_judges)")
     try:

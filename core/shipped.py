@@ -11,12 +11,13 @@ about the exported ONNX model (ganserve.core.contract) and is what the server re
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from ganserve.core.errors import GanserveError
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models"
+SHIPPED_ENV = "GANSERVE_SHIPPED"  # names the shipped models' folder (commands also take --shipped / --models-dir)
 TRAINING_RECORD = "training_record.json"
 LEGACY_RECORD = "card.json"  # what entries written before the rename call it; read, never written
 SHIP_CHECKPOINT = "checkpoint.pt"
@@ -52,8 +53,23 @@ def entry_checkpoint(entry: str | Path) -> Path:
     return record_path(entry).parent / card["file"]
 
 
-def shipped_entries(models_dir: str | Path = SHIPPED) -> list[Path]:
+def shipped_dir() -> Path:
+    """Where the shipped models are: $GANSERVE_SHIPPED, else models/ in the current folder (the checkout's root,
+    where make, the docs and the tests run commands). They are not in the wheel."""
+    return Path(os.environ.get(SHIPPED_ENV) or "models").absolute()
+
+
+def from_shipped(path: str | Path) -> Path:
+    """A path as given if it exists from here, else one written as models/... (a shipped file, as configs and
+    records name them) found under shipped_dir()."""
+    path = Path(path)
+    if path.is_absolute() or path.exists() or not path.parts or path.parts[0] != "models":
+        return path
+    return shipped_dir().joinpath(*path.parts[1:])
+
+
+def shipped_entries(models_dir: str | Path | None = None) -> list[Path]:
     """Entry folders under models/ (those with a training record), sorted by name."""
-    root = Path(models_dir)
+    root = Path(models_dir) if models_dir is not None else shipped_dir()
     folders = {p.parent for name in (TRAINING_RECORD, LEGACY_RECORD) for p in root.glob(f"*/{name}")}
     return sorted(p for p in folders if not p.name.startswith("."))

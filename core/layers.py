@@ -1,7 +1,8 @@
 """The layers of ganserve, bottom to top, and what each may import (tests/serving/test_imports.py checks it).
 
-One import name, ``ganserve``: the stage folders stay at the top of the checkout and install as
-``ganserve.<stage>`` (pyproject.toml maps them), so ``FOLDERS`` says which folder holds which package.
+One import name, ``ganserve``: every layer is a folder at the top of the checkout (core/, training/, export/,
+serving/, benchmarks/, pipeline/) and installs as ``ganserve.<layer>`` (pyproject.toml maps them); ganserve/ holds
+only the package's ``__init__`` (its version). ``FOLDERS`` says which folder holds which package.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ ALLOWED: dict[str, set[str]] = {
     "benchmarks": {"core", "training", "export", "serving", "benchmarks"},  # measurement may use the stages
     "pipeline": set(LAYERS),  # ship, demo, the CLI: whole jobs
 }
-FOLDERS = {"ganserve": "ganserve", "training": "ganserve.training", "export": "ganserve.export",
-           "serving": "ganserve.serving", "benchmarks": "ganserve.benchmarks"}
+FOLDERS = {"ganserve": "ganserve", "core": "ganserve.core", "training": "ganserve.training",
+           "export": "ganserve.export", "serving": "ganserve.serving", "benchmarks": "ganserve.benchmarks",
+           "pipeline": "ganserve.pipeline"}  # the checkout's top folders, in the order of the stack
 
 
 def layer_of(module: str) -> str | None:

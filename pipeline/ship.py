@@ -19,7 +19,7 @@ import torch
 from ganserve.core.contract import check_model_name
 from ganserve.core.errors import CheckpointError, GanserveError
 from ganserve.core.machine import describe as describe_cpu
-from ganserve.core.shipped import SHIP_CHECKPOINT, SHIPPED, TRAINING_RECORD, read_entry, shipped_entries
+from ganserve.core.shipped import SHIP_CHECKPOINT, SHIPPED_ENV, TRAINING_RECORD, read_entry, shipped_dir, shipped_entries
 from ganserve.export.exporter import export_checkpoint
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from ganserve.training.config import parse_set, user_data
@@ -62,7 +62,7 @@ def ship(
     target: str = "",
     note: str = "",
     options: dict[str, Any] | None = None,
-    models_dir: str | Path = SHIPPED,
+    models_dir: str | Path | None = None,
     force: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -74,7 +74,7 @@ def ship(
     would replace.
     """
     check_model_name(name)
-    models_dir = Path(models_dir)
+    models_dir = Path(models_dir) if models_dir is not None else shipped_dir()
     payload = load_checkpoint(checkpoint)
     if payload.get("metrics", {}).get("interrupted"):
         raise CheckpointError(f"{checkpoint}: an interrupted training; ship a finished one")
@@ -166,7 +166,7 @@ def _headline(card: dict[str, Any]) -> str:
     return text
 
 
-def shipped_table(models_dir: str | Path = SHIPPED) -> str:
+def shipped_table(models_dir: str | Path | None = None) -> str:
     """A Markdown table of the shipped models, from their cards (the README's table is this output)."""
     lines = ["| entry | model | size | training | CPU | held-out headline (baseline) | target |",
              "|---|---|---|---|---|---|---|"]
@@ -196,7 +196,7 @@ def add_commands(subparsers: Any, name: str) -> None:
     p.add_argument("--command", dest="train_command", default="",
                    help="the exact `ganserve train ...` command that trained it")
     p.add_argument("--target", default="", help="the application's quality target, one line, for the card")
-    p.add_argument("--models-dir", default=None, metavar="DIR", help="where entries live (default: the project's models/)")
+    p.add_argument("--models-dir", default=None, metavar="DIR", help=f"where entries live (default: ${SHIPPED_ENV}, else models/ here)")
     p.add_argument("--option", metavar="KEY=VALUE", action="append", default=[],
                    help="override a config value before evaluation and export (e.g. export_direction=ba); recorded")
     p.add_argument("--note", default="", help="conditions of the training worth recording (e.g. a shared CPU)")
@@ -206,7 +206,7 @@ def add_commands(subparsers: Any, name: str) -> None:
 
 def _run_ship(args: argparse.Namespace) -> int:
     if args.list:
-        print(shipped_table(args.models_dir or SHIPPED))
+        print(shipped_table(args.models_dir))
         return 0
     if not args.checkpoint or not args.name:
         raise GanserveError("give CHECKPOINT and --name (or --list)")
@@ -214,6 +214,6 @@ def _run_ship(args: argparse.Namespace) -> int:
         raise GanserveError(f"{args.checkpoint}: no such checkpoint file")
     out = ship(args.checkpoint, args.name, command=args.train_command, target=args.target, note=args.note,
                options=parse_set(args.option) or None,
-               models_dir=args.models_dir or SHIPPED, force=args.force)
+               models_dir=args.models_dir, force=args.force)
     print(out)
     return 0

@@ -14,9 +14,8 @@ from pathlib import Path
 from ganserve.core.cli_args import count, duration
 from ganserve.core.contract import CARD_FILE, ModelCard, model_versions
 from ganserve.core.errors import GanserveError
-from ganserve.core.shipped import SHIPPED, read_entry, shipped_entries
+from ganserve.core.shipped import SHIPPED_ENV, read_entry, shipped_dir, shipped_entries
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -24,7 +23,7 @@ class DemoConfig:
     out: Path = Path("demo-output")
     repo: Path = Path("model-repository")
     runs: Path = Path("runs/demo")
-    shipped: Path = SHIPPED  # the shipped entries to run (a folder in the models/ layout)
+    shipped: Path = field(default_factory=shipped_dir)  # the shipped entries to run (a folder in the models/ layout)
     train_minutes: float = 3.0  # per application, only where no shipped or earlier model exists
     bench_requests: int = 20
     examples: int = 3  # held-out requests per model
@@ -52,10 +51,11 @@ def _train_sr(cfg: DemoConfig) -> DemoModel:
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.is_file() and not cfg.retrain:
         return DemoModel("srresnet", ckpt, f"reused {ckpt} from an earlier run")
+    from ganserve.training.config import RECIPES
     from ganserve.training.trainer import train
 
     overrides = {"blocks": 1, "channels": 8, "batch_size": 4} if cfg.tiny else {}
-    recipe = ROOT / "training" / "configs" / "srresnet_cpu30.yaml"
+    recipe = RECIPES / "srresnet_cpu30.yaml"
     say(f"no shipped SR model in use: training srresnet on the built-in photos ({recipe.name} {overrides})")
     path = train("srresnet", overrides, steps=2 if cfg.tiny else None, config_file=recipe,
                  budget_minutes=None if cfg.tiny else cfg.train_minutes, out_dir=run_dir, progress=not cfg.tiny)
@@ -99,7 +99,7 @@ def trained_models(cfg: DemoConfig) -> list[DemoModel]:
 
 def _shown_path(entry: Path) -> str:
     """models/NAME for the project's own entries, the full path for others."""
-    return f"models/{entry.name}" if entry.parent.resolve() == SHIPPED.resolve() else str(entry)
+    return f"models/{entry.name}" if entry.parent.resolve() == shipped_dir().resolve() else str(entry)
 
 
 # -- step 2: export -------------------------------------------------------------------------------------------
@@ -262,8 +262,8 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
                    help="training budget per model where none is shipped or reusable (default 3)")
     p.add_argument("--bench-requests", type=count(1), default=DemoConfig.bench_requests,
                    help="requests per latency-table row (default 20)")
-    p.add_argument("--shipped", type=Path, default=DemoConfig.shipped, metavar="DIR",
-                   help="folder of shipped entries to run (default: the project's models/)")
+    p.add_argument("--shipped", type=Path, default=None, metavar="DIR",
+                   help=f"folder of shipped entries to run (default: ${SHIPPED_ENV}, else models/ here)")
     p.add_argument("--models", default="", help="comma-separated shipped model names (default: all of models/)")
     p.add_argument("--examples", type=count(1), default=DemoConfig.examples,
                    help="held-out requests per model (default 3)")
@@ -275,7 +275,7 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = DemoConfig(out=args.out, repo=args.repo, runs=args.runs, train_minutes=args.train_minutes,
-                     shipped=args.shipped, bench_requests=args.bench_requests, examples=args.examples,
+                     shipped=args.shipped or shipped_dir(), bench_requests=args.bench_requests, examples=args.examples,
                      models=[m.strip() for m in args.models.split(",") if m.strip()], retrain=args.retrain, tiny=args.tiny)
     run_demo(cfg)
     return 0
