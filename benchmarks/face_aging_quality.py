@@ -29,7 +29,7 @@ from ganserve.core.errors import GanserveError
 from ganserve.core.machine import describe
 from ganserve.core.pictures import enlarge, to_pil
 from ganserve.training.checkpoint import build_from_checkpoint
-from ganserve.training.data.faces import AGE_GROUPS
+from ganserve.training.age_groups import AGE_GROUPS
 from ganserve.training.models.face_aging_eval import Judges, held_out_faces, pair_outputs, score_pairs, summarise
 from ganserve.training.networks.face_aging import GROUPS
 from ganserve.training.models.face_judges import load_net

@@ -21,6 +21,8 @@ from skimage.metrics import structural_similarity
 Y_OFFSET = 16.0
 Y_WEIGHTS = (65.481, 128.553, 24.966)
 Y_RANGE = 255.0  # the data range SR papers use for Y (it spans 219 of it)
+# BT.601 luma of RGB in any range (the weights sum to 1: three equal channels map to themselves).
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 # Wang et al.'s SSIM: Gaussian weights (11x11 window at truncate 3.5), sigma 1.5, population covariance.
 SSIM_SETTINGS = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ganserve.core.image_metrics import to_uint8
+from ganserve.core.image_metrics import LUMA_WEIGHTS, to_uint8
 
 Box = tuple[int, int, int, int]  # (left, top, right, bottom) pixels, as Pillow's crop takes them
 
@@ -154,7 +154,7 @@ def detail_window(image: np.ndarray, size: int, step: int = 1) -> tuple[int, int
     Laplacian of the luma (BT.601 weights, HxW or HxWx3 pixels). Corners are multiples of ``step``; ties go to the
     first in row-major order, so the choice is deterministic."""
     pixels = np.asarray(image, dtype=np.float64)
-    luma = pixels[..., :3] @ np.array([0.299, 0.587, 0.114]) if pixels.ndim == 3 else pixels
+    luma = pixels[..., :3] @ np.array(LUMA_WEIGHTS) if pixels.ndim == 3 else pixels
     h, w = luma.shape
     if size > h or size > w:
         raise ValueError(f"window {size} x {size} does not fit in a {h} x {w} picture")

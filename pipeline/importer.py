@@ -37,7 +37,8 @@ from ganserve.export.exporter import export_checkpoint
 from ganserve.export.repository import check_target, write_model
 from ganserve.training import registry
 from ganserve.training.checkpoint import git_commit, save_checkpoint
-from ganserve.training.config import config_dict, merge_config
+from ganserve.training.config import config_dict
+from ganserve.training.registry import merge_config
 
 CHECKPOINT = "checkpoint.pt"
 RECORD = "import.json"

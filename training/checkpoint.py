@@ -94,7 +94,7 @@ def build_from_checkpoint(path: str | Path, overrides: dict[str, Any] | None = N
     two-generator model's directions to export; one that changes the networks fails on the weights below. A config
     written before networks were named is migrated on the way (``training/migrate.py``)."""
     from ganserve.training import registry
-    from ganserve.training.config import merge_config
+    from ganserve.training.registry import merge_config
 
     payload = load_checkpoint(path)
     app = registry.build(payload["model"], merge_config(payload["model"], payload["config"], overrides))

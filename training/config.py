@@ -110,30 +110,10 @@ def coerce(config_cls: type, values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
         if key not in fields:
-            out[key] = value  # registry.make_config reports unknown keys with the list of known ones
+            out[key] = value  # registry.merge_config reports unknown keys with the list of known ones
             continue
         out[key] = coerce_value(key, value, hints.get(key))
     return out
-
-
-def merge_config(model: str, *layers: Mapping[str, Any] | None) -> Any:
-    """The config object for ``model``: its defaults, then each layer of values in turn (later wins; None skipped),
-    typed by ``coerce``; an unknown key is an error. Training, resume, the file/--set layers and checkpoint rebuilds
-    all merge here."""
-    from ganserve.training import registry
-    from ganserve.training.migrate import migrate_config
-    from ganserve.training.networks.specs import layer_values
-
-    _, config_cls = registry.lookup(model)
-    values: dict[str, Any] = {}
-    for layer in layers:  # each layer migrated on its own, network specs merged per argument (networks/specs.py)
-        values = layer_values(config_cls, values, migrate_config(model, layer or {}))
-    return registry.make_config(model, coerce(config_cls, values))
-
-
-def resolve_config(model: str, file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Any:
-    """The config object for ``model``: defaults <- file <- overrides (later wins), types checked."""
-    return merge_config(model, load_config_file(file) if file else None, overrides)
 
 
 def config_dict(config: Any) -> dict[str, Any]:

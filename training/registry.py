@@ -9,10 +9,14 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from ganserve.core.errors import GanserveError
 from ganserve.training import models
+from ganserve.training.config import coerce
+from ganserve.training.migrate import migrate_config
+from ganserve.training.networks.specs import finish_specs, layer_values
 
 _MODELS: dict[str, tuple[type, type]] = {}
 # Every module of training/models/ is imported to find the built-in applications, so a new one needs no list
@@ -58,19 +62,28 @@ def lookup(name: str) -> tuple[type, type]:
     return _MODELS[name]
 
 
-def make_config(name: str, values: dict[str, Any] | None = None) -> Any:
-    """Build a model's config from defaults plus ``values``; old flat network keys are migrated, network specs
-    completed from their defaults, and unknown keys are a clear error."""
-    from ganserve.training.migrate import migrate_config
-    from ganserve.training.networks.specs import finish_specs, layer_values
+def merge_config(model: str, *layers: Mapping[str, Any] | None) -> Any:
+    """The config object for ``model``: its defaults, then each layer of values in turn (later wins; None skipped).
 
-    _, config_cls = lookup(name)
-    values = layer_values(config_cls, {}, migrate_config(name, values or {}))
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(values) - set(fields))
+    The one path every config takes (training, resume, a file and --set, checkpoint rebuilds, imports): each layer
+    is migrated on its own (old flat network keys, training/migrate.py) and laid over the ones before it (network
+    specs merge per argument, networks/specs.py); then the values are typed by ``coerce``, an unknown key is an
+    error naming the known ones, and each network spec is completed from its defaults."""
+    _, config_cls = lookup(model)
+    values: dict[str, Any] = {}
+    for layer in layers:
+        values = layer_values(config_cls, values, migrate_config(model, layer or {}))
+    values = coerce(config_cls, values)
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - fields)
     if unknown:
-        raise GanserveError(f"{name}: unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+        raise GanserveError(f"{model}: unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
     return config_cls(**finish_specs(config_cls, values))
+
+
+def make_config(name: str, values: Mapping[str, Any] | None = None) -> Any:
+    """A model's config from its defaults plus one layer of ``values`` (merge_config)."""
+    return merge_config(name, values)
 
 
 def build(name: str, config: Any = None) -> Any:

@@ -25,7 +25,8 @@ from ganserve.core.machine import describe as describe_cpu
 from ganserve.training import registry
 from ganserve.training.application import Application, TrainContext, broadcast_state
 from ganserve.training.checkpoint import git_commit, load_checkpoint, save_checkpoint
-from ganserve.training.config import config_dict, load_config_file, merge_config
+from ganserve.training.config import config_dict, load_config_file
+from ganserve.training.registry import merge_config
 from ganserve.training.runlog import MetricsLog, setup_logging, write_json, write_png
 from ganserve.training.schedule import lr_factor
 

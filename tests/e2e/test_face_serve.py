@@ -18,7 +18,8 @@ from ganserve.pipeline.cli import main as ganserve_main
 from ganserve.serving.client import ImagesClient
 from ganserve.serving.server import ServerThread
 from ganserve.training.checkpoint import build_from_checkpoint
-from ganserve.training.data.faces import AGE_GROUPS, identity, render, scene
+from ganserve.training.age_groups import AGE_GROUPS
+from ganserve.training.data.faces import identity, render, scene
 from ganserve.training.models.face_judges import render_set, save_net, train_net
 from ganserve.training.trainer import train
 from rgb8 import png

@@ -15,7 +15,8 @@ from ganserve.core.errors import GanserveError
 from ganserve.training import registry
 from ganserve.training.application import TrainContext
 from ganserve.training.checkpoint import build_from_checkpoint
-from ganserve.training.data.faces import AGE_GROUPS, GROUP_CENTRES, age_group, identity, render, scene, write_utkface_folder
+from ganserve.training.age_groups import AGE_GROUPS, GROUP_CENTRES, age_group
+from ganserve.training.data.faces import identity, render, scene, write_utkface_folder
 from ganserve.training.models import face_aging as fa
 from ganserve.training.models import face_aging_eval as fe
 from ganserve.training.networks import face_aging as fn

@@ -95,7 +95,8 @@ def test_command_writes_three_nets_and_a_report(tmp_path: Path, capsys: pytest.C
 
 def _held_out_renders(identities: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Each held-out identity rendered in its own scene at the six group centres, with group and identity labels."""
-    from ganserve.training.data.faces import GROUP_CENTRES, identity, render, scene
+    from ganserve.training.age_groups import GROUP_CENTRES
+    from ganserve.training.data.faces import identity, render, scene
 
     faces, groups, owners = [], [], []
     for i in range(identities):

@@ -14,13 +14,14 @@ import torch
 from ganserve.core.errors import GanserveError
 from ganserve.core.quality import reference_cases
 from ganserve.core.shipped import TRAINING_RECORD, shipped_dir, shipped_entries
-
-SHIPPED = shipped_dir()  # the checkout's models/ (the suite runs from its root)
 from ganserve.training import registry
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
-from ganserve.training.config import config_dict, load_config_file, merge_config, parse_set, resolve_config
+from ganserve.training.config import config_dict, load_config_file, parse_set
+from ganserve.training.registry import merge_config
 from ganserve.training.migrate import RULES, migrate_config, old_keys
 from ganserve.training.networks.specs import network_fields
+
+SHIPPED = shipped_dir()  # the checkout's models/ (the suite runs from its root)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 ENTRIES = shipped_entries(SHIPPED)
@@ -155,7 +156,7 @@ def test_every_recipe_in_training_configs_loads() -> None:
     for stem, model in RECIPES.items():
         values = load_config_file(files[stem])
         assert not old_keys(model) & set(values), stem  # recipes use the new shape
-        config = resolve_config(model, files[stem])
+        config = merge_config(model, load_config_file(files[stem]))
         registry.build(model, config)  # builds the networks it names
     judges = load_config_file(files["face_judges_cpu"])
     assert set(judges) <= {"minutes", "identities", "per_identity", "seed"}

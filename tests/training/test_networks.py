@@ -14,7 +14,8 @@ from torch import nn
 from ganserve.core.errors import GanserveError
 from ganserve.training import registry
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
-from ganserve.training.config import parse_set, resolve_config
+from ganserve.training.config import load_config_file, parse_set
+from ganserve.training.registry import merge_config
 from ganserve.training.networks import available_networks, build_network, describe_network, register_network
 from ganserve.training.networks.specs import merge_spec
 from ganserve.training.trainer import train
@@ -98,14 +99,16 @@ def test_specs_layer_by_type_and_dotted_keys_set_one_argument(tmp_path: Path) ->
     assert merge_spec(base, "test-tiny-sr") == {"type": "test-tiny-sr"}
     recipe = tmp_path / "run.yaml"
     recipe.write_text("generator: {type: srresnet, blocks: 8, channels: 32}\n")
-    c = resolve_config("srresnet", recipe, parse_set(["generator.blocks=2", "generator.bicubic_skip=yes"]))
+    c = merge_config("srresnet", load_config_file(recipe),
+                     parse_set(["generator.blocks=2", "generator.bicubic_skip=yes"]))
     assert c.generator == {"type": "srresnet", "blocks": 2, "channels": 32, "batch_norm": True, "bicubic_skip": True}
-    c = resolve_config("srresnet", recipe, parse_set(["generator.features=3", "generator.type=test-tiny-sr"]))
+    c = merge_config("srresnet", load_config_file(recipe),
+                     parse_set(["generator.features=3", "generator.type=test-tiny-sr"]))
     assert c.generator == {"type": "test-tiny-sr", "features": 3}  # the new type starts from its own defaults
-    c = resolve_config("ssgan", None, parse_set(["discriminator.widths=64,32", "discriminator.input_noise=0"]))
+    c = merge_config("ssgan", None, parse_set(["discriminator.widths=64,32", "discriminator.input_noise=0"]))
     assert c.discriminator == {"type": "ssgan-mlp", "widths": [64, 32], "input_noise": 0.0, "hidden_noise": 0.5}
     with pytest.raises(GanserveError, match="unknown config key.*colour.blocks"):
-        resolve_config("srresnet", None, parse_set(["colour.blocks=2"]))
+        merge_config("srresnet", None, parse_set(["colour.blocks=2"]))
 
 
 def test_srgan_fine_tunes_a_second_registered_sr_generator(tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ from ganserve.serving.client import ImagesClient
 from ganserve.serving.server import ServerThread
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
 from ganserve.core.shipped import TRAINING_RECORD, shipped_dir, shipped_entries
-
-SHIPPED = shipped_dir()  # the checkout's models/ (the suite runs from its root)
 from ganserve.pipeline.ship import ENTRY_LIMIT, TOTAL_LIMIT, VOLATILE_KEYS
 from local_server import server_config
+
+SHIPPED = shipped_dir()  # the checkout's models/ (the suite runs from its root)
 
 ENTRIES = shipped_entries(SHIPPED)
 

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from ganserve.core.errors import GanserveError
 from ganserve.training import registry
 from ganserve.training.checkpoint import build_from_checkpoint
-from ganserve.training.config import parse_set, resolve_config
+from ganserve.training.config import parse_set
+from ganserve.training.registry import merge_config
 from ganserve.training.models.sr_base import pad_to_multiple
 from ganserve.training.networks import available_networks, build_network, describe_network
 from ganserve.training.networks.sr_external import PUBLISHED_PARAMETERS, EDSR, MSRResNet, RRDBNet, SRVGGNetCompact
@@ -409,9 +410,9 @@ def test_evaluation_pads_to_the_spatial_multiple_as_serving_does() -> None:
 
 
 def test_config_layers_type_the_arguments() -> None:
-    c = resolve_config("srresnet", None, parse_set(["generator.type=rrdbnet", "generator.num_block=2"]))
+    c = merge_config("srresnet", None, parse_set(["generator.type=rrdbnet", "generator.num_block=2"]))
     assert c.generator == {"type": "rrdbnet", "num_block": 2}
-    c = resolve_config("srresnet", None, parse_set(["generator.type=edsr", "generator.res_scale=0.1",
+    c = merge_config("srresnet", None, parse_set(["generator.type=edsr", "generator.res_scale=0.1",
                                                     "generator.rgb_mean=0.5,0.5,0.5"]))
     net = build_network(c.generator, scale=4)
     assert net.res_scale == 0.1 and torch.equal(net.mean.view(-1), torch.full((3,), 0.5))

@@ -230,12 +230,13 @@ def test_train_on_idx_files_and_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_recipe_files_resolve() -> None:
-    from ganserve.training.config import resolve_config
+    from ganserve.training.config import load_config_file
+    from ganserve.training.registry import merge_config
 
     files = sorted(Path(__file__).resolve().parents[2].glob("training/configs/ssgan*.yaml"))
     assert files
     for path in files:
-        config = resolve_config("ssgan", path)
+        config = merge_config("ssgan", load_config_file(path))
         assert config.labels_per_class >= 1 and parse_widths(config.discriminator["widths"], "widths")
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from ganserve.core.errors import GanserveError
 from ganserve.training import registry
-from ganserve.training.config import config_dict, merge_config, parse_set, resolve_config
+from ganserve.training.config import config_dict, load_config_file, parse_set
+from ganserve.training.registry import merge_config
 from ganserve.training.models.srgan import SRGANConfig
 from ganserve.training.models.srresnet import SRResNetConfig
 from ganserve.training.schedule import lr_factor
@@ -41,13 +42,13 @@ def test_defaults_are_the_paper_network() -> None:
 def test_file_then_overrides_with_types(tmp_path) -> None:
     yml = tmp_path / "run.yaml"
     yml.write_text("lr: 5.0e-4\nbatch_norm: false\nblocks: 8\npixel_loss: l1\n")
-    c = resolve_config("srresnet", yml, parse_set(["blocks=4", "lr=2e-4", "lr_schedule=cosine"]))
+    c = merge_config("srresnet", load_config_file(yml), parse_set(["blocks=4", "lr=2e-4", "lr_schedule=cosine"]))
     assert isinstance(c, SRResNetConfig)
     assert (c.generator["blocks"], c.generator["batch_norm"], c.pixel_loss, c.lr_schedule) == (4, False, "l1", "cosine")
     assert c.lr == pytest.approx(2e-4) and isinstance(c.lr, float)
     js = tmp_path / "run.json"
     js.write_text(json.dumps({"channels": 32, "batch_norm": "yes"}))
-    c = resolve_config("srresnet", js, {})
+    c = merge_config("srresnet", load_config_file(js), {})
     assert (c.generator["channels"], c.generator["batch_norm"]) == (32, True)
 
 
@@ -58,7 +59,7 @@ def test_file_then_overrides_with_types(tmp_path) -> None:
 )
 def test_bad_overrides(items, message) -> None:
     with pytest.raises(GanserveError, match=message):
-        resolve_config("srresnet", None, parse_set(items))
+        merge_config("srresnet", None, parse_set(items))
 
 
 def test_layers_merge_in_order_with_types() -> None:
@@ -75,15 +76,15 @@ def test_layers_merge_in_order_with_types() -> None:
 
 def test_bad_config_files(tmp_path) -> None:
     with pytest.raises(GanserveError, match="no such file"):
-        resolve_config("srresnet", tmp_path / "missing.yaml")
+        merge_config("srresnet", load_config_file(tmp_path / "missing.yaml"))
     bad = tmp_path / "list.yaml"
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(GanserveError, match="must hold a mapping"):
-        resolve_config("srresnet", bad)
+        merge_config("srresnet", load_config_file(bad))
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     with pytest.raises(GanserveError, match="unreadable"):
-        resolve_config("srresnet", broken)
+        merge_config("srresnet", load_config_file(broken))
 
 
 def test_bad_values_are_refused_at_build() -> None:
@@ -110,8 +111,8 @@ def test_shipped_recipes_resolve() -> None:
     from pathlib import Path
 
     configs = Path(__file__).resolve().parents[2] / "training" / "configs"
-    pre = resolve_config("srresnet", configs / "srresnet_cpu30.yaml")
-    gan = resolve_config("srgan", configs / "srgan_cpu.yaml", {"init_from": "x.pt"})
+    pre = merge_config("srresnet", load_config_file(configs / "srresnet_cpu30.yaml"))
+    gan = merge_config("srgan", load_config_file(configs / "srgan_cpu.yaml"), {"init_from": "x.pt"})
     assert pre.generator == {"type": "srresnet", "blocks": 8, "channels": 32, "batch_norm": False, "bicubic_skip": True}
     assert (pre.pixel_loss, pre.lr_schedule) == ("l1", "cosine")
     assert (gan.scale, gan.generator) == (pre.scale, pre.generator)  # the fine-tune takes the pre-trained generator

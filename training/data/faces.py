@@ -22,13 +22,8 @@ import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from ganserve.core.errors import GanserveError
+from ganserve.training.age_groups import AGE_GROUPS, MAX_AGE, age_group
 
-# The paper's six age groups (Antipov et al. 2017), as served labels.
-AGE_GROUPS: tuple[str, ...] = ("0-18", "19-29", "30-39", "40-49", "50-59", "60+")
-GROUP_LOWER: tuple[int, ...] = (0, 19, 30, 40, 50, 60)
-# The age at which a group's "true render" is drawn in evaluation (near each group's middle).
-GROUP_CENTRES: tuple[float, ...] = (9.0, 24.0, 35.0, 45.0, 55.0, 70.0)
-MAX_AGE = 80.0
 SIZES = (64, 128)
 
 # Identity pools draw from disjoint seed streams: the generator trains on "train" (and its loss networks too),
@@ -40,13 +35,6 @@ _SKIN_DARK = np.array([102.0, 66.0, 46.0])
 _HAIR = [(20, 16, 14), (58, 38, 24), (104, 70, 40), (150, 72, 36), (206, 170, 104), (176, 92, 44), (36, 28, 26)]
 _IRIS = [(70, 44, 24), (48, 84, 140), (64, 110, 70), (100, 108, 116), (30, 22, 18)]
 _GREY = np.array([196.0, 196.0, 200.0])
-
-
-def age_group(age: float) -> int:
-    """Index of the age group an age (years) falls in."""
-    if not math.isfinite(age) or age < 0:
-        raise GanserveError(f"age must be a finite number >= 0, got {age!r}")
-    return max(i for i, lo in enumerate(GROUP_LOWER) if age >= lo)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ganserve.core.errors import GanserveError
+from ganserve.core.image_metrics import LUMA_WEIGHTS
 from ganserve.training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, IMAGE_SUFFIXES, load_builtin
-from ganserve.training.networks.translation import LUMA_WEIGHTS
 
 Pair = tuple[np.ndarray, np.ndarray]  # (A, B) as HxWx3 uint8 of the same size
 CANNY_SIGMA = 2.0

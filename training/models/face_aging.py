@@ -38,16 +38,8 @@ from ganserve.core.shipped import from_shipped
 from ganserve.training.application import Application, DemoExample, TrainContext, update_average
 from ganserve.training.calibration import CALIBRATION_SEED
 from ganserve.training.config import CommonConfig
-from ganserve.training.data.faces import (
-    AGE_GROUPS,
-    GROUP_CENTRES,
-    FaceFolder,
-    age_group,
-    identity,
-    load_utkface_folder,
-    render,
-    scene,
-)
+from ganserve.training.age_groups import AGE_GROUPS, GROUP_CENTRES, age_group
+from ganserve.training.data.faces import FaceFolder, identity, load_utkface_folder, render, scene
 from ganserve.training.data.images import step_generator
 from ganserve.training.models.face_aging_eval import Judges, evaluate_aging, headline_key, held_out_faces, load_judges
 from ganserve.training.models.face_judges import load_net, render_set

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from ganserve.core.image_metrics import psnr_rgb, ssim_rgb
-from ganserve.training.data.faces import GROUP_CENTRES, identity, render, scene
+from ganserve.training.age_groups import GROUP_CENTRES
+from ganserve.training.data.faces import identity, render, scene
 from ganserve.training.models.face_judges import load_net
 from ganserve.training.networks.face_aging import GROUPS, SIZE, FaceNet
 

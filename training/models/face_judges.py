@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from ganserve.core.errors import GanserveError, first_line
 from ganserve.core.shipped import from_shipped
 from ganserve.training.config import load_config_file
-from ganserve.training.data.faces import AGE_GROUPS, GROUP_CENTRES, age_group, identity, render, scene
+from ganserve.training.age_groups import AGE_GROUPS, GROUP_CENTRES, age_group
+from ganserve.training.data.faces import identity, render, scene
 from ganserve.training.networks.face_aging import FACE_NET_KINDS, FaceNet, NetConfig, net_config
 
 KINDS = FACE_NET_KINDS

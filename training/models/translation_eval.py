@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from ganserve.training.networks.translation import LUMA_WEIGHTS
+from ganserve.core.image_metrics import LUMA_WEIGHTS
 from ganserve.core.image_metrics import colourfulness, psnr_rgb, sharpness_ratio, ssim_rgb  # noqa: F401 (re-exported)
 
 # Maps a 1x3xHxW float32 array in [0, 1] to one of the same shape.

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ganserve.core.errors import GanserveError
-from ganserve.training.data.faces import AGE_GROUPS
+from ganserve.training.age_groups import AGE_GROUPS
 from ganserve.training.networks.registry import register_network
 
 GROUPS = len(AGE_GROUPS)

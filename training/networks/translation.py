@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ganserve.core.errors import GanserveError
+from ganserve.core.image_metrics import LUMA_WEIGHTS
 from ganserve.training.networks.registry import register_network
 
 NORMS = ("instance", "batch", "none")
@@ -212,10 +213,6 @@ class PatchDiscriminator(nn.Module):
         for conv in reversed(convs):
             field = (field - 1) * conv.stride[0] + conv.kernel_size[0]
         return field
-
-
-# Rec. 601 luma weights (sum 1: a grey image, three equal channels, maps to itself)
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 def to_grey(image: torch.Tensor) -> torch.Tensor:
