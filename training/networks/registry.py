@@ -23,7 +23,7 @@ _NETWORKS: dict[str, Callable[..., Any]] = {}
 # no list to edit (plugins, training/plugins.py, bring networks from outside the repository).
 _HERE = __name__.rpartition(".")[0]
 NETWORK_MODULES = tuple(f"{_HERE}.{m.name}" for m in pkgutil.iter_modules(importlib.import_module(_HERE).__path__)
-                        if not m.ispkg and m.name not in ("registry", "specs"))
+                        if not m.ispkg and m.name not in ("registry", "specs", "layouts"))
 
 
 def register_network(name: str) -> Callable[[Factory], Factory]:

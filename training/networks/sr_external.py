@@ -17,6 +17,7 @@ whole image, so tiled inference is exact (``tile_safe``).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import torch
@@ -24,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganserve.core.errors import GanserveError
+from ganserve.training.networks.layouts import (Format, ImportFailure, Reading, State, indices, register_layout,
+                                               shape, sr_reading, three_channels)
 from ganserve.training.networks.registry import register_network
 
 
@@ -333,3 +336,156 @@ PUBLISHED_PARAMETERS: dict[str, tuple[dict[str, object], int]] = {
     "EDSR_Lx3": ({"type": "edsr", "scale": 3, "num_feat": 256, "num_block": 32, "res_scale": 0.1}, 43_680_003),
     "EDSR_Lx4": ({"type": "edsr", "scale": 4, "num_feat": 256, "num_block": 32, "res_scale": 0.1}, 43_089_923),
 }
+
+
+# -- the published weight layouts these networks load (ganserve import) ------------------------------
+_RRDB_UNSHUFFLE = {3: 4, 12: 2, 48: 1}  # conv_first input channels of an RGB RRDBNet -> scale
+
+
+def _read_rrdbnet(state: State) -> Reading:
+    num_feat, in_ch = shape(state, "conv_first.weight", 4)[:2]
+    last = shape(state, "conv_last.weight", 4)[0]
+    blocks = indices(state)
+    if not blocks:
+        raise ImportFailure("no body.N blocks")
+    if in_ch not in _RRDB_UNSHUFFLE:
+        raise ImportFailure(f"conv_first.weight takes {in_ch} input channels; an RGB RRDBNet takes 3 (x4), "
+                            "12 (x2, pixel-unshuffled by 2) or 48 (x1, by 4)")
+    three_channels("this RRDBNet", 3, last)
+    grow = shape(state, "body.0.rdb1.conv1.weight", 4)[0]
+    scale = _RRDB_UNSHUFFLE[in_ch]
+    notes = [f"input pixel-unshuffled by {4 // scale}: sides must be multiples of {4 // scale}"] if scale < 4 else []
+    return sr_reading("rrdbnet", scale, {"num_feat": num_feat, "num_block": len(blocks), "num_grow_ch": grow}, notes)
+
+
+_ESRGAN_OLD_FIXED = {"model.0": "conv_first", "model.3": "conv_up1", "model.6": "conv_up2", "model.8": "conv_hr",
+                     "model.10": "conv_last"}
+
+
+def _rename_esrgan_old(state: State) -> State:
+    """The original ESRGAN release's keys (``model.N`` Sequential) under BasicSR RRDBNet's names."""
+    rdb = re.compile(r"model\.1\.sub\.(\d+)\.RDB([123])\.conv([1-5])\.0\.(weight|bias)\Z")
+    trunk = re.compile(r"model\.1\.sub\.(\d+)\.(weight|bias)\Z")
+    blocks = {int(m.group(1)) for k in state if (m := rdb.match(k))}
+    out: State = {}
+    for key, value in state.items():
+        head, _, param = key.rpartition(".")
+        if (m := rdb.match(key)):
+            out[f"body.{m.group(1)}.rdb{m.group(2)}.conv{m.group(3)}.{m.group(4)}"] = value
+        elif (m := trunk.match(key)):
+            if int(m.group(1)) != len(blocks):
+                raise ImportFailure(f"{key}: the trunk conv should follow the {len(blocks)} RRDB blocks "
+                                    f"(model.1.sub.{len(blocks)})")
+            out[f"conv_body.{param}"] = value
+        elif head in _ESRGAN_OLD_FIXED:
+            out[f"{_ESRGAN_OLD_FIXED[head]}.{param}"] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _read_esrgan_old(state: State) -> Reading:
+    reading = _read_rrdbnet(state)
+    if reading.hyper["scale"] != 4:
+        raise ImportFailure("the original ESRGAN layout is x4 (3 input channels), "
+                            f"this one takes {3 * (4 // reading.hyper['scale']) ** 2}")
+    return reading
+
+
+def _read_srvgg(state: State) -> Reading:
+    numbers = indices(state)
+    convs = [i for i in numbers if state.get(f"body.{i}.weight") is not None and state[f"body.{i}.weight"].ndim == 4]
+    acts = [i for i in numbers if i not in convs]
+    if not convs or convs != list(range(0, 2 * len(convs), 2)):
+        raise ImportFailure(f"convolutions at body.{{{','.join(map(str, convs))}}}; SRVGGNetCompact has them at even "
+                            "indices, each followed by an activation")
+    if not acts:
+        raise ImportFailure("the activations hold no weights (relu or leakyrelu), which the keys cannot tell apart; "
+                            "the PReLU layout (every Real-ESRGAN compact release) is read")
+    num_feat, in_ch = shape(state, "body.0.weight", 4)[:2]
+    for i in acts:
+        if shape(state, f"body.{i}.weight", 1) != (num_feat,):
+            raise ImportFailure(f"body.{i}.weight has shape {list(state[f'body.{i}.weight'].shape)}, "
+                                f"a PReLU of {num_feat} features has [{num_feat}]")
+    last_out = shape(state, f"body.{convs[-1]}.weight", 4)[0]
+    scale = math.isqrt(max(last_out // 3, 1))
+    if last_out % 3 or scale * scale * 3 != last_out:
+        raise ImportFailure(f"the last conv body.{convs[-1]} returns {last_out} channels, not 3 x scale^2")
+    three_channels("this SRVGGNetCompact", in_ch, 3)
+    return sr_reading("srvgg-compact", scale, {"num_feat": num_feat, "num_conv": len(convs) - 2, "act_type": "prelu"})
+
+
+def _read_msrresnet(state: State) -> Reading:
+    num_feat, in_ch = shape(state, "conv_first.weight", 4)[:2]
+    three_channels("this MSRResNet", in_ch, shape(state, "conv_last.weight", 4)[0])
+    blocks = indices(state)
+    up1 = shape(state, "upconv1.weight", 4)[0]
+    if "upconv2.weight" in state:
+        scale = 4
+    else:
+        scale = math.isqrt(up1 // num_feat) if up1 % num_feat == 0 else 0
+        if scale not in (2, 3) or scale * scale * num_feat != up1:
+            raise ImportFailure(f"upconv1 returns {up1} channels for {num_feat} features: neither x2 ({4 * num_feat}) "
+                                f"nor x3 ({9 * num_feat}), and there is no upconv2 (x4)")
+    return sr_reading("msrresnet", scale, {"num_feat": num_feat, "num_block": len(blocks)})
+
+
+def _read_edsr(state: State) -> Reading:
+    num_feat, in_ch = shape(state, "conv_first.weight", 4)[:2]
+    three_channels("this EDSR", in_ch, shape(state, "conv_last.weight", 4)[0])
+    blocks = indices(state)
+    ups = sorted({int(m.group(1)) for k in state if (m := re.match(r"upsample\.(\d+)\.weight\Z", k))})
+    outs = [shape(state, f"upsample.{i}.weight", 4)[0] for i in ups]
+    if ups != list(range(0, 2 * len(ups), 2)):
+        raise ImportFailure(f"upsample convs at {ups}; EDSR has one every other index (conv, pixel shuffle)")
+    if outs == [9 * num_feat]:
+        scale = 3
+    elif outs and all(o == 4 * num_feat for o in outs):
+        scale = 2 ** len(outs)
+    else:
+        raise ImportFailure(f"upsample convs return {outs} channels for {num_feat} features: EDSR's are 4x (x2 each) "
+                            "or one 9x (x3)")
+    # res_scale is not in the keys: the EDSR paper's large model (256 features, 32 blocks) scales residuals by 0.1
+    large = (num_feat, len(blocks)) == (256, 32)
+    res_scale = 0.1 if large else 1.0
+    notes = [f"res_scale {res_scale:g}, img_range 255 and BasicSR's DIV2K rgb_mean are not in the keys: "
+             f"{'the EDSR paper large model (256 x 32) uses 0.1' if large else 'res_scale 1 as BasicSR EDSR_M'}"]
+    return sr_reading("edsr", scale, {"num_feat": num_feat, "num_block": len(blocks), "res_scale": res_scale}, notes)
+
+
+register_layout(Format(
+    "realesrgan", "Real-ESRGAN / BasicSR RRDBNet (RealESRGAN_x4plus, _x2plus, _anime_6B, BasicSR ESRGAN)",
+    ("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.weight", "conv_up1.weight", "conv_up2.weight",
+     "conv_hr.weight", "conv_last.weight"),
+    (r"(conv_first|conv_body|conv_up1|conv_up2|conv_hr|conv_last)\.(weight|bias)",
+     r"body\.\d+\.rdb[123]\.conv[1-5]\.(weight|bias)"),
+    _read_rrdbnet))
+
+register_layout(Format(
+    "esrgan", "original ESRGAN release (RRDB_ESRGAN_x4.pth, model.N keys)",
+    ("model.0.weight", "model.1.sub.0.RDB1.conv1.0.weight", "model.3.weight", "model.6.weight", "model.8.weight",
+     "model.10.weight"),
+    (r"model\.(0|3|6|8|10)\.(weight|bias)", r"model\.1\.sub\.\d+\.RDB[123]\.conv[1-5]\.0\.(weight|bias)",
+     r"model\.1\.sub\.\d+\.(weight|bias)"),
+    _read_esrgan_old, _rename_esrgan_old,
+    "model.0 -> conv_first; model.1.sub.N.RDBk.convj.0 -> body.N.rdbk.convj; model.1.sub.<blocks> -> conv_body; "
+    "model.3 -> conv_up1; model.6 -> conv_up2; model.8 -> conv_hr; model.10 -> conv_last"))
+
+register_layout(Format(
+    "srvgg", "Real-ESRGAN SRVGGNetCompact (realesr-general-x4v3, realesr-animevideov3)",
+    ("body.0.weight", "body.0.bias", "body.2.weight"),
+    (r"body\.\d+\.(weight|bias)",),
+    _read_srvgg))
+
+register_layout(Format(
+    "msrresnet", "BasicSR MSRResNet (SRResNet without batch norm)",
+    ("conv_first.weight", "body.0.conv1.weight", "upconv1.weight", "conv_hr.weight", "conv_last.weight"),
+    (r"(conv_first|upconv1|upconv2|conv_hr|conv_last)\.(weight|bias)", r"body\.\d+\.conv[12]\.(weight|bias)"),
+    _read_msrresnet))
+
+register_layout(Format(
+    "edsr", "BasicSR EDSR",
+    ("conv_first.weight", "body.0.conv1.weight", "conv_after_body.weight", "upsample.0.weight", "conv_last.weight"),
+    (r"(conv_first|conv_after_body|conv_last)\.(weight|bias)", r"body\.\d+\.conv[12]\.(weight|bias)",
+     r"upsample\.\d+\.(weight|bias)"),
+    _read_edsr))

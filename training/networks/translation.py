@@ -11,11 +11,16 @@ Generators map [-1, 1] to [-1, 1] (tanh); the applications convert from and to [
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import torch
 from torch import nn
 
 from ganserve.core.errors import GanserveError
 from ganserve.core.image_metrics import LUMA_WEIGHTS
+from ganserve.training.networks.layouts import (NORM_PARAMS, Format, ImportFailure, Reading, State, register_layout,
+                                               shape, three_channels)
 from ganserve.training.networks.registry import register_network
 
 NORMS = ("instance", "batch", "none")
@@ -236,3 +241,113 @@ class Translator(nn.Module):
         if self.grey_input:
             image = to_grey(image)
         return ((self.generator(image * 2.0 - 1.0) + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
+# -- pytorch-CycleGAN's weight layouts of these networks (ganserve import) --------------------------
+def _norm_of(state: State, norm_key: str, conv_key: str) -> tuple[str, tuple[str, ...]]:
+    """pytorch-CycleGAN norm from the first norm layer: batch (affine + running stats, convs without bias) or
+    instance (no affine, no stats, convs with bias); stale instance-norm statistics of old files are dropped."""
+    if f"{norm_key}.weight" in state and f"{norm_key}.running_mean" in state:
+        if f"{conv_key}.bias" in state:
+            raise ImportFailure(f"{conv_key} has a bias next to batch norm {norm_key}: not pytorch-CycleGAN's layout")
+        return "batch", ()
+    if f"{norm_key}.weight" in state:
+        raise ImportFailure(f"{norm_key} has affine weights without running statistics: instance norm with affine "
+                            "parameters is not pytorch-CycleGAN's default (--norm instance has none)")
+    if f"{conv_key}.bias" not in state:
+        raise ImportFailure(f"no norm parameters and no conv bias at {conv_key}: pytorch-CycleGAN's --norm none "
+                            "layout, which ganserve's networks do not have")
+    stale = tuple(k for k in state if re.search(r"\.(running_mean|running_var|num_batches_tracked)\Z", k))
+    return "instance", stale
+
+
+def _rename_cyclegan_resnet(state: State) -> State:
+    """pytorch-CycleGAN's ResnetBlock ``conv_block`` is ganserve's ``body`` (same indices without dropout; with
+    dropout, its conv/norm at 6/7 are ganserve's 5/6: dropout is identity at inference)."""
+    dropout = any(re.match(r"model\.\d+\.conv_block\.6\.weight\Z", k) and v.ndim == 4 for k, v in state.items())
+    moved = {"6": "5", "7": "6"} if dropout else {}
+    out: State = {}
+    for key, value in state.items():
+        if (m := re.match(r"(model\.\d+)\.conv_block\.(\d+)\.(.+)\Z", key)):
+            out[f"{m.group(1)}.body.{moved.get(m.group(2), m.group(2))}.{m.group(3)}"] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _translation(spec: dict[str, Any], hyper: dict[str, Any], notes: list[str], drop: tuple[str, ...],
+                 crop: int = 256) -> Reading:
+    notes = [*notes, "inference in eval mode: batch norm uses the file's running statistics and dropout is off "
+             "(pytorch-CycleGAN's test.py --eval); RGB in [-1, 1] inside, [0, 1] at the model's edges"]
+    if drop:
+        notes.append(f"{len(drop)} stale instance-norm statistics keys dropped (as pytorch-CycleGAN's loader does)")
+    return Reading("pix2pix", {"generator": spec, "crop": crop}, hyper, notes=notes, drop=drop)
+
+
+def _read_cyclegan_resnet(state: State) -> Reading:
+    ngf, in_ch = shape(state, "model.1.weight", 4)[:2]
+    blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"model\.(\d+)\.body\.", k))})
+    if not blocks or blocks != list(range(10, 10 + len(blocks))):
+        raise ImportFailure(f"residual blocks at model.{blocks[:3]}...; ResnetGenerator's run model.10 .. model.N")
+    n = len(blocks)
+    last = f"model.{17 + n}.weight"
+    out_ch = shape(state, last, 4)[0]
+    three_channels("this ResnetGenerator", in_ch, out_ch)
+    norm, stale = _norm_of(state, "model.2", "model.1")
+    spec = {"type": "resnet-generator", "ngf": ngf, "blocks": n, "norm": norm, "residual": False}
+    hyper = {"ngf": ngf, "blocks": n, "norm": norm, "in_channels": in_ch, "out_channels": out_ch}
+    return _translation(spec, hyper, [], stale)
+
+
+# pytorch-CycleGAN's U-Net nests one block in the next: the outermost block's Sequential holds its child at index 1,
+# every other block at index 3, so level L's keys start model.model. (L = 0), model.model.1.model. (L = 1),
+# model.model.1.model.3.model. (L = 2), ...
+_UNET_KEY = re.compile(r"model\.model(?:\.1\.model((?:\.3\.model)*))?\.(\d+)\.(\w+)\Z")
+
+
+def _unet_prefix(level: int) -> str:
+    return "model.model." + ("1.model." + "3.model." * (level - 1) if level else "")
+
+
+def _read_pix2pix_unet(state: State) -> Reading:
+    levels: dict[int, set[int]] = {}
+    for key in state:
+        if (m := _UNET_KEY.match(key)):
+            level = 0 if m.group(1) is None else 1 + m.group(1).count(".3.model")
+            levels.setdefault(level, set()).add(int(m.group(2)))
+    depth = len(levels)
+    if sorted(levels) != list(range(depth)) or depth < 2:
+        raise ImportFailure(f"U-Net levels {sorted(levels)} are not nested 0..N")
+    widths = []
+    for level in range(depth):
+        down = f"{_unet_prefix(level)}{0 if level == 0 else 1}.weight"
+        widths.append(shape(state, down, 4)[0])
+    in_ch = shape(state, f"{_unet_prefix(0)}0.weight", 4)[1]
+    out_ch = shape(state, f"{_unet_prefix(0)}3.weight", 4)[1]  # ConvTranspose2d weights are [in, out, k, k]
+    three_channels("this U-Net", in_ch, out_ch)
+    ngf = widths[0]
+    max_mult = max(widths) // ngf
+    want = [ngf * min(2**i, max_mult) for i in range(depth)]
+    if widths != want or max(widths) % ngf:
+        raise ImportFailure(f"U-Net widths {widths} per level are not pix2pix's ngf x min(2^level, {max_mult}) = "
+                            f"{want}")
+    norm, stale = _norm_of(state, f"{_unet_prefix(1)}2", f"{_unet_prefix(0)}0")
+    spec = {"type": "unet", "depth": depth, "ngf": ngf, "max_mult": max_mult, "norm": norm, "dropout": 0.5}
+    hyper = {"depth": depth, "input_side": 2**depth, "ngf": ngf, "max_mult": max_mult, "norm": norm,
+             "in_channels": in_ch, "out_channels": out_ch}
+    return _translation(spec, hyper, [f"U-Net depth {depth}: input sides must be multiples of {2**depth} "
+                                      f"(unet_{2**depth})"], stale, crop=max(256, 2**depth))
+
+
+register_layout(Format(
+    "cyclegan-resnet", "pytorch-CycleGAN-and-pix2pix ResnetGenerator (latest_net_G.pth, resnet_6blocks / _9blocks)",
+    ("model.1.weight", "model.4.weight", "model.7.weight", "model.10.conv_block.1.weight"),
+    (rf"model\.\d+\.({NORM_PARAMS})", rf"model\.\d+\.conv_block\.\d+\.({NORM_PARAMS})"),
+    _read_cyclegan_resnet, _rename_cyclegan_resnet,
+    "model.N.conv_block.j -> model.N.body.j (with dropout: conv_block.6/7 -> body.5/6); other keys as they are"))
+
+register_layout(Format(
+    "pix2pix-unet", "pytorch-CycleGAN-and-pix2pix UnetGenerator (latest_net_G.pth, unet_128 / unet_256)",
+    ("model.model.0.weight", "model.model.1.model.1.weight", "model.model.3.weight"),
+    (rf"model\.model(\.1\.model(\.3\.model)*)?\.\d+\.({NORM_PARAMS})",),
+    _read_pix2pix_unet))
