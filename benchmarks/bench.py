@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ganserve.benchmarks import report
 from ganserve.benchmarks.flops import count_flops
 from ganserve.benchmarks.loadgen import ProcessMonitor, Stats, closed_loop, summarise, timed_loop
-from ganserve.benchmarks.machine import bf16_peak_gflops, cpu_info, int8_peak_gops, matmul_peak_gflops
+from ganserve.benchmarks.peaks import bf16_peak_gflops, cpu_info, int8_peak_gops, matmul_peak_gflops
 from ganserve.core.card_roles import rpc_for
 from ganserve.core.contract import CARD_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, model_versions
 from ganserve.core.errors import GanserveError
@@ -302,11 +302,11 @@ class Bench:
 
     async def _floor(self, req, answer, size: int, mk) -> None:
         """Time the same client against the gRPC floor server answering with the real answer's bytes (c1)."""
-        from ganserve.benchmarks import floor
+        from ganserve.benchmarks import grpc_floor
         from ganserve.serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
         work = Path(tempfile.mkdtemp(prefix="ganserve-floor-"))
-        proc, port = floor.start(answer.SerializeToString(), work)
+        proc, port = grpc_floor.start(answer.SerializeToString(), work)
         limit = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=limit) as channel:

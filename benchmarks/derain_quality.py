@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ganserve.benchmarks.machine import describe
+from ganserve.benchmarks.peaks import describe
 from ganserve.core.pictures import enlarge, labelled_row, stack, to_pil
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
 from ganserve.training.data.raindrops import held_out_pairs, stack_pairs

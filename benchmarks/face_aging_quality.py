@@ -30,9 +30,9 @@ from ganserve.core.machine import describe
 from ganserve.core.pictures import enlarge, to_pil
 from ganserve.training.checkpoint import build_from_checkpoint
 from ganserve.training.age_groups import AGE_GROUPS
-from ganserve.training.models.face_aging_eval import Judges, held_out_faces, pair_outputs, score_pairs, summarise
+from ganserve.training.applications.face_aging_eval import Judges, held_out_faces, pair_outputs, score_pairs, summarise
 from ganserve.training.networks.face_aging import GROUPS
-from ganserve.training.models.face_judges import load_net
+from ganserve.training.applications.face_judges import load_net
 
 MATRIX_KEYS = {"target_age_accuracy": "age_hit", "id_verify_rate": "id_verified", "id_rank1": "id_rank1",
                "psnr": "psnr", "ssim": "ssim"}

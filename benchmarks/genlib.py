@@ -25,12 +25,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ganserve.benchmarks.machine import cpu_info  # noqa: E402
+from ganserve.benchmarks.peaks import cpu_info  # noqa: E402
 from ganserve.training.data import digits_gen  # noqa: E402
 from ganserve.training.data.toy import ring_centers  # noqa: E402
 from ganserve.training.eval.gen_metrics import digits_metrics  # noqa: E402
-from ganserve.training.models.genbase import picture  # noqa: E402
-from ganserve.training.models.toygan import ToyRun, train_toy  # noqa: E402
+from ganserve.training.applications.genbase import picture  # noqa: E402
+from ganserve.training.applications.toygan import ToyRun, train_toy  # noqa: E402
 from ganserve.training.runlog import write_json, write_png  # noqa: E402
 
 # (objective, discriminator updates before the generator starts): the last two are the "D wins early" case

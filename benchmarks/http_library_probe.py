@@ -21,7 +21,7 @@ import time
 
 import grpc
 
-from ganserve.benchmarks.machine import cpu_info
+from ganserve.benchmarks.peaks import cpu_info
 
 PAYLOAD = 64 * 64 * 3 * 4
 HEADER = json.dumps({"inputs": [{"name": "x", "shape": [1, 3, 64, 64], "datatype": "FP32",

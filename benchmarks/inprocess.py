@@ -39,7 +39,7 @@ def candidate_runs(version_dir: Path, card: ModelCard, threads: int,
     import onnxruntime as ort
 
     from ganserve.core.machine import cpu_info
-    from ganserve.serving.precision import check_quality, list_candidates, load_reference_cases, version_files
+    from ganserve.serving.candidates import check_quality, list_candidates, load_reference_cases, version_files
     from ganserve.serving.runtime import OrtRunner, RuntimeSettings, requested_providers
 
     files = version_files(version_dir, card.precision)

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganserve.benchmarks.machine import describe
+from ganserve.benchmarks.peaks import describe
 from ganserve.core.pictures import enlarge, labelled_row, to_pil
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
 from ganserve.training.data.images import upscale_bicubic
-from ganserve.training.models.sr_eval import evaluate_sr, held_out_pairs
+from ganserve.training.applications.sr_eval import evaluate_sr, held_out_pairs
 
 
 def _predictor(app) -> callable:

@@ -58,7 +58,7 @@ def svm_run(per_class: int, seed: int, overrides: dict[str, Any]) -> dict[str, A
     from sklearn.svm import SVC
 
     from ganserve.training.data.digits import semi_supervised_split
-    from ganserve.training.models.ssgan_eval import confusion_matrix
+    from ganserve.training.applications.ssgan_eval import confusion_matrix
 
     split = semi_supervised_split(overrides.get("data_dir", ""), per_class, seed, overrides.get("holdout", "test"))
     t0 = time.perf_counter()
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         return merge(args.merge, Path(args.out))
 
-    from ganserve.benchmarks.machine import cpu_info
+    from ganserve.benchmarks.peaks import cpu_info
     from ganserve.training.config import parse_set
 
     per_class, seeds = _ints(args.per_class, "--per-class"), _ints(args.seeds, "--seeds")

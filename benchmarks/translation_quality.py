@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ganserve.benchmarks.machine import describe
+from ganserve.benchmarks.peaks import describe
 from ganserve.core.image_metrics import to_uint8
 from ganserve.core.pictures import enlarge, labelled_row, stack, to_pil
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
 from ganserve.training.data.paired import TASK_DESCRIPTIONS
 from ganserve.training.data.unpaired import builtin_domains
-from ganserve.training.models import translation_eval as te
+from ganserve.training.applications import translation_eval as te
 
 FIGURES = ("l1", "psnr", "ssim", "sharpness")
 EXTRA = ("grid", "colourfulness")  # where the evaluation gives them

@@ -25,7 +25,7 @@ from ganserve.export.defaults import DEFAULT_OPSET, FP32_TOLERANCE
 from ganserve.export.memory import measure_memory
 from ganserve.export.onnx_export import to_onnx
 from ganserve.export.parity import ParityCase, measure_parity, parity_cases
-from ganserve.export.precision import to_fp16, to_int8
+from ganserve.export.variants import to_fp16, to_int8
 from ganserve.core.onnxruntime_facts import CPU, short
 from ganserve.export.predictors import ort_predictor, ort_session, torch_predictor
 from ganserve.export.providers import measure_on_first_runnable, resolve_providers

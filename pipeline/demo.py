@@ -126,7 +126,7 @@ def request_examples(server: str, model: DemoModel, card: ModelCard, cfg: DemoCo
     """Send the application's held-out examples through the image API; write side-by-sides; return the rows and
     each example's `demo_tasks.Outcome` (in the same order)."""
     from ganserve.core.pictures import labelled_row
-    from ganserve.pipeline.demo_tasks import ask
+    from ganserve.pipeline.demo_requests import ask
     from ganserve.serving.client import ImagesClient
     from ganserve.training.checkpoint import build_from_checkpoint
 
@@ -147,7 +147,7 @@ def write_main_picture(path: Path, models: list[DemoModel], cards: dict[str, Mod
     """The main picture: the first held-out example of every model, one labelled row each, in the models' order
     (`demo_tasks.main_row`, `pictures.contact_sheet`); None when no model answered an example."""
     from ganserve.core.pictures import contact_sheet
-    from ganserve.pipeline.demo_tasks import main_row
+    from ganserve.pipeline.demo_requests import main_row
 
     rows = [main_row(cards[m.name], firsts[m.name]) for m in models if m.name in firsts]
     if not rows:
@@ -162,7 +162,7 @@ def _fmt(value: object) -> str:
 
 def _report(models: list[DemoModel], cards: dict[str, ModelCard], results: dict[str, list[dict]],
             latency_md: str, main_picture: Path | None = None) -> list[str]:
-    from ganserve.pipeline.demo_tasks import summarise
+    from ganserve.pipeline.demo_requests import summarise
 
     lines = ["# ganserve demo", "", "Every model was served by ganserve over gRPC on 127.0.0.1 and asked through the "
              "image API about held-out data it never trained on.", ""]
@@ -196,7 +196,7 @@ def _report(models: list[DemoModel], cards: dict[str, ModelCard], results: dict[
 # -- the whole job -----------------------------------------------------------------------------------------------
 def run_demo(cfg: DemoConfig) -> dict:
     from ganserve.benchmarks.bench import BenchConfig, run_bench_models
-    from ganserve.pipeline.demo_tasks import summarise
+    from ganserve.pipeline.demo_requests import summarise
     from ganserve.serving.server import start_subprocess
 
     t_start = time.perf_counter()

@@ -26,7 +26,7 @@ import onnxruntime as ort
 
 from ganserve.core.files import file_sha256
 from ganserve.core.machine import cpu_info
-from ganserve.serving.precision import PSNR_DROP_DB, REFERENCE_TOLERANCE, Candidate, Choice, Trial
+from ganserve.serving.candidates import PSNR_DROP_DB, REFERENCE_TOLERANCE, Candidate, Choice, Trial
 
 log = logging.getLogger("ganserve.serving")
 

@@ -116,8 +116,8 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_serve(args: argparse.Namespace) -> int:
     from ganserve.serving.choice_cache import default_cache_dir
-    from ganserve.serving.images import ImageSettings
-    from ganserve.serving.models import BatchingOverrides
+    from ganserve.serving.image_api import ImageSettings
+    from ganserve.serving.model_manager import BatchingOverrides
     from ganserve.serving.runtime import RuntimeSettings, select_providers
     from ganserve.serving.security import TlsSettings, Tokens
     from ganserve.serving.server import ServerConfig, serve

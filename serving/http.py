@@ -19,9 +19,9 @@ from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ganserve.serving import status
-from ganserve.serving.calls import CallGate
+from ganserve.serving.call_gate import CallGate
 from ganserve.serving.http_images import ImagesHttp
-from ganserve.serving.images import ImagesServicer
+from ganserve.serving.image_api import ImagesServicer
 from ganserve.serving.limits import Limits
 from ganserve.serving.oip import InferenceServicer
 from ganserve.serving.rest import KServeRest

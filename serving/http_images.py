@@ -27,8 +27,8 @@ from aiohttp import web
 
 from ganserve.serving import status
 from ganserve.serving.imaging import encode_pixels, from_layout, to_pixels
-from ganserve.serving.images import ImageCall, ImagesServicer
-from ganserve.serving.precision import load_reference_cases
+from ganserve.serving.image_api import ImageCall, ImagesServicer
+from ganserve.serving.candidates import load_reference_cases
 from ganserve.serving.proto.ganserve.v1 import images_pb2 as pb
 from ganserve.serving.rest import proto_dict
 

@@ -13,8 +13,8 @@ from google.protobuf.message import DecodeError
 import ganserve.serving
 from ganserve.serving import status
 from ganserve.serving.admission import infer_cost
-from ganserve.serving.calls import CallGate
-from ganserve.serving.models import READY, UNAVAILABLE, ModelManager
+from ganserve.serving.call_gate import CallGate
+from ganserve.serving.model_manager import READY, UNAVAILABLE, ModelManager
 from ganserve.serving.proto.inference import grpc_service_pb2 as pb
 from ganserve.serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from ganserve.serving.tensors import config_datatype, decode_inputs, requested_outputs, serialized_response, varint

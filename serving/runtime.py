@@ -20,7 +20,7 @@ from ganserve.core.memory_cost import trim
 from ganserve.core.onnxruntime_facts import CPU, CUDA, OPENVINO, PROVIDER_NAMES, numpy_type
 from ganserve.core.precisions import PRECISIONS
 from ganserve.serving.choice_cache import ChoiceCache, entry_of, key_material, key_of, restore
-from ganserve.serving.precision import (
+from ganserve.serving.candidates import (
     Candidate, Choice, choose, list_candidates, load_reference_cases, reuse, version_files,
 )
 

@@ -23,13 +23,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from ganserve.serving.calls import CallGate
+from ganserve.serving.call_gate import CallGate
 from ganserve.serving.http import HttpFront
-from ganserve.serving.images import ImageSettings, ImagesServicer
+from ganserve.serving.image_api import ImageSettings, ImagesServicer
 from ganserve.serving.limits import Limits, RpcCap, grpc_options
 from ganserve.serving.memory import MemoryBudget, default_budget_bytes
 from ganserve.serving.metrics import ServerMetrics
-from ganserve.serving.models import READY, BatchingOverrides, ModelManager
+from ganserve.serving.model_manager import READY, BatchingOverrides, ModelManager
 from ganserve.serving.oip import InferenceServicer, parsed_unary, serialize, add_inference_servicer
 from ganserve.serving.proto import POOL
 from ganserve.serving.proto.ganserve.v1 import images_pb2

@@ -1,7 +1,7 @@
 """Applications registered by name with their typed config dataclass: ``@register_model("srresnet", SRResNetConfig)``.
 
-The built-in applications are the modules of ``training/models/`` (``MODEL_MODULES``); plugins (``training/plugins.py``) add others from
-outside the repository. Networks have their own registry (``training/networks``).
+The built-in applications are the modules of ``training/applications/`` (``MODEL_MODULES``); plugins
+(``training/plugins.py``) add others from outside the repository. Networks have their own registry (``training/networks``).
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from ganserve.core.errors import GanserveError
-from ganserve.training import models
+from ganserve.training import applications
 from ganserve.training.config import coerce
 from ganserve.training.migrate import migrate_config
 from ganserve.training.networks.specs import finish_specs, layer_values
 
 _MODELS: dict[str, tuple[type, type]] = {}
-# Every module of training/models/ is imported to find the built-in applications, so a new one needs no list
+# Every module of training/applications/ is imported to find the built-in applications, so a new one needs no list
 # edited here (plugins, training/plugins.py, bring applications from outside the repository).
-MODEL_MODULES = tuple(f"{models.__name__}.{m.name}" for m in pkgutil.iter_modules(models.__path__) if not m.ispkg)
+MODEL_MODULES = tuple(f"{applications.__name__}.{m.name}" for m in pkgutil.iter_modules(applications.__path__)
+                      if not m.ispkg)
 
 
 def register_model(name: str, config_cls: type) -> Callable[[type], type]:

@@ -84,7 +84,7 @@ def test_deployment_flags_ports_probes_and_grace() -> None:
 
 def _routes() -> set[str]:
     """Every path pattern the HTTP front answers (KServe v2, image API, page, metrics)."""
-    from ganserve.serving.calls import CallGate
+    from ganserve.serving.call_gate import CallGate
     from ganserve.serving.metrics import ServerMetrics
 
     gate = CallGate(ServerMetrics())

@@ -20,7 +20,7 @@ from ganserve.serving.server import ServerThread
 from ganserve.training.checkpoint import build_from_checkpoint
 from ganserve.training.age_groups import AGE_GROUPS
 from ganserve.training.data.faces import identity, render, scene
-from ganserve.training.models.face_judges import render_set, save_net, train_net
+from ganserve.training.applications.face_judges import render_set, save_net, train_net
 from ganserve.training.trainer import train
 from rgb8 import png
 from local_server import chosen_runner, server_config

@@ -16,7 +16,7 @@ import export_tiny_apps as tiny
 from export_helpers import snapshot
 from ganserve.export.exporter import export_from_spec, read_card
 from ganserve.export.onnx_export import to_onnx
-from ganserve.export.precision import to_fp16, to_int8
+from ganserve.export.variants import to_fp16, to_int8
 from ganserve.export.predictors import ort_predictor, ort_session
 from ganserve.export.providers import MEASURE_ORDER
 from ganserve.core.contract import TensorSpec

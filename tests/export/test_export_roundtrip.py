@@ -115,7 +115,7 @@ def test_real_models_convert_to_fp16_and_int8(model: str) -> None:
     set the rule itself passes (PSNR drop <= 0.1 dB where there is ground truth, no top-1 change for classifiers)."""
     from ganserve.export.onnx_export import to_onnx
     from ganserve.export.parity import measure_parity, parity_cases
-    from ganserve.export.precision import to_fp16, to_int8
+    from ganserve.export.variants import to_fp16, to_int8
     from ganserve.export.providers import MEASURE_ORDER, measure_on_first_runnable
     from ganserve.export.predictors import torch_predictor
     from ganserve.export.reference import reference_arrays

@@ -20,7 +20,7 @@ from ganserve.export.defaults import FP32_TOLERANCE
 from ganserve.export.exporter import measure_precision
 from ganserve.export.onnx_export import to_onnx
 from ganserve.export.parity import parity_cases
-from ganserve.export.precision import to_int8
+from ganserve.export.variants import to_int8
 from ganserve.core.onnxruntime_facts import CPU, OPENVINO
 from ganserve.export.predictors import raw_session, torch_predictor
 from ganserve.export.providers import MEASURE_ORDER

@@ -30,7 +30,7 @@ from ganserve.training.networks.layouts import layouts
 from ganserve.serving.client import ImageOptions, ImagesClient
 from ganserve.serving.server import ServerThread
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
-from ganserve.training.models.sr_eval import held_out_pairs
+from ganserve.training.applications.sr_eval import held_out_pairs
 from local_server import server_config
 
 ROOT = Path(__file__).resolve().parents[2]

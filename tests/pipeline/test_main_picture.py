@@ -14,7 +14,7 @@ from ganserve.core.contract import ModelCard, TensorSpec
 from ganserve.core.pictures import (CAPTION_PX, SHEET_WIDTH, SheetRow, contact_sheet, detail_window, line_height,
                                     png_bytes)
 from ganserve.pipeline.demo import DemoModel, write_main_picture
-from ganserve.pipeline.demo_tasks import Outcome, ask, detail_crops, main_row
+from ganserve.pipeline.demo_requests import Outcome, ask, detail_crops, main_row
 
 RNG = np.random.default_rng(11)
 DIGIT = RNG.integers(0, 256, (8, 8), dtype=np.uint8)  # an 8x8 grey digit

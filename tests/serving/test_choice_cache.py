@@ -21,8 +21,8 @@ from ganserve.pipeline.cli import main
 from ganserve.core.contract import MODEL_FILE, REFERENCE_FILE
 from ganserve.serving.choice_cache import CACHE_ENV, CHOICES_DIR, OPENVINO_DIR
 from ganserve.serving.metrics import ServerMetrics
-from ganserve.serving.models import READY, BatchingOverrides, ModelManager
-from ganserve.serving.precision import Choice
+from ganserve.serving.model_manager import READY, BatchingOverrides, ModelManager
+from ganserve.serving.candidates import Choice
 from ganserve.serving.runtime import RuntimeSettings
 from ganserve.serving.server import ServerThread, start_subprocess
 from local_server import server_config

@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from ganserve.serving.models import BatchingOverrides
+from ganserve.serving.model_manager import BatchingOverrides
 from ganserve.serving.proto.ganserve.v1 import images_pb2, images_pb2_grpc
 from ganserve.serving.proto.inference import grpc_service_pb2 as pb
 from ganserve.serving.proto.inference import grpc_service_pb2_grpc as pb_grpc

@@ -20,7 +20,7 @@ import tritonclient.http as th
 import tritonclient.http.aio as tha
 from tritonclient.utils import InferenceServerException
 
-from ganserve.serving.models import BatchingOverrides
+from ganserve.serving.model_manager import BatchingOverrides
 from ganserve.serving.proto.ganserve.v1 import images_pb2, images_pb2_grpc
 from ganserve.serving.server import ServerThread
 from local_server import server_config

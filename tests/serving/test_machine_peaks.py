@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ganserve.benchmarks.machine import cpu_info, int8_engines, int8_operands, int8_peak_gops, peaks
+from ganserve.benchmarks.peaks import cpu_info, int8_engines, int8_operands, int8_peak_gops, peaks
 
 
 def test_peaks_are_positive_and_finite() -> None:

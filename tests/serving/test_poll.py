@@ -13,7 +13,7 @@ import pytest
 import tritonclient.grpc as tg
 from tritonclient.utils import InferenceServerException
 
-from ganserve.serving.models import BatchingOverrides
+from ganserve.serving.model_manager import BatchingOverrides
 from ganserve.serving.server import ServerThread
 from local_server import server_config
 from versioned_models import expected, write_version

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ganserve.core.contract import CARD_FILE, CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, TensorSpec, triton_config
 from ganserve.core.errors import RepositoryError
-from ganserve.serving.precision import ReferenceCase, check_quality, list_candidates, load_reference_cases
+from ganserve.serving.candidates import ReferenceCase, check_quality, list_candidates, load_reference_cases
 from ganserve.serving.runtime import RuntimeSettings, choose_runner
 from ganserve.serving.server import ServerThread
 from local_server import server_config
@@ -291,7 +291,7 @@ def test_throughput_mode_runs_several_batches_at_once_with_the_cores_shared(tmp_
     import os
 
     from ganserve.serving.metrics import ServerMetrics
-    from ganserve.serving.models import BatchingOverrides, ModelManager
+    from ganserve.serving.model_manager import BatchingOverrides, ModelManager
 
     assert RuntimeSettings(streams=2, intra_op_threads=0).threads() == max(1, (os.cpu_count() or 1) // 2)
     assert RuntimeSettings(streams=2, intra_op_threads=3).threads() == 3
@@ -337,7 +337,7 @@ class _Timed:
 
 def test_the_choice_weighs_every_timing_size() -> None:
     """Faster at 64x64 but 4x slower at 256x256 loses to a candidate that is 2x slower small and fastest large."""
-    from ganserve.serving.precision import Candidate, choose
+    from ganserve.serving.candidates import Candidate, choose
 
     speeds = {"small-fast": {64: 2.0, 256: 80.0}, "large-fast": {64: 4.0, 256: 20.0}}
     candidates = [Candidate("CPUExecutionProvider", p, Path(f"{p}.onnx")) for p in ("fp32", "int8")]

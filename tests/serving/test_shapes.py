@@ -23,7 +23,7 @@ from ganserve.pipeline.cli import main
 from ganserve.serving import runtime, server as server_module
 from ganserve.serving.imaging import (BUCKETS, bucket_size, decode_image, from_layout, pad_to_bucket, pad_to_multiple,
                                       to_layout, to_pixels, to_tensor)
-from ganserve.serving.models import TILE_SAFE_SHAPES
+from ganserve.serving.model_manager import TILE_SAFE_SHAPES
 from ganserve.serving.runtime import OrtRunner, RunnerPool, RuntimeSettings
 from ganserve.serving.server import ServerThread
 from local_server import chosen_runner, server_config

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from ganserve.core.contract import CARD_FILE, CONFIG_FILE, MODEL_FILE, ModelCard, TensorSpec, triton_config
-from ganserve.serving import images, tiling
+from ganserve.serving import image_api, tiling
 from ganserve.serving.client import ImageOptions, ImagesClient
-from ganserve.serving.images import _to_encoded
+from ganserve.serving.image_api import _to_encoded
 from ganserve.serving.imaging import decode_image, from_layout, pad_to_multiple, to_layout, to_pixels, to_tensor
 from ganserve.serving.server import ServerThread
 from ganserve.serving.tiling import Infer, banded_window_bytes, plan_tiles, run_tiled, run_tiled_rows
@@ -269,7 +269,7 @@ def test_image_api_replies_are_unchanged(conv_server, name: str, size: tuple[int
         banded.append(1)
         return await run_tiled_rows(*args, **kwargs)
 
-    monkeypatch.setattr(images, "run_tiled_rows", counted)
+    monkeypatch.setattr(image_api, "run_tiled_rows", counted)
     with ImagesClient(f"127.0.0.1:{conv_server.port}", timeout=30) as client:
         png = client.super_resolve(name, data, ImageOptions(tile_size=32, tile_overlap=8))
         jpeg = client.super_resolve(name, data, ImageOptions(tile_size=32, tile_overlap=8, output_format="JPEG",

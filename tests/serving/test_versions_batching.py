@@ -13,7 +13,7 @@ import tritonclient.grpc as tg
 from tritonclient.utils import InferenceServerException
 
 from ganserve.core.contract import CONFIG_FILE
-from ganserve.serving.models import BatchingOverrides
+from ganserve.serving.model_manager import BatchingOverrides
 from ganserve.serving.server import ServerThread, start_subprocess
 from local_server import server_config
 from versioned_models import expected, write_version

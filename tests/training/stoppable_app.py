@@ -11,7 +11,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
-from ganserve.training.models.srresnet import SRResNetApp, SRResNetConfig
+from ganserve.training.applications.srresnet import SRResNetApp, SRResNetConfig
 from ganserve.training.registry import register_model
 
 NAME = "test-stoppable-sr"

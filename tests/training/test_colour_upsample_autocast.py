@@ -13,7 +13,7 @@ from ganserve.core.errors import CheckpointError, GanserveError
 from ganserve.training import registry
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from ganserve.training.data.paired import builtin_train_pairs, grey_map, held_out_pairs
-from ganserve.training.models import translation_eval as te
+from ganserve.training.applications import translation_eval as te
 from ganserve.training.networks.translation import ResnetGenerator, Translator, to_grey
 from ganserve.training.trainer import autocast_dtype, train
 

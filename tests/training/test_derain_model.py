@@ -8,7 +8,7 @@ import torch
 
 from ganserve.core.errors import GanserveError
 from ganserve.training.application import TrainContext
-from ganserve.training.models.attentive_gan import AttentiveGANApp
+from ganserve.training.applications.attentive_gan import AttentiveGANApp
 from ganserve.training.networks.derain import AttentiveDiscriminator, AttentiveGenerator, ContextualAutoencoder
 from ganserve.training.objectives.derain import attention_loss, multiscale_loss
 from ganserve.training.registry import make_config

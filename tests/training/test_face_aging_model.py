@@ -17,11 +17,11 @@ from ganserve.training.application import TrainContext
 from ganserve.training.checkpoint import build_from_checkpoint
 from ganserve.training.age_groups import AGE_GROUPS, GROUP_CENTRES, age_group
 from ganserve.training.data.faces import identity, render, scene, write_utkface_folder
-from ganserve.training.models import face_aging as fa
-from ganserve.training.models import face_aging_eval as fe
+from ganserve.training.applications import face_aging as fa
+from ganserve.training.applications import face_aging_eval as fe
 from ganserve.training.networks import face_aging as fn
 from ganserve.training.objectives import face_aging as fo
-from ganserve.training.models.face_judges import load_net, render_set, save_net, train_net
+from ganserve.training.applications.face_judges import load_net, render_set, save_net, train_net
 from ganserve.training.trainer import train
 
 TINY = {"g_channels": 8, "g_blocks": 1, "d_channels": 8, "batch_size": 4, "eval_identities": 3,
@@ -210,7 +210,7 @@ def _age_hits(predict, judges: fe.Judges, identities: int, against_source: bool 
 
 def _varied_age_judge():
     """A seeded age-judge network with a strong head, re-centred so its verdicts differ between held-out faces."""
-    from ganserve.training.models.face_judges import FaceNet, net_config
+    from ganserve.training.applications.face_judges import FaceNet, net_config
 
     torch.manual_seed(3)
     net = FaceNet(net_config("age_judge", 0)).eval()

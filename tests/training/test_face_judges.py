@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ganserve.core.errors import GanserveError
-from ganserve.training.models import face_judges as fj
+from ganserve.training.applications import face_judges as fj
 
 
 def test_judges_differ_from_the_loss_net() -> None:

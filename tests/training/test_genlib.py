@@ -20,7 +20,7 @@ from ganserve.training.application import TrainContext
 from ganserve.training.checkpoint import build_from_checkpoint
 from ganserve.training.data.toy import ring_centers, sample_ring
 from ganserve.training.eval.gen_metrics import class_histogram_metrics, frechet_distance, toy_metrics
-from ganserve.training.models.toygan import train_toy
+from ganserve.training.applications.toygan import train_toy
 from ganserve.training.objectives.latent import gaussian_kl, imq_mmd, reconstruction_nll, reparameterize
 from ganserve.training.trainer import train
 from local_server import server_config

@@ -142,8 +142,8 @@ def test_applications_never_import_each_other() -> None:
     import importlib
 
     apps = {m for m in (registry.lookup(name)[0].__module__ for name in registry.available())
-            if m.startswith("ganserve.training.models.")}  # the modules that define a built-in application
-    assert {"ganserve.training.models.srgan", "ganserve.training.models.cyclegan"} <= apps
+            if m.startswith("ganserve.training.applications.")}  # the modules that define a built-in application
+    assert {"ganserve.training.applications.srgan", "ganserve.training.applications.cyclegan"} <= apps
     for module in apps:
         tree = ast.parse(Path(importlib.import_module(module).__file__).read_text())
         imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ganserve.training.models.sr_base import SRApplication, SRConfig
+from ganserve.training.applications.sr_base import SRApplication, SRConfig
 from ganserve.training.networks import register_network
 from ganserve.training.networks.specs import network_field
 from ganserve.training.registry import register_model

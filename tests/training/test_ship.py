@@ -98,7 +98,7 @@ def _psnr_y_by_hand(checkpoint: Path) -> tuple[float, float]:
     import torch
     import torch.nn.functional as F
 
-    from ganserve.training.models.sr_eval import held_out_pairs
+    from ganserve.training.applications.sr_eval import held_out_pairs
 
     app = build_from_checkpoint(checkpoint)
     s = app.config.scale

@@ -16,7 +16,7 @@ from ganserve.training import registry
 from ganserve.training.checkpoint import build_from_checkpoint
 from ganserve.training.config import parse_set
 from ganserve.training.registry import merge_config
-from ganserve.training.models.sr_base import pad_to_multiple
+from ganserve.training.applications.sr_base import pad_to_multiple
 from ganserve.training.networks import available_networks, build_network, describe_network
 from ganserve.training.networks.sr_external import PUBLISHED_PARAMETERS, EDSR, MSRResNet, RRDBNet, SRVGGNetCompact
 from ganserve.training.trainer import train

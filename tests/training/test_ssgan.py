@@ -18,7 +18,7 @@ from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
 from ganserve.training.data.digits import (
     labeled_subset, load_mnist_dir, load_sklearn_digits, read_idx, semi_supervised_split, stratified_split,
 )
-from ganserve.training.models.ssgan_eval import accuracy_report, confusion_matrix
+from ganserve.training.applications.ssgan_eval import accuracy_report, confusion_matrix
 from ganserve.training.networks.ssgan import parse_widths
 from ganserve.training.objectives.ssgan import feature_matching_loss, log_d_real, supervised_loss, unsupervised_loss
 from ganserve.training.trainer import train

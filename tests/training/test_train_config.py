@@ -10,8 +10,8 @@ from ganserve.core.errors import GanserveError
 from ganserve.training import registry
 from ganserve.training.config import config_dict, load_config_file, parse_set
 from ganserve.training.registry import merge_config
-from ganserve.training.models.srgan import SRGANConfig
-from ganserve.training.models.srresnet import SRResNetConfig
+from ganserve.training.applications.srgan import SRGANConfig
+from ganserve.training.applications.srresnet import SRResNetConfig
 from ganserve.training.schedule import lr_factor
 
 

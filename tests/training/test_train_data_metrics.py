@@ -21,7 +21,7 @@ from ganserve.training.data.images import (
     step_generator,
     upscale_bicubic,
 )
-from ganserve.training.models.sr_eval import evaluate_sr
+from ganserve.training.applications.sr_eval import evaluate_sr
 
 
 def test_builtin_split_is_disjoint_and_covers_coffee_once() -> None:

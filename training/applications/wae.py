@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ganserve.core.errors import GanserveError
-from ganserve.training.models.genbase import DigitsGenApp, DigitsGenConfig
+from ganserve.training.applications.genbase import DigitsGenApp, DigitsGenConfig
 from ganserve.training.networks import describe_network
 from ganserve.training.networks.dcgan import mlp
 from ganserve.training.objectives import get_objective

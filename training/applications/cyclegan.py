@@ -33,7 +33,7 @@ from ganserve.training.data.unpaired import (
     load_unpaired_folder,
 )
 from ganserve.core.export_spec import ExportSpec
-from ganserve.training.models import translation_eval as te
+from ganserve.training.applications import translation_eval as te
 from ganserve.training.networks import build_network, describe_network
 from ganserve.training.networks.specs import network_field
 from ganserve.training.networks.translation import Translator

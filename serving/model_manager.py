@@ -26,7 +26,7 @@ from ganserve.serving.batcher import Batcher, BatchingConfig
 from ganserve.serving.metrics import ServerMetrics
 from ganserve.serving.proto.inference import model_config_pb2
 from ganserve.serving.repository import ModelSource, model_files, read_model, scan_repository
-from ganserve.serving.precision import Choice, load_reference_cases
+from ganserve.serving.candidates import Choice, load_reference_cases
 from ganserve.serving.runtime import (OrtRunner, RunnerPool, RuntimeSettings, choose_runner, stream_runners,
                                       typical_inputs)
 

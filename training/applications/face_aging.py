@@ -11,12 +11,12 @@ pass, so the served model is one ONNX call:
   output vs the target group) + identity loss (1 - cosine of the loss network's identity features of output and
   input) + reconstruction (L1 between the input and the output asked for the input's own group, on a quarter of each
 batch to save time).
-The loss network is trained on training identities only (``training/models/face_judges.py``); evaluation uses the
+The loss network is trained on training identities only (``training/applications/face_judges.py``); evaluation uses the
 independent judges trained on another identity pool. Training is unpaired: the true render at the target age is
 never used by the losses, only by the evaluation, so the same recipe trains on a UTKFace-named folder.
 Images are RGB in [0, 1] at 64x64; the age condition is a one-hot vector over ``AGE_GROUPS``.
 Networks: ``training/networks/face_aging.py``; losses: ``training/objectives/face_aging.py``; held-out evaluation:
-``training/models/face_aging_eval.py``. This module holds the config and the application.
+``training/applications/face_aging_eval.py``. This module holds the config and the application.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from ganserve.training.config import CommonConfig
 from ganserve.training.age_groups import AGE_GROUPS, GROUP_CENTRES, age_group
 from ganserve.training.data.faces import FaceFolder, identity, load_utkface_folder, render, scene
 from ganserve.training.data.images import step_generator
-from ganserve.training.models.face_aging_eval import Judges, evaluate_aging, headline_key, held_out_faces, load_judges
-from ganserve.training.models.face_judges import load_net, render_set
+from ganserve.training.applications.face_aging_eval import Judges, evaluate_aging, headline_key, held_out_faces, load_judges
+from ganserve.training.applications.face_judges import load_net, render_set
 from ganserve.training.networks import build_network, describe_network
 from ganserve.training.networks.face_aging import GROUPS, SIZE, FaceNet, one_hot
 from ganserve.training.networks.specs import network_field
@@ -152,7 +152,7 @@ class FaceAgingApp(Application):
         if self.ema is not None:
             self.ema.to(memory_format=torch.channels_last)
         if (c.age_weight > 0 or c.id_weight > 0) and not c.loss_net:
-            raise GanserveError("age_weight/id_weight need loss_net (python -m ganserve.training.models.face_judges)")
+            raise GanserveError("age_weight/id_weight need loss_net (python -m ganserve.training.applications.face_judges)")
         if c.loss_net and (c.age_weight > 0 or c.id_weight > 0):
             self._loss_nets = tuple(load_net(p, "loss_net").to(context.device) for p in loss_net_paths(c.loss_net))
             self.facts["loss_net"] = str(c.loss_net)

@@ -15,7 +15,7 @@ import torch
 from ganserve.core.image_metrics import psnr_rgb, ssim_rgb
 from ganserve.training.age_groups import GROUP_CENTRES
 from ganserve.training.data.faces import identity, render, scene
-from ganserve.training.models.face_judges import load_net
+from ganserve.training.applications.face_judges import load_net
 from ganserve.training.networks.face_aging import GROUPS, SIZE, FaceNet
 
 # Maps (N, 3, 64, 64) float32 faces in [0, 1] and (N, 6) one-hot groups to (N, 3, 64, 64) outputs.

@@ -21,12 +21,12 @@ from ganserve.core.card_roles import NEEDS, roles_text, rpc_by_outputs, rpc_for,
 from ganserve.core.contract import ModelCard, TensorSpec
 from ganserve.serving import status
 from ganserve.serving.admission import mib
-from ganserve.serving.calls import CallGate
+from ganserve.serving.call_gate import CallGate
 from ganserve.serving.conditioning import (condition_choices, condition_tensor, latent_tensor, resolve_conditions,
                                            single_condition)
 from ganserve.serving.imaging import (bucketed_shape, decode_image, encode_pixels, from_layout, pad_to_bucket,
                                       pad_to_multiple, to_layout, to_pixels, to_tensor)
-from ganserve.serving.models import ModelManager, ServedModel, ServedVersion
+from ganserve.serving.model_manager import ModelManager, ServedModel, ServedVersion
 from ganserve.serving.proto.ganserve.v1 import images_pb2 as pb
 from ganserve.serving.proto.ganserve.v1 import images_pb2_grpc as pb_grpc
 from ganserve.serving.tiling import banded_window_bytes, fits_one_tile, on_grid, run_tiled, run_tiled_rows

@@ -12,7 +12,7 @@ Registered as ``ssgan``; ``--set gan=false`` trains the same classifier on the l
 supervised baseline, same steps and batch). Exported as a classifier: grey (N, 1, H, W) in [0, 1] ->
 probabilities over the K real classes (softmax of the logits, i.e. p(y | x, real)).
 Networks: ``training/networks/ssgan.py``; losses: ``training/objectives/ssgan.py``; held-out evaluation:
-``training/models/ssgan_eval.py``. This module holds the config and the application.
+``training/applications/ssgan_eval.py``. This module holds the config and the application.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from ganserve.training.config import CommonConfig
 from ganserve.training.data.augment import random_shift
 from ganserve.training.data.digits import SemiSupervisedSplit, semi_supervised_split
 from ganserve.training.data.images import step_generator
-from ganserve.training.models.ssgan_eval import accuracy_report, confusion_matrix
+from ganserve.training.applications.ssgan_eval import accuracy_report, confusion_matrix
 from ganserve.training.networks import build_network, describe_network
 from ganserve.training.networks.registry import network_arguments
 from ganserve.training.networks.specs import network_field

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ganserve.training.models.sr_base import SRApplication, SRConfig
+from ganserve.training.applications.sr_base import SRApplication, SRConfig
 from ganserve.training.registry import register_model
 
 

@@ -10,7 +10,7 @@ independent judges (the network itself, ``FaceNet``, is in ``training/networks/f
 
 Train all three with one command (about 1.5 minutes each on 2 cores):
 
-    python -m ganserve.training.models.face_judges --config training/configs/face_judges_cpu.yaml --out models/face-judges
+    python -m ganserve.training.applications.face_judges --config training/configs/face_judges_cpu.yaml --out models/face-judges
 
 Each file is a small dict saved with torch.save (kind, config, state, metrics), read back with ``load_net``.
 """
@@ -121,7 +121,7 @@ def load_net(path: str | Path, kind: str | None = None) -> FaceNet:
     """Read a face network written by ``save_net`` (eval mode, frozen); a one-line error for anything else."""
     path = from_shipped(path)
     if not path.is_file():
-        raise GanserveError(f"{path}: no such face network file (train with: python -m ganserve.training.models.face_judges)")
+        raise GanserveError(f"{path}: no such face network file (train with: python -m ganserve.training.applications.face_judges)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
@@ -196,7 +196,7 @@ def train_all(out: str | Path, minutes: float = 1.5, identities: int = 160, per_
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: train the loss network and the two judges into --out."""
-    p = argparse.ArgumentParser(prog="python -m ganserve.training.models.face_judges", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m ganserve.training.applications.face_judges", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="models/face-judges")
     p.add_argument("--config", default=None, help="YAML/JSON with minutes, identities, per_identity, seed")
     p.add_argument("--minutes", type=float, default=None, help="training time per network (default 1.5)")

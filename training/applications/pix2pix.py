@@ -32,7 +32,7 @@ from ganserve.training.data.paired import (
     TASK_DESCRIPTIONS, PairedSource, builtin_train_pairs, check_task, held_out_pairs, load_paired_folder, swap_direction,
 )
 from ganserve.core.export_spec import ExportSpec
-from ganserve.training.models import translation_eval as te
+from ganserve.training.applications import translation_eval as te
 from ganserve.training.networks import build_network, describe_network
 from ganserve.training.networks.specs import network_field
 from ganserve.training.networks.translation import Translator, to_grey

@@ -15,7 +15,7 @@ Registered as ``attentive-gan``:
 baseline the quality report compares against. Differences from the paper are listed in ``AttentiveGANConfig``.
 Images are RGB in [0, 1]; the exported graph maps a rainy image to (derained image, attention map).
 Networks: ``training/networks/derain.py``; losses: ``training/objectives/derain.py``; held-out evaluation:
-``training/models/derain_eval.py``. This module holds the config and the application.
+``training/applications/derain_eval.py``. This module holds the config and the application.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from ganserve.training.calibration import seeded_feeds
 from ganserve.training.config import CommonConfig
 from ganserve.training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, load_builtin, step_generator
 from ganserve.training.data.raindrops import RainSource, held_out_pairs, stack_pairs
-from ganserve.training.models.derain_eval import HELD_OUT_DESCRIPTION, derain_grid, evaluate_derain
+from ganserve.training.applications.derain_eval import HELD_OUT_DESCRIPTION, derain_grid, evaluate_derain
 from ganserve.training.networks import build_network, describe_network
 from ganserve.training.networks.specs import network_field
 from ganserve.training.networks.vgg import VGG19_RELU_INDEX, load_vgg19_features

@@ -25,7 +25,7 @@ from ganserve.training.application import Application, DemoExample, TrainContext
 from ganserve.training.calibration import seeded_feeds
 from ganserve.training.config import CommonConfig
 from ganserve.training.data.images import BUILTIN_TRAIN, SRSource, load_builtin, step_generator, upscale_bicubic
-from ganserve.training.models.sr_eval import (
+from ganserve.training.applications.sr_eval import (
     HELD_OUT_DESCRIPTION,
     evaluate_sr,
     held_out_hr_crops,

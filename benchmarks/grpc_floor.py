@@ -1,6 +1,6 @@
 """The gRPC floor: what any Python gRPC server answering ModelInfer with the same bytes costs, with no model.
 
-`python -m ganserve.benchmarks.floor --response FILE` serves inference.GRPCInferenceService/ModelInfer on 127.0.0.1 (a free
+`python -m ganserve.benchmarks.grpc_floor --response FILE` serves inference.GRPCInferenceService/ModelInfer on 127.0.0.1 (a free
 port, printed as ``floor ready port=N``): it parses each request as ganserve does and answers with FILE's bytes, a
 serialized ModelInferResponse the real server gave for the same request. The bench times the same client against
 it, so "served minus in-process" splits into this transport floor (HTTP/2 framing, copies into and out of gRPC,
@@ -44,7 +44,7 @@ def start(response: bytes, work: Path) -> tuple[subprocess.Popen, int]:
     """Start the floor server in a child process answering with `response`; returns (process, port)."""
     path = work / "floor_response.bin"
     path.write_bytes(response)
-    proc = subprocess.Popen([sys.executable, "-m", "ganserve.benchmarks.floor", "--response", str(path)],
+    proc = subprocess.Popen([sys.executable, "-m", "ganserve.benchmarks.grpc_floor", "--response", str(path)],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -56,7 +56,7 @@ def start(response: bytes, work: Path) -> tuple[subprocess.Popen, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ganserve.benchmarks.floor", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m ganserve.benchmarks.grpc_floor", description=__doc__.splitlines()[0])
     p.add_argument("--response", type=Path, required=True, help="serialized ModelInferResponse to answer with")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
     args = p.parse_args(argv)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ganserve.core.errors import GanserveError
-from ganserve.training.models.genbase import DigitsGenApp, DigitsGenConfig
+from ganserve.training.applications.genbase import DigitsGenApp, DigitsGenConfig
 from ganserve.training.networks import describe_network
 from ganserve.training.objectives.latent import DECODERS, gaussian_kl, reconstruction_nll, reparameterize
 from ganserve.training.registry import register_model

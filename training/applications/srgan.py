@@ -15,7 +15,7 @@ import torch
 from ganserve.core.errors import GanserveError
 from ganserve.training.application import TrainContext
 from ganserve.training.checkpoint import load_checkpoint
-from ganserve.training.models.sr_base import SRApplication, SRConfig
+from ganserve.training.applications.sr_base import SRApplication, SRConfig
 from ganserve.training.networks import build_network
 from ganserve.training.networks.specs import network_field
 from ganserve.training.networks.vgg import VGG19_RELU_INDEX, load_vgg19_features

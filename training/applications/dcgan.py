@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ganserve.training.models.genbase import DigitsGenApp, DigitsGenConfig
+from ganserve.training.applications.genbase import DigitsGenApp, DigitsGenConfig
 from ganserve.training.objectives import clip_weights, get_objective, gradient_penalty
 from ganserve.training.registry import register_model
 

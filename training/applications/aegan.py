@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ganserve.training.models.genbase import DigitsGenApp, DigitsGenConfig
+from ganserve.training.applications.genbase import DigitsGenApp, DigitsGenConfig
 from ganserve.training.networks import describe_network
 from ganserve.training.networks.dcgan import mlp
 from ganserve.training.objectives import get_objective

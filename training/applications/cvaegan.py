@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganserve.training.data import digits_gen
-from ganserve.training.models.genbase import DigitsGenApp, DigitsGenConfig, label_planes, one_hot
+from ganserve.training.applications.genbase import DigitsGenApp, DigitsGenConfig, label_planes, one_hot
 from ganserve.training.networks import describe_network
 from ganserve.training.objectives import get_objective
 from ganserve.training.objectives.latent import gaussian_kl, reparameterize
