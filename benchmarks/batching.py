@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
 import os
 import resource
@@ -36,7 +38,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from ganserve.benchmarks.flops import count_flops
-from ganserve.benchmarks.machine import describe
+from ganserve.benchmarks.peaks import describe
 from ganserve.serving.batcher import Batcher, BatchingConfig
 from ganserve.serving.tiling import run_tiled
 
@@ -280,8 +282,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=16)
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/batching"),
+                   help="where the report (report.md, what is printed) goes (default benchmarks/results/batching)")
     p.add_argument("--memory-child", choices=["untiled", "tiled"], help=argparse.SUPPRESS)
     return p
+
+
+class _Tee(io.StringIO):
+    """What is printed, also kept for the report file."""
+
+    def __init__(self, out) -> None:
+        super().__init__()
+        self.out = out
+
+    def write(self, text: str) -> int:
+        self.out.write(text)
+        return super().write(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,6 +305,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_child:
         memory_child(args, args.model)
         return 0
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        _report(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.md").write_text(tee.getvalue())
+    print(f"wrote {args.out / 'report.md'}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.model:
             path, what = args.model, args.model
@@ -307,7 +333,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_memory:
             memory(args, path)
         print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
-    return 0
 
 
 if __name__ == "__main__":

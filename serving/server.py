@@ -62,6 +62,9 @@ class ServerConfig:
     tls: TlsSettings | None = None  # both protocols (and the metrics port) over TLS; mutual TLS with a client CA
     auth_token_file: Path | None = None  # bearer tokens required on everything but health and readiness
     limits: Limits = field(default_factory=Limits)  # timeouts and caps of both protocols (docs/security.md)
+    # gRPC services of one's own (grpc.GenericRpcHandler), served beside ours behind the same token check, RPC cap and
+    # TLS; not a flag: for code that starts a server (docs/architecture.md, "Where does it go")
+    extra_handlers: tuple[grpc.GenericRpcHandler, ...] = ()
 
 
 def _add_to_pool(*files) -> None:
@@ -129,6 +132,8 @@ class GanServer:
         add_inference_servicer(oip, self._server)
         _add_images_servicer(images, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        if cfg.extra_handlers:
+            self._server.add_generic_rpc_handlers(tuple(cfg.extra_handlers))
         _add_to_pool(health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR)
         names = [
             grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
