@@ -198,19 +198,15 @@ def _tensor_block(t: TensorSpec) -> str:
     return f'  {{\n    name: "{t.name}"\n    data_type: TYPE_{t.dtype}\n    dims: {_dims(t.shape)}\n  }}'
 
 
-def triton_config(
-    card: ModelCard,
-    preferred_batch_sizes: list[int] | None = None,
-    max_queue_delay_us: int = 0,
-    instance_count: int = 1,
-) -> str:
+def triton_config(card: ModelCard) -> str:
     """A config.pbtxt that NVIDIA Triton's onnxruntime backend accepts (batch axis implicit, -1 = dynamic).
 
-    The queue delay defaults to 0: a lone request runs at once, and requests that arrive while a run is busy are
-    batched together for the next run, so batching costs no latency at low load (measured on 2 cores: a 2 ms
-    delay added ~10 ms to a lone 64x64 request, and convolution-heavy SR gains little from waiting for a batch).
+    The queue delay is 0: a lone request runs at once, and requests that arrive while a run is busy are batched
+    together for the next run, so batching costs no latency at low load (measured on 2 cores: a 2 ms delay added
+    ~10 ms to a lone 64x64 request, and convolution-heavy SR gains little from waiting for a batch). No
+    instance_group: runs of a model at once are the server's --streams (an instance_group in a config is ignored).
     """
-    preferred = preferred_batch_sizes or [b for b in (2, 4, 8) if b <= card.max_batch_size]
+    preferred = [b for b in (2, 4, 8) if b <= card.max_batch_size]
     lines = [
         f'name: "{card.name}"',
         'platform: "onnxruntime_onnx"',
@@ -220,9 +216,8 @@ def triton_config(
         "output [\n" + ",\n".join(_tensor_block(t) for t in card.outputs) + "\n]",
         "dynamic_batching {\n"
         f"  preferred_batch_size: {_dims(preferred)}\n"
-        f"  max_queue_delay_microseconds: {max_queue_delay_us}\n"
+        "  max_queue_delay_microseconds: 0\n"
         "}",
-        f"instance_group [\n  {{\n    count: {instance_count}\n    kind: KIND_CPU\n  }}\n]",
     ]
     return "\n".join(lines) + "\n"
 

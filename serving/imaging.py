@@ -178,11 +178,6 @@ def to_pixels(y: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return pixels[:, :, 0] if channels == 1 else pixels
 
 
-def to_image(y: np.ndarray, spec: TensorSpec) -> Image.Image:
-    """(1, C, H, W) float32 in the spec's value range -> an 8-bit RGB or grey PIL image (see `to_pixels`)."""
-    return Image.fromarray(to_pixels(y, spec))
-
-
 def encode_pixels(pixels: np.ndarray, fmt: str = "PNG", quality: int = 0) -> bytes:
     """PNG or JPEG bytes of 8-bit pixels from `to_pixels`; RGB PNGs go to fpng straight from the array (building a
     PIL image first costs 0.8 ms at 512x512, as much as fpng's whole encode)."""

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from ganserve.core.contract import TensorSpec
-from ganserve.serving.imaging import decode_image, encode_image, pad_to_multiple, to_image, to_tensor
+from ganserve.serving.imaging import decode_image, encode_image, pad_to_multiple, to_pixels, to_tensor
 from ganserve.serving.status import ServingError
 
 
@@ -52,7 +52,7 @@ def test_value_range_round_trip_is_exact() -> None:
     x = to_tensor(Image.fromarray(rgb), spec)
     assert x.shape == (1, 3, 5, 6) and x.dtype == np.float32
     assert x.min() == pytest.approx(-1.0) and x[0, 2, 0, 0] == pytest.approx(6 / 255 * 2 - 1)
-    assert np.array_equal(np.asarray(to_image(x, spec)), rgb)
+    assert np.array_equal(to_pixels(x, spec), rgb)
 
 
 def test_grey_fixed_size_input_is_resized() -> None:
@@ -79,7 +79,7 @@ def test_jpeg_encoding_quality() -> None:
 
 @pytest.mark.parametrize("value_range", [[0.0, 1.0], [-1.0, 1.0], None])
 @pytest.mark.parametrize("channels", [3, 1])
-def test_to_image_rounds_like_the_documented_rule(value_range, channels: int) -> None:
+def test_to_pixels_rounds_like_the_documented_rule(value_range, channels: int) -> None:
     """8-bit pixels are rint(clip((y - lo) / (hi - lo), 0, 1) * 255), out-of-range values and .5 ties included."""
     spec = TensorSpec("o", [channels, -1, -1], "FP32", "image", "NCHW", value_range)
     lo, hi = value_range or (0.0, 1.0)
@@ -87,7 +87,7 @@ def test_to_image_rounds_like_the_documented_rule(value_range, channels: int) ->
     y = rng.uniform(lo - 0.2, hi + 0.2, (1, channels, 37, 53)).astype(np.float32)
     y[0, 0, 0, :4] = lo + (hi - lo) * np.array([0.5, 1.5, 127.5, 254.5], np.float32) / 255  # ties round to even
     want = np.rint(np.clip((y[0].astype(np.float64) - lo) / (hi - lo), 0.0, 1.0) * 255.0).astype(np.uint8)
-    got = np.asarray(to_image(y, spec))
+    got = to_pixels(y, spec)
     got = got[None] if channels == 1 else got.transpose(2, 0, 1)
     assert got.shape == want.shape and np.abs(got.astype(int) - want.astype(int)).max() <= 1
     assert np.mean(got == want) > 0.999  # float32 vs float64 arithmetic may differ at a tie, nowhere else

@@ -16,7 +16,8 @@ from ganserve.training import registry
 from ganserve.training.application import TrainContext
 from ganserve.training.checkpoint import build_from_checkpoint
 from ganserve.training.age_groups import AGE_GROUPS, GROUP_CENTRES, age_group
-from ganserve.training.data.faces import identity, render, scene, write_utkface_folder
+from ganserve.training.data.faces import identity, render, scene
+from utkface_files import write_utkface_folder
 from ganserve.training.applications import face_aging as fa
 from ganserve.training.applications import face_aging_eval as fe
 from ganserve.training.networks import face_aging as fn

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from ganserve.core.errors import GanserveError
-from ganserve.training.data.faces import UTKName, load_utkface_folder, parse_utkface_name, write_utkface_folder
+from ganserve.training.data.faces import UTKName, load_utkface_folder, parse_utkface_name
+from utkface_files import write_utkface_folder
 
 
 @pytest.mark.parametrize("name,expected", [

@@ -413,18 +413,3 @@ def load_utkface_folder(folder: str | Path, size: int = 64) -> FaceFolder:
         raise GanserveError(f"face folder {folder}: no usable UTKFace-named images among {len(paths)} files "
                             f"({misnamed} misnamed, {undecodable} undecodable); names look like 25_0_1_20170116.jpg")
     return FaceFolder(np.stack(images), np.asarray(ages, np.float32), len(paths), misnamed, undecodable)
-
-
-def write_utkface_folder(folder: str | Path, pool: str, count: int, seed: int = 0, size: int = 64) -> list[Path]:
-    """Render ``count`` faces of ``pool`` at random ages and save them under UTKFace names (a test/demo folder)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    r = np.random.default_rng(seed)
-    paths = []
-    for i in range(count):
-        age = int(r.integers(1, 80))
-        img = render(identity(pool, i), float(age), scene(pool, i, int(r.integers(1000))), size)
-        path = folder / f"{age}_{int(r.integers(2))}_{int(r.integers(5))}_{20170101000000000 + i}.jpg"
-        Image.fromarray(img).save(path, quality=95)
-        paths.append(path)
-    return paths
