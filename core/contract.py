@@ -203,8 +203,8 @@ def triton_config(card: ModelCard) -> str:
 
     The queue delay is 0: a lone request runs at once, and requests that arrive while a run is busy are batched
     together for the next run, so batching costs no latency at low load (measured on 2 cores: a 2 ms delay added
-    ~10 ms to a lone 64x64 request, and convolution-heavy SR gains little from waiting for a batch). No
-    instance_group: runs of a model at once are the server's --streams (an instance_group in a config is ignored).
+    ~10 ms to a lone 64x64 request, and convolution-heavy SR gains little from waiting for a batch). One
+    instance: the server runs a model's instance_group count at once (its streams) unless --streams says otherwise.
     """
     preferred = [b for b in (2, 4, 8) if b <= card.max_batch_size]
     lines = [
@@ -218,6 +218,7 @@ def triton_config(card: ModelCard) -> str:
         f"  preferred_batch_size: {_dims(preferred)}\n"
         "  max_queue_delay_microseconds: 0\n"
         "}",
+        "instance_group [\n  {\n    count: 1\n    kind: KIND_CPU\n  }\n]",
     ]
     return "\n".join(lines) + "\n"
 

@@ -56,9 +56,10 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
                         "else pin this precision (a model's config.pbtxt parameters can pin its own)")
     p.add_argument("--intra-op-threads", type=count(0), default=0,
                    help="threads per run (0 = the cores divided among the streams)")
-    p.add_argument("--streams", type=count(1), default=1,
-                   help="runs of one model in flight at once: 1 = latency mode (default; measured best with the "
-                        "dynamic batcher on 2 cores), N = throughput mode with cores/N threads each")
+    p.add_argument("--streams", type=count(1), default=0,
+                   help="runs of one model in flight at once, for every model: 1 = latency mode (measured best with "
+                        "the dynamic batcher on 2 cores), N = throughput mode with cores/N threads each (default: "
+                        "each model's config.pbtxt instance_group count, which ganserve's exports set to 1)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="warm-start cache: each model's measured provider/precision choice (re-checked on the "
                         "reference set at load, re-measured when a model file, the machine or these settings change) "

@@ -370,6 +370,8 @@ class ModelManager:
         files = _version_files(source.path / str(version))  # before loading: a change meanwhile shows at the next poll
         providers, precision = model_pins(source.config)
         settings = self.settings
+        if not settings.streams:  # no --streams: the model's own instance_group count
+            settings = dataclasses.replace(settings, streams=instance_count(source.config))
         if source.card is not None and source.card.tile_safe:
             # tile-safe models see tile-sized shapes (edge tiles included) through the image API: 45 in srresnet's
             # 300-size soak, where each rebuild cost memory (docs/memory.md); TILE_SAFE_SHAPES x the bound keeps the
@@ -387,7 +389,7 @@ class ModelManager:
         self.metrics.set_candidates(source.name, version, [(t.provider, t.precision, t.status, t.p50_ms)
                                                            for t in choice.table if t.p50_ms is not None])
         stats = Stats()
-        batching = dataclasses.replace(batching_config(source.config, self.overrides), workers=self.settings.streams)
+        batching = dataclasses.replace(batching_config(source.config, self.overrides), workers=settings.streams)
         batcher = Batcher(self._timed_run(source.name, runner, stats), batching,
                           name=source.name, observer=VersionObserver(stats, self.metrics), executor=self.executor)
         return ServedVersion(version=version, runner=runner, batcher=batcher, stats=stats, choice=choice, files=files,
@@ -470,6 +472,12 @@ def _without_reference(source: ModelSource, version: int) -> str:
         return (f"version {version}: {REFERENCE_FILE} holds no case (in:/out: arrays); poll mode serves only "
                 "versions that pass their reference check")
     return ""
+
+
+def instance_count(config: model_config_pb2.ModelConfig) -> int:
+    """How many runs of a model Triton would keep in flight: the sum of its instance_group counts (a group without
+    a count is one instance, as in Triton), 1 when the config has no instance_group."""
+    return sum(max(1, group.count) for group in config.instance_group) or 1
 
 
 TILE_SAFE_SHAPES = 4  # a tile-safe model's shape bound is this many times --max-compiled-shapes (64 by default)

@@ -67,21 +67,23 @@ class RuntimeSettings:
     precision: str = "auto"  # auto = the fastest candidate that passes the reference check; else pinned
     bf16_hardware: bool | None = None  # None = read /proc/cpuinfo
     timing_size: int = 64  # spatial size of the typical input the candidates are timed on
-    streams: int = 1  # runs of one model in flight at once: 1 = latency mode, >1 = throughput mode
+    # runs of one model in flight at once: 1 = latency mode, >1 = throughput mode; 0 = each model's own
+    # config.pbtxt instance_group count (1 in ganserve's exports), resolved when the model loads
+    streams: int = 0
     cache_dir: Path | None = None  # warm-start cache of the choices and OpenVINO's compiled models (None = off)
     max_compiled_shapes: int = DEFAULT_MAX_COMPILED_SHAPES  # per session of a shape-compiling provider; 0 = no bound
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", *PRECISIONS):
             raise RepositoryError(f"unknown precision {self.precision!r} (auto, {', '.join(PRECISIONS)})")
-        if self.streams < 1:
-            raise RepositoryError(f"streams must be >= 1, got {self.streams}")
+        if self.streams < 0:
+            raise RepositoryError(f"streams must be >= 0, got {self.streams}")
         if self.max_compiled_shapes < 0:
             raise RepositoryError(f"max_compiled_shapes must be >= 0, got {self.max_compiled_shapes}")
 
     def threads(self) -> int:
         """Threads per run: the flag's, else the cores shared among the streams."""
-        return self.intra_op_threads or max(1, (os.cpu_count() or 1) // self.streams)
+        return self.intra_op_threads or max(1, (os.cpu_count() or 1) // max(1, self.streams))
 
 
 ShapeKey = tuple[tuple[str, tuple[int, ...]], ...]

@@ -55,3 +55,21 @@ def test_streams_build_separate_sessions_and_answer_concurrent_requests(tmp_path
             want = pool.runners[0].run({"image": image, "age": age})["aged"]
             assert np.array_equal(got[i], want) and np.allclose(got[i], image + shift, atol=1e-6)
         assert version.stats.execution_count == len(cases)  # no batching: one run per request, on either session
+
+
+def test_a_models_instance_group_sets_its_streams_unless_the_flag_does(tmp_path: Path) -> None:
+    """config.pbtxt's instance_group count is the model's runs in flight (as in Triton); --streams overrides it."""
+    repo = make_repo(tmp_path, broken=False)
+    config_file = repo / "aging" / "config.pbtxt"
+    text = config_file.read_text()
+    assert "count: 1" in text  # what ganserve's export writes
+    config_file.write_text(text.replace("count: 1", "count: 2"))
+    with ServerThread(server_config(repo)) as server:  # no --streams
+        _, version = server.server.models.get("aging")
+        assert isinstance(version.runner, RunnerPool) and len(version.runner.runners) == 2
+        assert version.batcher.config.workers == 2
+    pinned = server_config(repo)
+    pinned.runtime.streams = 1  # --streams 1
+    with ServerThread(pinned) as server:
+        _, version = server.server.models.get("aging")
+        assert isinstance(version.runner, OrtRunner) and version.batcher.config.workers == 1
