@@ -103,7 +103,7 @@ def test_bad_numeric_flags_are_refused_by_the_parser(argv: list[str], flag: str,
     (SERVE + ["--grace-seconds", "0", "--drain-seconds", "2.5", "--poll-seconds", "0.25"],
      {"grace_seconds": 0.0, "drain_seconds": 2.5, "poll_seconds": 0.25}),
     (SERVE, {"port": 8001, "http_port": 8000, "metrics_port": 8002, "tile_size": 128, "tile_overlap": 16,
-             "streams": 1, "grace_seconds": 30.0, "max_message_mb": 64, "max_batch_size": None}),  # the defaults
+             "streams": 0, "grace_seconds": 30.0, "max_message_mb": 64, "max_batch_size": None}),  # the defaults
     (["client", "--server", "localhost:1", "--timeout", "0.5", "list"], {"server": "localhost:1", "timeout": 0.5}),
     (CLIENT_SR + ["--quality", "100", "--tile-size", "0", "--tile-overlap", "8"],
      {"quality": 100, "tile_size": 0, "tile_overlap": 8}),
