@@ -295,8 +295,9 @@ def test_throughput_mode_runs_several_batches_at_once_with_the_cores_shared(tmp_
 
     assert RuntimeSettings(streams=2, intra_op_threads=0).threads() == max(1, (os.cpu_count() or 1) // 2)
     assert RuntimeSettings(streams=2, intra_op_threads=3).threads() == 3
-    with pytest.raises(RepositoryError, match="streams must be >= 1"):
-        RuntimeSettings(streams=0)
+    with pytest.raises(RepositoryError, match="streams must be >= 0"):
+        RuntimeSettings(streams=-1)
+    assert RuntimeSettings(streams=0).threads() == (os.cpu_count() or 1)  # 0: each model's own count, resolved at load
     write_model(tmp_path / "repo", "ident", None)
 
     async def load() -> tuple[int, int]:
