@@ -11,6 +11,7 @@ import torch
 from ganserve.core.contract import TensorSpec
 from ganserve.core.errors import GanserveError, described, first_line
 from ganserve.export.defaults import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from ganserve.export.rewrites import prelu_slopes
 from ganserve.core.export_spec import ExportSpec
 
 _AXIS_NAMES = {"N": "batch", "H": "height", "W": "width", "D": "depth", "T": "time"}
@@ -78,7 +79,7 @@ def to_onnx(spec: ExportSpec, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
             )
     except Exception as exc:  # the exporter raises many types; all mean "this module cannot be exported"
         raise GanserveError(f"{spec.architecture}: ONNX export failed: {described(exc)}") from exc
-    model = onnx.load_from_string(buf.getvalue())
+    model, _ = prelu_slopes(onnx.load_from_string(buf.getvalue()))  # exact: docs/fast-cpu.md, export/rewrites.py
     return check_graph(model, spec)
 
 
