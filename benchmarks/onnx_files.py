@@ -24,22 +24,13 @@ import onnxruntime as ort
 
 from ganserve.core.machine import cpu_info, describe
 from ganserve.core.errors import described
-from ganserve.core.onnxruntime_facts import CPU, OPENVINO, PROVIDER_NAMES, numpy_type, openvino_options
+from ganserve.core.onnxruntime_facts import CPU, OPENVINO, PROVIDER_NAMES, openvino_options, typical_feeds
 
 
 def _session(path: Path, provider: str, precision: str) -> ort.InferenceSession:
     options = openvino_options(precision) if provider == OPENVINO else {}
     fallback = [] if provider == CPU else [CPU]  # ops the provider lacks run on the CPU one, as in serving
     return ort.InferenceSession(str(path), providers=[(provider, options), *fallback])
-
-
-def _feeds(session: ort.InferenceSession, side: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(side)
-    feeds = {}
-    for meta in session.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else (1 if i == 0 else side) for i, d in enumerate(meta.shape)]
-        feeds[meta.name] = rng.random(shape).astype(numpy_type(meta.type))
-    return feeds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +79,7 @@ def _time(path: Path, provider: str, args: argparse.Namespace, row: dict, refere
     """Fill `row` with the file's p50 and its max difference to the first file, per size."""
     session = _session(path, provider, args.precision)
     for side in args.sizes:
-        feeds = _feeds(session, side)
+        feeds = typical_feeds(session.get_inputs(), side, seed=side)
         for _ in range(2):
             outputs = session.run(None, feeds)
         times = []

@@ -9,6 +9,8 @@ gRPC and a second session also need — measured on the 2-core Xeon, README's fa
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -48,3 +50,16 @@ def openvino_options(precision: str) -> dict[str, str]:
     if precision in OPENVINO_HINTS:
         config["INFERENCE_PRECISION_HINT"] = OPENVINO_HINTS[precision]
     return {"device_type": "CPU", "load_config": json.dumps({"CPU": config})}
+
+
+def typical_feeds(inputs: Iterable[Any], side: int, seed: int | None = 0) -> dict[str, np.ndarray]:
+    """A batch-1 input for a session's inputs (ORT's NodeArgs: name, shape, type): every free axis but the batch at
+    `side`; floats uniform in [0, 1) drawn from `seed` in input order (None: zeros), other types zeros."""
+    rng = None if seed is None else np.random.default_rng(seed)
+    feeds = {}
+    for meta in inputs:
+        shape = [d if isinstance(d, int) and d > 0 else (1 if i == 0 else side) for i, d in enumerate(meta.shape)]
+        dtype = numpy_type(meta.type)
+        floats = rng is not None and np.dtype(dtype).kind == "f"
+        feeds[meta.name] = rng.random(shape).astype(dtype) if floats else np.zeros(shape, dtype)
+    return feeds

@@ -15,19 +15,9 @@ import onnxruntime as ort
 
 from ganserve.core.export_spec import ExportSpec
 from ganserve.core.memory_cost import card_key, measure_cost, probe_sides
-from ganserve.core.onnxruntime_facts import numpy_type
+from ganserve.core.onnxruntime_facts import typical_feeds
 from ganserve.export.predictors import raw_session
 from ganserve.export.providers import MEASURE_ORDER
-
-def _feeds(session: ort.InferenceSession, side: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A batch-1 input with every free axis but the batch at `side`, uniform in [0, 1) (for floats)."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for meta in session.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else (1 if i == 0 else side) for i, d in enumerate(meta.shape)]
-        dtype = numpy_type(meta.type)
-        feeds[meta.name] = rng.random(shape).astype(dtype) if np.dtype(dtype).kind == "f" else np.zeros(shape, dtype)
-    return feeds
 
 
 def measure_memory(spec: ExportSpec, models: dict[str, onnx.ModelProto]) -> dict[str, dict[str, object]]:
@@ -60,8 +50,9 @@ def _measured(spec: ExportSpec, data: bytes, provider: str) -> dict[str, object]
         return session.run(names, feeds)
 
     try:
-        run(_feeds(session, max(16, spec.spatial_multiple)))  # compile/initialise outside the measurement
-        cost = measure_cost(run, lambda side: _feeds(session, side), spec.scale, probe_sides(spec.spatial_multiple))
+        run(typical_feeds(session.get_inputs(), max(16, spec.spatial_multiple)))  # compile outside the measurement
+        cost = measure_cost(run, lambda side: typical_feeds(session.get_inputs(), side), spec.scale,
+                            probe_sides(spec.spatial_multiple))
     except Exception:  # noqa: BLE001  (a graph that cannot run the probe sizes gets no figure: measured at load)
         return None
     return cost.to_dict() if cost.source.startswith("measured") else None

@@ -17,7 +17,7 @@ from ganserve.core.contract import ModelCard
 from ganserve.core.errors import RepositoryError, first_line
 from ganserve.core.machine import cpu_info
 from ganserve.core.memory_cost import trim
-from ganserve.core.onnxruntime_facts import CPU, CUDA, OPENVINO, PROVIDER_NAMES, numpy_type
+from ganserve.core.onnxruntime_facts import CPU, CUDA, OPENVINO, PROVIDER_NAMES, typical_feeds
 from ganserve.core.precisions import PRECISIONS
 from ganserve.serving.choice_cache import ChoiceCache, entry_of, key_material, key_of, restore
 from ganserve.serving.candidates import (
@@ -296,18 +296,12 @@ def _with_threads(candidate: Candidate, threads: int) -> dict[str, str]:
 
 def typical_inputs(runner: OrtRunner, spatial: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
     """A batch-1 input of the usual serving size, values uniform in [0, 1) (what candidates are timed on)."""
-    rng = np.random.default_rng(seed)
-    feeds = zero_inputs(runner, spatial)
-    return {k: rng.random(v.shape).astype(v.dtype) if v.dtype.kind == "f" else v for k, v in feeds.items()}
+    return typical_feeds(runner.inputs.values(), spatial, seed)
 
 
 def zero_inputs(runner: OrtRunner, spatial: int = 16) -> dict[str, np.ndarray]:
     """A small all-zero input for warm-up: dynamic axes get 1 (batch) or `spatial` (others)."""
-    feeds = {}
-    for name, meta in runner.inputs.items():
-        shape = [d if isinstance(d, int) and d > 0 else (1 if i == 0 else spatial) for i, d in enumerate(meta.shape)]
-        feeds[name] = np.zeros(shape, dtype=numpy_type(meta.type))
-    return feeds
+    return typical_feeds(runner.inputs.values(), spatial, None)
 
 
 def timing_sizes(card: ModelCard | None, settings: RuntimeSettings) -> list[int]:

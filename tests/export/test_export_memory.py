@@ -10,7 +10,7 @@ import onnxruntime as ort
 
 from ganserve.core.memory_cost import CostModel, card_key, run_peak
 from ganserve.export.exporter import export_checkpoint, read_card
-from ganserve.export.memory import _feeds
+from ganserve.core.onnxruntime_facts import typical_feeds
 from ganserve.export.predictors import raw_session
 
 
@@ -26,9 +26,9 @@ def test_the_card_carries_a_cost_that_covers_unseen_sizes(upsampler_ckpt: Path, 
         assert cost is not None and cost.bytes_per_pixel > 0 and "measured" in cost.source
         session = raw_session(model, provider)
         names = [o.name for o in session.get_outputs()]
-        session.run(names, _feeds(session, 16))
+        session.run(names, typical_feeds(session.get_inputs(), 16))
         for side in (224, 352):  # the fit used 96 and 160
-            peak = run_peak(lambda feeds: session.run(names, feeds), _feeds(session, side))
+            peak = run_peak(lambda feeds: session.run(names, feeds), typical_feeds(session.get_inputs(), side))
             assert peak is not None and cost.working(side * side) >= peak, (side, peak, cost)
 
 
@@ -46,6 +46,6 @@ def test_each_variant_gets_its_own_figure_covering_an_unseen_size(upsampler_ckpt
     assert int8 is not None and int8.bytes_per_pixel > 0
     session = raw_session(onnx.load(str(version / "model.int8.onnx")), "CPUExecutionProvider")
     names = [o.name for o in session.get_outputs()]
-    session.run(names, _feeds(session, 16))
-    peak = run_peak(lambda feeds: session.run(names, feeds), _feeds(session, 288))
+    session.run(names, typical_feeds(session.get_inputs(), 16))
+    peak = run_peak(lambda feeds: session.run(names, feeds), typical_feeds(session.get_inputs(), 288))
     assert peak is not None and int8.working(288 * 288) >= peak, (peak, int8)
