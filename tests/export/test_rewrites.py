@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import onnx
@@ -32,9 +33,11 @@ def exported() -> onnx.ModelProto:
     for prelu in (module.body[1], module.body[3], module.head):
         prelu.weight.data.uniform_(-0.5, 0.5)  # distinct slopes per channel, negative ones too
     buf = io.BytesIO()
-    torch.onnx.export(module, (torch.zeros(1, 3, 16, 16),), buf, dynamo=False, opset_version=17,
-                      input_names=["x"], output_names=["y", "z"],
-                      dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 2: "h", 3: "w"}, "z": {0: "n"}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, as export/onnx_export.py does
+        torch.onnx.export(module, (torch.zeros(1, 3, 16, 16),), buf, dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["y", "z"],
+                          dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 2: "h", 3: "w"}, "z": {0: "n"}})
     return onnx.load_from_string(buf.getvalue())
 
 
