@@ -13,6 +13,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from ganserve.core.onnxruntime_facts import openvino_options
 from ganserve.export.rewrites import prelu_slopes
 
 
@@ -47,7 +48,9 @@ def _slopes(model: onnx.ModelProto) -> list[list[int]]:
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray, provider: str = "CPUExecutionProvider") -> list[np.ndarray]:
-    session = ort.InferenceSession(model.SerializeToString(), providers=[provider])
+    # OpenVINO with the fp32 hint: without it, a bf16 CPU infers in bf16 and the comparison below would see that
+    options = openvino_options("fp32") if provider == "OpenVINOExecutionProvider" else {}
+    session = ort.InferenceSession(model.SerializeToString(), providers=[(provider, options)])
     return session.run(None, {"x": x})
 
 
