@@ -16,6 +16,8 @@ from onnx import numpy_helper
 def prelu_slopes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """The model with every PRelu slope initializer of shape (C, 1, 1) reshaped to (1, C, 1, 1) when the PRelu's
     input is 4-d (NCHW); returns (model, how many slopes changed). A slope shared with another node is left alone."""
+    if not any(node.op_type == "PRelu" for node in model.graph.node):
+        return model, 0  # most networks: no shape-inference pass for nothing
     inits = {t.name: t for t in model.graph.initializer}
     uses: dict[str, int] = {}
     for node in model.graph.node:
