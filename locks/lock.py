@@ -64,6 +64,8 @@ LOCK_FILES = [
     # benchmark peers, each in its own venv
     Lock("peers/torchserve-x86_64.txt", ("locks/peers/torchserve.in", "locks/tools.in"), arch="x86_64"),
     Lock("peers/torchserve-aarch64.txt", ("locks/peers/torchserve.in", "locks/tools.in"), arch="aarch64"),
+    Lock("peers/litserve-x86_64.txt", ("locks/peers/litserve.in", "locks/tools.in"), arch="x86_64"),
+    Lock("peers/litserve-aarch64.txt", ("locks/peers/litserve.in", "locks/tools.in"), arch="aarch64"),
     # the installer itself, bootstrapped with the venv's own pip
     Lock("bootstrap.txt", ("locks/bootstrap.in",)),
 ]
