@@ -1,4 +1,4 @@
-"""`ganserve bench`: one model, one machine, one run — torch eager, in-process ORT, the served paths, a peer server.
+"""`ganserve bench`: one model, one machine, one run — torch eager, in-process ORT, the served paths, peer servers.
 
 Every figure comes from the load drivers in benchmarks.loadgen; ratios are computed from rows of the same run.
 """
@@ -29,12 +29,15 @@ from ganserve.benchmarks.loadgen import ProcessMonitor, Stats, closed_loop, summ
 from ganserve.benchmarks.peaks import bf16_peak_gflops, cpu_info, int8_peak_gops, matmul_peak_gflops
 from ganserve.core.card_roles import rpc_for
 from ganserve.core.contract import CARD_FILE, MODEL_FILE, REFERENCE_FILE, ModelCard, model_versions
-from ganserve.core.errors import GanserveError
+from ganserve.core.errors import GanserveError, described
 from ganserve.core.image_metrics import to_uint8
 
 log = logging.getLogger("ganserve.bench")
 
-SERVED_PATHS = ("oip-raw", "grpc-floor", "image-api", "tritonclient-aio", "http-raw", "http-image", "peer-torchserve")
+# Peer servers on the same TorchScript network, each in its own venv: TorchServe unbatched and with its own batching
+# (batch_size 8, max_batch_delay 5 ms), LitServe with its own batching (max_batch_size 8, batch_timeout 5 ms).
+PEER_PATHS = ("peer-torchserve", "peer-torchserve-batch8", "peer-litserve")
+SERVED_PATHS = ("oip-raw", "grpc-floor", "image-api", "tritonclient-aio", "http-raw", "http-image", *PEER_PATHS)
 # Paths that talk to the ganserve server (started once per run): gRPC, and KServe v2 REST / the image API over HTTP.
 SERVER_PATHS = ("oip-raw", "image-api", "tritonclient-aio", "http-raw", "http-image")
 FAST_CPU_PATHS = ("ort-candidates", "openvino-native", "modes", "codecs")
@@ -144,7 +147,7 @@ class Bench:
             + ("ort" in cfg.paths) * len(cfg.batches)
             + sum(p in cfg.paths for p in ("oip-raw", "http-raw")) * len(cfg.batches) * len(cfg.concurrency)
             + sum(p in cfg.paths for p in ("image-api", "tritonclient-aio", "http-image")) * len(cfg.concurrency)
-            + ("peer-torchserve" in cfg.paths) * len(cfg.concurrency) + ("grpc-floor" in cfg.paths))
+            + sum(p in cfg.paths for p in PEER_PATHS) * len(cfg.concurrency) + ("grpc-floor" in cfg.paths))
         self.bar = tqdm(total=total, desc="bench", unit="cfg", dynamic_ncols=True)
 
     # -- bookkeeping --------------------------------------------------------------------------------------
@@ -161,20 +164,29 @@ class Bench:
         return {"requests": self.cfg.requests, "duration": self.cfg.duration}
 
     # -- in-process baselines ----------------------------------------------------------------------------------
-    def run_torch(self) -> None:
+    def _torch_module(self) -> tuple[Any, str | None]:
+        """(the network as a torch module, None) from the training checkpoint, or (None, why not); built once for
+        torch eager and the peers."""
+        if getattr(self, "torch_module", None) is not None:
+            return self.torch_module, None
         ckpt = (self.cfg.checkpoint or _checkpoint_for(self.cfg, self.cfg.model)
                 or Path(self.card.source.get("checkpoint_path", "") or "/nonexistent"))
         try:
-            import torch
-
             from ganserve.training.checkpoint import build_from_checkpoint
         except ImportError:
-            self.skipped.append("torch eager: torch is not installed (pip install 'ganserve[train]')")
-            return
+            return None, "torch is not installed (pip install 'ganserve[train]')"
         if not ckpt.is_file():
-            self.skipped.append(f"torch eager: no checkpoint (give --checkpoint; card names {ckpt})")
+            return None, f"no checkpoint (give --checkpoint; card names {ckpt})"
+        self.torch_module = build_from_checkpoint(ckpt).export_spec().module.eval()
+        return self.torch_module, None
+
+    def run_torch(self) -> None:
+        module, why = self._torch_module()
+        if module is None:
+            self.skipped.append(f"torch eager: {why}")
             return
-        module = build_from_checkpoint(ckpt).export_spec().module.eval()
+        import torch
+
         variants = [("torch-fp32", False, False), ("torch-fp32-cl", True, False)]
         if self.torch_bf16:
             variants.append(("torch-bf16-cl", True, True))
@@ -197,7 +209,6 @@ class Bench:
 
                     lat, wall = timed_loop(fn, **self._amount(), warmup=1)
                     self._add(summarise(name, size, batch, 1, lat, 0, wall))
-        self.torch_module = module
 
     def run_ort(self) -> None:
         from ganserve.serving.runtime import RuntimeSettings, choose_runner
@@ -471,52 +482,68 @@ class Bench:
         finally:
             await client.close()
 
-    # -- the peer server --------------------------------------------------------------------------------------------
-    async def run_peer(self) -> None:
-        from ganserve.benchmarks import peer_torchserve
+    # -- the peer servers ------------------------------------------------------------------------------------------
+    def _peer(self, path: str, ts_path: Path, work: Path, probe: tuple[int, ...]):
+        """The peer server of a peer path (not started), or None with the reason in skipped."""
+        from ganserve.benchmarks import peer_litserve, peer_torchserve
 
-        if getattr(self, "torch_module", None) is None:
-            self.skipped.append("peer-torchserve: needs torch and the checkpoint (see torch eager)")
+        # one precision rule for every peer (and torch eager): bf16 autocast where the CPU has bf16 hardware
+        common = dict(bf16=self.torch_bf16, probe_shape=probe, log=lambda m: tqdm.write(m))
+        if path.startswith("peer-torchserve"):
+            if not peer_torchserve.has_java():
+                self.skipped.append(f"{path}: no java on PATH (TorchServe's frontend needs Java 17)")
+                return None
+            batch = 8 if path == "peer-torchserve-batch8" else 1
+            return peer_torchserve.TorchServePeer(ts_path, work / path, batch_size=batch, max_batch_delay_ms=5,
+                                                  **common)
+        return peer_litserve.LitServePeer(ts_path, work / path, **common)
+
+    async def run_peers(self) -> None:
+        """Each peer path in turn, one server at a time, on the same TorchScript network and inputs."""
+        from ganserve.benchmarks import peers
+
+        wanted = [p for p in PEER_PATHS if p in self.cfg.paths]
+        module, why = self._torch_module()
+        if module is None:
+            self.skipped += [f"{p}: needs torch and the checkpoint: {why}" for p in wanted]
             return
         if len(self.card.inputs) != 1:
-            self.skipped.append("peer-torchserve: its handler here takes one input tensor; this model has "
-                                f"{len(self.card.inputs)}")
+            self.skipped += [f"{p}: the peers' handlers take one input tensor; this model has "
+                             f"{len(self.card.inputs)}" for p in wanted]
             return
-        if not peer_torchserve.has_java():
-            self.skipped.append("peer-torchserve: no java on PATH (TorchServe's frontend needs Java 17)")
-            return
-        import torch
-
         work = Path(tempfile.mkdtemp(prefix="ganserve-peer-"))
-        ts_path = work / "model.ts"
-        example = torch.from_numpy(_image_input(self.card, 32, 1))
-        with torch.inference_mode():
-            torch.jit.trace(self.torch_module.to(memory_format=torch.contiguous_format), example).save(str(ts_path))
-        bf16 = self.torch_bf16
-        peer = peer_torchserve.TorchServePeer(ts_path, work / "ts", bf16=bf16, log=lambda m: tqdm.write(m))
-        self.notes.append(f"peer: TorchServe, 1 worker, TorchScript, channels_last, {'bf16 autocast' if bf16 else 'fp32'}"
-                          " (its strongest setting on this CPU); .npy bodies over HTTP/1.1 keep-alive")
-        try:
-            await asyncio.to_thread(peer.start)
-            monitor = ProcessMonitor([peer.pid])
-            for size in self.cfg.sizes:
-                x = _image_input(self.card, size, 1)
-                pools = []
+        trace = _image_input(self.card, model_sizes(self.card, [32])[0], 1)
+        ts_path = peers.write_torchscript(module, trace, work / "model.ts")
+        precision = "bf16 autocast" if self.torch_bf16 else "fp32"
+        for path in wanted:
+            peer = self._peer(path, ts_path, work, trace.shape)
+            if peer is None:
+                continue
+            try:
+                await asyncio.to_thread(peer.start)
+            except Exception as exc:  # a peer that cannot start (no venv offline, a crash) leaves the others to run
+                self.skipped.append(f"{path}: {peer.label} did not start: {described(exc)}")
+                peer.stop()
+                continue
+            self.notes.append(f"{path}: {peer.setting()}; TorchScript, channels_last, {precision} (its strongest "
+                              "setting on this CPU); HTTP/1.1 keep-alive, one connection per in-flight request")
+            try:
+                monitor = ProcessMonitor([peer.pid])
+                for size in self.cfg.sizes:
+                    x = _image_input(self.card, size, 1)
 
-                async def mk(conc, x=x):
-                    send = peer.sender(x, conc)
-                    pools.append(peer.pool)
-                    return send
-                await self._sweep("peer-torchserve", size, 1, mk, monitor,
-                                  cleanup=lambda: pools and pools[-1].shutdown(wait=False))
-        finally:
-            peer.stop()
+                    async def mk(conc, x=x, peer=peer):
+                        return peer.sender(x, conc)
+                    await self._sweep(path, size, 1, mk, monitor,
+                                      cleanup=lambda peer=peer: peer.pool and peer.pool.shutdown(wait=False))
+            finally:
+                peer.stop()
 
     # -- the whole run ------------------------------------------------------------------------------------------
     def _precision_of(self, row: dict) -> str:
         """The arithmetic a row ran in, so its rate is compared with that precision's peak."""
         path = row["path"]
-        if path == "peer-torchserve":  # its handler runs under bf16 autocast where the CPU has bf16 hardware
+        if path.startswith("peer-"):  # the peers run under bf16 autocast where the CPU has bf16 hardware
             return "bf16" if self.torch_bf16 else "fp32"
         if path.startswith("torch-"):
             return "bf16" if "bf16" in path else "fp32"
@@ -542,8 +569,8 @@ class Bench:
             self.run_fast_cpu()
         if any(p in self.cfg.paths for p in SERVER_PATHS):
             asyncio.run(self.run_served())
-        if "peer-torchserve" in self.cfg.paths:
-            asyncio.run(self.run_peer())
+        if any(p in self.cfg.paths for p in PEER_PATHS):
+            asyncio.run(self.run_peers())
         self.bar.close()
         peaks = {"fp32": machine["matmul_peak_gflops"], "bf16": machine.get("bf16_matmul_peak_gflops"),
                  "int8": machine.get("int8_matmul_peak_gops")}
@@ -575,6 +602,7 @@ class Bench:
             "perf_analyzer": None,  # room for NVIDIA perf_analyzer's CSV where a user has it (README shows how)
         }
         doc["ratios"] = report.compute_ratios(rows, self.cfg.sizes)
+        doc["peer_ratios"] = report.peer_ratios(rows, self.cfg.sizes, self.cfg.concurrency)
         return doc
 
 

@@ -12,7 +12,7 @@ from ganserve.core.cli_args import int_list as _int_list
 from ganserve.core.errors import GanserveError
 
 PATHS = ("torch", "ort", "ort-candidates", "openvino-native", "modes", "codecs", "oip-raw", "grpc-floor", "image-api",
-         "tritonclient-aio", "http-raw", "http-image", "peer-torchserve")
+         "tritonclient-aio", "http-raw", "http-image", "peer-torchserve", "peer-torchserve-batch8", "peer-litserve")
 
 
 int_list = _int_list(1)  # argparse type: comma-separated positive integers (sizes, batches, concurrencies)
@@ -29,7 +29,8 @@ def _paths(text: str) -> list[str]:
 def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
     p = subparsers.add_parser(name, help="measure latency and throughput side by side",
                               description="Torch eager vs in-process onnxruntime vs the served paths (OIP raw "
-                                          "tensors, image API, tritonclient) vs a peer server, in one run.")
+                                          "tensors, image API, tritonclient) vs peer servers (TorchServe, "
+                                          "LitServe), in one run.")
     p.add_argument("--repo", type=Path, required=True, help="model repository written by `ganserve export`")
     p.add_argument("--model", required=True,
                    help="model name in the repository, several comma-separated, or 'all' (every image model)")

@@ -83,6 +83,56 @@ def compute_ratios(rows: list[dict], sizes: list[int]) -> list[dict]:
     return out
 
 
+# Issue 40's targets for ganserve against each peer: throughput at the highest concurrency at least 2x the peer's,
+# p50 at concurrency 1 at most half the peer's. ganserve's side is the OIP raw-tensor path at batch 1.
+PEER_TARGETS = {"throughput": 2.0, "p50": 0.5}
+
+
+def peer_ratios(rows: list[dict], sizes: list[int], concurrency: list[int]) -> list[dict]:
+    """Per size and peer path: ganserve's img/s at the top concurrency over the peer's, and ganserve's p50 at the
+    lowest concurrency over the peer's (both batch 1, both rows of this run)."""
+    lo, hi = min(concurrency), max(concurrency)
+    out = []
+    for s in sizes:
+        for peer in sorted({r["path"] for r in rows if r["path"].startswith("peer-") and r["size"] == s}):
+            ours_hi, theirs_hi = _row(rows, "oip-raw", s, hi), _row(rows, peer, s, hi)
+            ours_lo, theirs_lo = _row(rows, "oip-raw", s, lo), _row(rows, peer, s, lo)
+            out.append({
+                "size": s, "peer": peer, "high_concurrency": hi, "low_concurrency": lo,
+                "ganserve_img_s": ours_hi and ours_hi["images_per_s"], "peer_img_s": theirs_hi and theirs_hi["images_per_s"],
+                "throughput_ratio": (ours_hi["images_per_s"] / theirs_hi["images_per_s"]
+                                     if ours_hi and theirs_hi and theirs_hi["images_per_s"] > 0 else None),
+                "ganserve_p50_ms": ours_lo and ours_lo["p50_ms"], "peer_p50_ms": theirs_lo and theirs_lo["p50_ms"],
+                "p50_ratio": (ours_lo["p50_ms"] / theirs_lo["p50_ms"]
+                              if ours_lo and theirs_lo and theirs_lo["p50_ms"] > 0 else None),
+            })
+    return out
+
+
+def _verdict(value: float | None, target: float, at_least: bool) -> str:
+    if value is None:
+        return "–"
+    met = value >= target if at_least else value <= target
+    return f"{value:.2f} ({'met' if met else 'missed'})"
+
+
+def peer_table(ratios: list[dict]) -> list[str]:
+    """Markdown lines: ganserve (oip-raw b1) against each peer path, with the targets."""
+    if not ratios:
+        return []
+    hi, lo = ratios[0]["high_concurrency"], ratios[0]["low_concurrency"]
+    tp, p50 = PEER_TARGETS["throughput"], PEER_TARGETS["p50"]
+    lines = ["", f"ganserve (oip-raw, batch 1) against the peers: throughput at c{hi}, target ≥ {tp:g}×; p50 at c{lo}, "
+             f"target ≤ {p50:g}×", "",
+             f"| size | peer | ganserve img/s c{hi} | peer img/s c{hi} | ganserve ÷ peer | ganserve p50 ms c{lo} | "
+             f"peer p50 ms c{lo} | ganserve ÷ peer |", "|---|---|---|---|---|---|---|---|"]
+    for q in ratios:
+        lines.append(f"| {q['size']} | {q['peer']} | {_fmt(q['ganserve_img_s'])} | {_fmt(q['peer_img_s'])} | "
+                     f"{_verdict(q['throughput_ratio'], tp, True)} | {_fmt(q['ganserve_p50_ms'])} | "
+                     f"{_fmt(q['peer_p50_ms'])} | {_verdict(q['p50_ratio'], p50, False)} |")
+    return lines
+
+
 def markdown(doc: dict) -> str:
     m = doc["machine"]
     lines = [
@@ -106,6 +156,7 @@ def markdown(doc: dict) -> str:
         lines += ["", "| ratio | size | value | from |", "|---|---|---|---|"]
         for q in doc["ratios"]:
             lines.append(f"| {q['ratio']} | {q['size']} | {q['value']:.2f} | {q['numerator']} ÷ {q['denominator']} |")
+    lines += peer_table(doc.get("peer_ratios") or [])
     if doc.get("candidates"):
         lines += ["", "Candidates (reference-set check, the server's quality rule):", "",
                   "| path | provider | precision | passes | check |", "|---|---|---|---|---|"]
