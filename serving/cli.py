@@ -69,6 +69,9 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-message-mb", type=integer(1, MAX_MESSAGE_MB, "(gRPC's limit is 2 GiB)"), default=64,
                    help="gRPC max message size, both directions")
     p.add_argument("--allow-model-control", action="store_true", help="allow RepositoryModelLoad/Unload")
+    p.add_argument("--shared-memory", choices=["auto", "on", "off"], default="auto",
+                   help="the system shared-memory extension (tensors in /dev/shm regions of clients on this host): "
+                        "auto = on when --host is a loopback address, where every client is local (default)")
     p.add_argument("--poll-seconds", type=duration(note="(0 = off)"), default=0.0,
                    help="poll mode: re-read the repository this often; new version folders load beside the serving "
                         "ones (precision choice and reference check) and take over, failing ones are refused "
@@ -152,6 +155,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         images=ImageSettings(max_pixels=args.max_pixels, tile_size=args.tile_size, tile_overlap=args.tile_overlap,
                              max_output_pixels=args.max_output_pixels, buckets=args.buckets),
         max_message_mb=args.max_message_mb, allow_model_control=args.allow_model_control,
+        shared_memory=args.shared_memory,
         grace_seconds=args.grace_seconds, tls=tls, auth_token_file=args.auth_token_file,
         poll_seconds=args.poll_seconds, drain_seconds=args.drain_seconds,
         limits=Limits(header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,

@@ -17,19 +17,23 @@ from ganserve.serving.call_gate import CallGate
 from ganserve.serving.model_manager import READY, UNAVAILABLE, ModelManager
 from ganserve.serving.proto.inference import grpc_service_pb2 as pb
 from ganserve.serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
-from ganserve.serving.tensors import config_datatype, decode_inputs, requested_outputs, serialized_response, varint
+from ganserve.serving.shared_memory import CUDA_REFUSAL, SharedMemory, Slot, unimplemented
+from ganserve.serving.tensors import (config_datatype, decode_inputs, requested_outputs, serialized_response,
+                                      shared_outputs, varint)
 
 T = TypeVar("T")
-EXTENSIONS = ["model_configuration", "model_repository", "statistics", "binary_tensor_data"]
+EXTENSIONS = ["model_configuration", "model_repository", "statistics", "binary_tensor_data", "system_shared_memory"]
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Answers every OIP call from the ModelManager; inference goes through each model's batcher."""
 
-    def __init__(self, models: ModelManager, gate: CallGate, allow_model_control: bool = False) -> None:
+    def __init__(self, models: ModelManager, gate: CallGate, allow_model_control: bool = False,
+                 shared_memory: SharedMemory | None = None) -> None:
         self.models = models
         self.gate = gate
         self.allow_model_control = allow_model_control
+        self.shared_memory = shared_memory if shared_memory is not None else SharedMemory(False, "not configured")
 
     # -- the protocol's answers, without a transport: gRPC below and REST (serving/rest.py) call these ------------
     def server_ready(self) -> bool:
@@ -62,11 +66,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelConfigResponse(config=model.config)
 
     async def infer_arrays(self, request: pb.ModelInferRequest, deadline: float | None
-                           ) -> tuple[pb.ModelInferResponse, dict[str, np.ndarray], list[tuple[str, bool]]]:
-        """One inference: the response header (no outputs yet), every output array and which outputs to send."""
+                           ) -> tuple[pb.ModelInferResponse, dict[str, np.ndarray], list[tuple[str, bool]],
+                                      dict[str, Slot]]:
+        """One inference: the response header (no outputs yet), every output array, which outputs to send and
+        which of them are already written into shared-memory regions (by name, with their slots)."""
         async with self.models.lease(request.model_name, request.model_version) as (model, version):
-            inputs = decode_inputs(request, model.config)
+            inputs = decode_inputs(request, model.config, self.shared_memory)
             wanted = requested_outputs(request, model.config)
+            shared = shared_outputs(request, self.shared_memory)
             cost, _ = infer_cost(model.card, inputs, version.cost)
             start = time.perf_counter_ns()
             try:
@@ -76,13 +83,23 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 version.stats.record(False, time.perf_counter_ns() - start)
                 raise
             version.stats.record(True, time.perf_counter_ns() - start)
+            for name, slot in shared.items():
+                self.shared_memory.write(slot, outputs[name], f"output {name!r}")
             return pb.ModelInferResponse(model_name=model.name, model_version=str(version.version), id=request.id), \
-                outputs, wanted
+                outputs, wanted, shared
 
     async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> bytes:
         """One inference, answered as the serialized ModelInferResponse (raw outputs copied once)."""
-        response, outputs, wanted = await self.infer_arrays(request, deadline)
-        return serialized_response(response, outputs, wanted)
+        return serialized_response(*await self.infer_arrays(request, deadline))
+
+    # -- the system shared-memory extension (serving/shared_memory.py) -------------------------------------------
+    def shared_memory_status(self, name: str = "") -> pb.SystemSharedMemoryStatusResponse:
+        response = pb.SystemSharedMemoryStatusResponse()
+        for region in self.shared_memory.status(name):
+            entry = response.regions[region.name]
+            entry.name, entry.key, entry.offset, entry.byte_size = (region.name, region.key, region.offset,
+                                                                    region.byte_size)
+        return response
 
     def statistics(self, name: str = "", version: str = "") -> pb.ModelStatisticsResponse:
         if name:
@@ -193,6 +210,42 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext) -> pb.ModelStatisticsResponse:
         return await self.gate.run(context, "ModelStatistics", request.name,
                                    _now(self.statistics, request.name, request.version))
+
+    async def SystemSharedMemoryStatus(self, request: pb.SystemSharedMemoryStatusRequest,
+                                       context: grpc.aio.ServicerContext) -> pb.SystemSharedMemoryStatusResponse:
+        return await self.gate.run(context, "SystemSharedMemoryStatus", "",
+                                   _now(self.shared_memory_status, request.name))
+
+    async def SystemSharedMemoryRegister(self, request: pb.SystemSharedMemoryRegisterRequest,
+                                         context: grpc.aio.ServicerContext) -> pb.SystemSharedMemoryRegisterResponse:
+        def register() -> pb.SystemSharedMemoryRegisterResponse:
+            self.shared_memory.register(request.name, request.key, request.offset, request.byte_size)
+            return pb.SystemSharedMemoryRegisterResponse()
+        return await self.gate.run(context, "SystemSharedMemoryRegister", "", _now(register))
+
+    async def SystemSharedMemoryUnregister(self, request: pb.SystemSharedMemoryUnregisterRequest,
+                                           context: grpc.aio.ServicerContext) -> pb.SystemSharedMemoryUnregisterResponse:
+        def unregister() -> pb.SystemSharedMemoryUnregisterResponse:
+            self.shared_memory.unregister(request.name)
+            return pb.SystemSharedMemoryUnregisterResponse()
+        return await self.gate.run(context, "SystemSharedMemoryUnregister", "", _now(unregister))
+
+    async def _cuda_shared_memory(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        def refuse() -> None:
+            raise unimplemented(CUDA_REFUSAL)
+        return await self.gate.run(context, method, "", _now(refuse))
+
+    async def CudaSharedMemoryStatus(self, request: pb.CudaSharedMemoryStatusRequest,
+                                     context: grpc.aio.ServicerContext) -> None:
+        return await self._cuda_shared_memory("CudaSharedMemoryStatus", context)
+
+    async def CudaSharedMemoryRegister(self, request: pb.CudaSharedMemoryRegisterRequest,
+                                       context: grpc.aio.ServicerContext) -> None:
+        return await self._cuda_shared_memory("CudaSharedMemoryRegister", context)
+
+    async def CudaSharedMemoryUnregister(self, request: pb.CudaSharedMemoryUnregisterRequest,
+                                         context: grpc.aio.ServicerContext) -> None:
+        return await self._cuda_shared_memory("CudaSharedMemoryUnregister", context)
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext) -> pb.RepositoryIndexResponse:
         return self.repository_index(request.ready)

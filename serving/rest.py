@@ -9,6 +9,11 @@ Binary extension: a request whose JSON header is followed by raw tensor bytes sa
 input order. Outputs come back binary when asked (``outputs[].parameters.binary_data`` or the request's
 ``parameters.binary_data_output``), with the same header on the reply.
 
+System shared memory (docs/shared-memory.md): ``/v2/systemsharedmemory[/region/{name}]/status|register|unregister``
+manage regions; an input or output whose parameters name ``shared_memory_region`` (with
+``shared_memory_byte_size`` and optionally ``shared_memory_offset``) is read from or written into that region, and
+the answer's entry for such an output carries those parameters instead of data.
+
 JSON: a request's JSON part (the whole body, or the header under the binary extension) over --max-json-mb is
 refused with 413 before it is read or parsed. Parsing JSON into tensors and writing tensors as JSON hold the GIL for
 the whole call, so a thread would still stall the event loop: above INLINE_BYTES that work runs in one worker
@@ -34,7 +39,8 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from ganserve.serving import status
 from ganserve.serving.proto.inference import grpc_service_pb2 as pb
-from ganserve.serving.tensors import NUMPY, datatype_of
+from ganserve.serving.shared_memory import CUDA_REFUSAL, Slot, unimplemented
+from ganserve.serving.tensors import NUMPY, SHM_BYTE_SIZE, SHM_OFFSET, SHM_REGION, datatype_of
 
 if TYPE_CHECKING:  # only for annotations: the JSON worker process imports this module, and oip pulls in the models
     from ganserve.serving.oip import InferenceServicer
@@ -105,6 +111,24 @@ def _parameters(value: dict[str, Any], where: str) -> dict[str, Any]:
     return _object(value.get("parameters", {}), f"{where}.parameters")
 
 
+def _shared_parameters(params: dict[str, Any], target: Any, name: str) -> bool:
+    """Copy a tensor's shared-memory parameters from JSON into protobuf `target` (region a string, sizes integers);
+    whether the tensor names a region. serving/tensors.py checks them further (shared_slot)."""
+    for key in (SHM_REGION, SHM_BYTE_SIZE, SHM_OFFSET):
+        value = params.get(key)
+        if value is None:
+            continue
+        if key == SHM_REGION:
+            if not isinstance(value, str):
+                raise status.invalid(f"{name}: parameters.{key} must be a region's name (a string)")
+            target[key].string_param = value
+        else:
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+                raise status.invalid(f"{name}: parameters.{key} must be a non-negative integer, got {value!r}")
+            target[key].int64_param = value
+    return SHM_REGION in target
+
+
 def _json_tensor(values: Any, datatype: str, name: str) -> bytes:
     """A JSON "data" array (flat or nested, row-major) as little-endian raw bytes of the datatype."""
     if datatype == "BYTES":
@@ -172,24 +196,29 @@ def _checked(model: str, version: str, request: dict[str, Any], binary_length: i
             raise status.invalid(f'{where} needs a "name" and a "datatype" string')
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
             raise status.invalid(f'input {name!r}: "shape" must be an array of integers')
-        size = _parameters(item, where).get("binary_data_size")
-        if size is not None:
+        params = _parameters(item, where)
+        size = params.get("binary_data_size")
+        tensor = message.inputs.add(name=name, datatype=datatype)
+        if _shared_parameters(params, tensor.parameters, f"input {name!r}"):
+            raw = None
+        elif size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > binary_length:
                 raise status.invalid(f"input {name!r}: binary_data_size {size!r} is more than the "
                                      f"{binary_length - offset} binary bytes left in the body")
-            slices.append((index, offset, size))
+            slices.append((len(message.raw_input_contents), offset, size))
             offset += size
             raw = b""
         elif "data" in item:
             raw = _json_tensor(item["data"], datatype, name)
         else:
-            raise status.invalid(f'input {name!r} has neither "data" nor parameters.binary_data_size')
-        tensor = message.inputs.add(name=name, datatype=datatype)
+            raise status.invalid(f'input {name!r} has neither "data", parameters.binary_data_size nor '
+                                 f'parameters.{SHM_REGION}')
         try:
             tensor.shape.extend(shape)
         except ValueError as exc:  # a dimension outside int64
             raise status.invalid(f"input {name!r}: shape {shape}: {exc}") from exc
-        message.raw_input_contents.append(raw)
+        if raw is not None:  # an input in shared memory has no raw contents (as tritonclient.grpc sends it)
+            message.raw_input_contents.append(raw)
     if offset != binary_length:
         raise status.invalid(f"{binary_length - offset} binary bytes after the last binary input; the header's "
                              "binary_data_size values must add up to the binary part")
@@ -203,6 +232,7 @@ def _checked(model: str, version: str, request: dict[str, Any], binary_length: i
                                  "API's classify endpoint")
         wanted = message.outputs.add(name=str(out.get("name", "")))
         wanted.parameters["binary_data"].bool_param = bool(params.get("binary_data", binary_output))
+        _shared_parameters(params, wanted.parameters, f"output {wanted.name!r}")
     return Parsed(message.SerializeToString(), slices, bool(outputs), binary_output, _timeout(request))
 
 
@@ -228,7 +258,8 @@ def _timeout(request: dict[str, Any]) -> float | None:
 
 
 def infer_message(parsed: Parsed, binary: memoryview) -> pb.ModelInferRequest:
-    """The ModelInferRequest of a parsed header, its binary inputs cut from the body's binary part."""
+    """The ModelInferRequest of a parsed header, its binary inputs cut from the body's binary part (slices name
+    raw_input_contents indexes: inputs in shared memory have none)."""
     message = pb.ModelInferRequest.FromString(parsed.message)
     for index, start, size in parsed.slices:
         message.raw_input_contents[index] = bytes(binary[start:start + size])
@@ -259,9 +290,11 @@ def encode_header(header: dict[str, Any], data: dict[int, np.ndarray]) -> bytes:
     return json.dumps(header, separators=(",", ":")).encode()
 
 
-def answer_parts(response: pb.ModelInferResponse, outputs: dict[str, np.ndarray], wanted: list[tuple[str, bool]]
+def answer_parts(response: pb.ModelInferResponse, outputs: dict[str, np.ndarray], wanted: list[tuple[str, bool]],
+                 shared: dict[str, Slot] | None = None
                  ) -> tuple[dict[str, Any], dict[int, np.ndarray], list[memoryview]]:
-    """The answer's JSON header without its JSON data, the arrays that go in as JSON, and the binary outputs' bytes."""
+    """The answer's JSON header without its JSON data, the arrays that go in as JSON, and the binary outputs' bytes.
+    An output in `shared` was written into its region: its entry carries the region's parameters, no data."""
     header: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version,
                               "outputs": []}
     if response.id:
@@ -272,7 +305,12 @@ def answer_parts(response: pb.ModelInferResponse, outputs: dict[str, np.ndarray]
         array = outputs[name]
         datatype = datatype_of(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if binary:
+        if shared and name in shared:
+            slot = shared[name]
+            entry["parameters"] = {SHM_REGION: slot.region, SHM_BYTE_SIZE: array.nbytes}
+            if slot.offset:
+                entry["parameters"][SHM_OFFSET] = slot.offset
+        elif binary:
             blob = memoryview(np.ascontiguousarray(array, dtype=NUMPY[datatype]).reshape(-1).view(np.uint8))
             entry["parameters"] = {"binary_data_size": blob.nbytes}
             blobs.append(blob)
@@ -287,6 +325,21 @@ def _joined(head: bytes, blobs: list[memoryview]) -> tuple[bytes, int | None]:
     if not blobs:
         return head, None
     return b"".join([head, *blobs]), len(head)
+
+
+def _register_body(body: bytes) -> tuple[str, int, int]:
+    """A region registration's JSON {"key": str, "offset": int (default 0), "byte_size": int}."""
+    try:
+        options = _object(json.loads(body), "the request")
+    except (ValueError, RecursionError) as exc:
+        raise status.invalid('the request body must be JSON: {"key": "/name", "offset": 0, "byte_size": N}') from exc
+    key, offset, size = options.get("key"), options.get("offset", 0), options.get("byte_size")
+    if not isinstance(key, str):
+        raise status.invalid('the request needs "key": the shared-memory object\'s name, e.g. "/my_region"')
+    for field, value in (("offset", offset), ("byte_size", size)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
+            raise status.invalid(f'"{field}" must be a non-negative integer, got {value!r}')
+    return key, offset, size
 
 
 def _ready_only(body: bytes) -> bool:
@@ -387,6 +440,15 @@ class KServeRest:
         r += [web.get("/v2/models/stats", self.statistics), web.post("/v2/repository/index", self.index),
               web.post("/v2/repository/models/{model}/load", self.load),
               web.post("/v2/repository/models/{model}/unload", self.unload)]
+        for base in ("/v2/systemsharedmemory", "/v2/systemsharedmemory/region/{region}"):
+            # status is POST in the protocol's text and GET in tritonclient.http: both are served
+            r += [web.get(base + "/status", self.shm_status), web.post(base + "/status", self.shm_status),
+                  web.post(base + "/unregister", self.shm_unregister)]
+        r.append(web.post("/v2/systemsharedmemory/region/{region}/register", self.shm_register))
+        for base in ("/v2/cudasharedmemory", "/v2/cudasharedmemory/region/{region}"):
+            r += [web.get(base + "/status", self.cuda_shm), web.post(base + "/status", self.cuda_shm),
+                  web.post(base + "/unregister", self.cuda_shm)]
+        r.append(web.post("/v2/cudasharedmemory/region/{region}/register", self.cuda_shm))
         return r
 
     @staticmethod
@@ -484,6 +546,43 @@ class KServeRest:
             return {}
         return await self._answer("RepositoryModelUnload", model, work)
 
+    # -- system shared memory -----------------------------------------------------------------------------------
+    async def shm_status(self, request: web.Request) -> web.Response:
+        """A JSON array of the regions, each {"name", "key", "offset", "byte_size"}, as Triton answers."""
+        name = request.match_info.get("region", "")
+        await self.front.body(request)
+
+        async def work() -> list[dict[str, Any]]:
+            regions = self.oip.shared_memory_status(name).regions
+            return [proto_dict(regions[n], defaults=True) for n in sorted(regions)]
+        return await self._answer("SystemSharedMemoryStatus", "", work)
+
+    async def shm_register(self, request: web.Request) -> web.Response:
+        name = request.match_info["region"]
+
+        async def work() -> dict[str, Any]:
+            body, _ = await self._json_body(request)
+            key, offset, size = _register_body(body)
+            self.oip.shared_memory.register(name, key, offset, size)
+            return {}
+        return await self._answer("SystemSharedMemoryRegister", "", work)
+
+    async def shm_unregister(self, request: web.Request) -> web.Response:
+        name = request.match_info.get("region", "")
+        await self.front.body(request)
+
+        async def work() -> dict[str, Any]:
+            self.oip.shared_memory.unregister(name)
+            return {}
+        return await self._answer("SystemSharedMemoryUnregister", "", work)
+
+    async def cuda_shm(self, request: web.Request) -> web.Response:
+        await self.front.body(request)
+
+        async def work() -> dict[str, Any]:
+            raise unimplemented(CUDA_REFUSAL)
+        return await self._answer("CudaSharedMemory", "", work)
+
     async def infer(self, request: web.Request) -> web.Response:
         model, version = self._names(request)
 
@@ -491,10 +590,10 @@ class KServeRest:
             header, binary = await self._json_body(request)
             parsed = await self.json.run(len(header), parse_header, model, version, header, len(binary))
             deadline = None if parsed.timeout_us is None else time.monotonic() + parsed.timeout_us / 1e6
-            response, outputs, wanted = await self.oip.infer_arrays(infer_message(parsed, binary), deadline)
+            response, outputs, wanted, shared = await self.oip.infer_arrays(infer_message(parsed, binary), deadline)
             if not parsed.outputs_named:  # none named: every output, binary only when binary_data_output says so
                 wanted = [(name, parsed.binary_output) for name, _ in wanted]
-            head, data, blobs = answer_parts(response, outputs, wanted)
+            head, data, blobs = answer_parts(response, outputs, wanted, shared)
             size = ENCODE_COST_BYTES * sum(array.size for array in data.values())
             return _joined(await self.json.run(size, encode_header, head, data), blobs)
 

@@ -36,6 +36,7 @@ from ganserve.serving.proto.ganserve.v1 import images_pb2
 from ganserve.serving.proto.inference import grpc_service_pb2
 from ganserve.serving.runtime import RuntimeSettings
 from ganserve.serving.security import AuthInterceptor, TlsSettings, Tokens
+from ganserve.serving.shared_memory import SharedMemory, enabled_for
 
 log = logging.getLogger("ganserve.serving")
 READY_LINE = "ganserve serving: ready grpc={host}:{port} http={http} metrics={metrics}"
@@ -56,6 +57,7 @@ class ServerConfig:
     images: ImageSettings = field(default_factory=ImageSettings)
     max_message_mb: int = 64
     allow_model_control: bool = False
+    shared_memory: str = "auto"  # system shared memory: auto (on for a loopback host), on, off (docs/shared-memory.md)
     grace_seconds: float = 30.0
     poll_seconds: float = 0.0  # > 0: poll mode, the repository is re-read this often and new versions load safely
     drain_seconds: float = 0.0  # on SIGTERM: report NOT_SERVING but keep taking requests this long (load balancers)
@@ -105,6 +107,7 @@ class GanServer:
         self.health = health.aio.HealthServicer()
         self.models.on_change = self._set_health  # per-model health follows load, unload and poll
         self.tokens = Tokens.from_file(config.auth_token_file) if config.auth_token_file else None
+        self.shared_memory = SharedMemory(*enabled_for(config.shared_memory, config.host))
         self.port = 0
         self.http_port = -1
         self.metrics_port = -1
@@ -127,7 +130,7 @@ class GanServer:
             ("grpc.max_send_message_length", limit),
             *grpc_options(cfg.limits),
         ])
-        oip = InferenceServicer(self.models, self.gate, cfg.allow_model_control)
+        oip = InferenceServicer(self.models, self.gate, cfg.allow_model_control, self.shared_memory)
         images = ImagesServicer(self.models, self.gate, cfg.images)
         add_inference_servicer(oip, self._server)
         _add_images_servicer(images, self._server)
@@ -161,6 +164,7 @@ class GanServer:
         log.info("serving %d/%d models on %s: gRPC %d, HTTP %s%s%s", ready, len(self.models.models), cfg.host,
                  self.port, self.http_port if self.http_port >= 0 else "off", ", TLS" if cfg.tls else "",
                  ", bearer tokens required" if self.tokens else "")
+        log.info("system shared memory %s: %s", "on" if self.shared_memory.enabled else "off", self.shared_memory.why)
         return self.port
 
     def _refused(self, method: str) -> None:
@@ -202,6 +206,7 @@ class GanServer:
             stopping.append(self._http.stop())
         await asyncio.gather(*stopping)  # both protocols finish what they accepted, then the batchers drain
         await self.models.close(drain=True)
+        self.shared_memory.close()  # every request has finished: unmap the clients' regions
         self._stopped.set()
         log.info("stopped")
 
