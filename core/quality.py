@@ -38,6 +38,14 @@ MASK_MEAN = 0.02
 # Max abs error vs the fp32 reference, per unit of value range, where no PSNR or top-1 rule applies.
 REFERENCE_TOLERANCE = {"fp32": 1e-3, "bf16": 2e-2, "fp16": 1e-2, "int8": 6e-2}
 CLASS_ROLES = ("probabilities", "logits")
+# The rule in one line, for model cards and messages.
+RULE_TEXT = (f"image outputs lose at most {PSNR_DROP_DB} dB PSNR vs fp32 against the ground truth (or stay within the "
+             f"max-abs tolerance without one) and keep their error vs fp32 at most {ARTIFACT_MAX} (max) and "
+             f"{ARTIFACT_P999} (99.9th percentile) of the value range with SSIM at least {SSIM_MIN}; masks change side "
+             f"of the midpoint on at most {MASK_FLIPPED:.0%} of values, mean error at most {MASK_MEAN}; "
+             f"{'/'.join(CLASS_ROLES)} change no top-1 answer; other outputs stay within a max abs error of "
+             f"{REFERENCE_TOLERANCE['int8']:g} (int8) / {REFERENCE_TOLERANCE['fp16']:g} (fp16) / "
+             f"{REFERENCE_TOLERANCE['bf16']:g} (bf16) x the value range")
 
 
 @dataclass

@@ -21,6 +21,10 @@ SHIPPED_ENV = "GANSERVE_SHIPPED"  # names the shipped models' folder (commands a
 TRAINING_RECORD = "training_record.json"
 LEGACY_RECORD = "card.json"  # what entries written before the rename call it; read, never written
 SHIP_CHECKPOINT = "checkpoint.pt"
+# Variants every shipped entry (and `ganserve demo`'s export) writes beside model.onnx when they pass the quality
+# rule: int8 needs a file; bf16 needs none (the server asks OpenVINO for it); fp16 is left out, as no CPU provider
+# here runs it faster than fp32 (docs/int8.md).
+SHIPPED_VARIANTS = ("int8",)
 
 
 def record_path(entry: str | Path) -> Path:

@@ -58,10 +58,17 @@ def add_commands(subparsers: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--providers", type=_names, default=None, metavar="P[,P]",
                    help="onnxruntime providers that measure faster precisions, tried in order until one runs the "
                         "graph (cpu, openvino; default: cpu,openvino, those installed)")
-    p.add_argument("--allow-failing-variants", action="store_true",
-                   help="write a variant (or a --precision other than fp32) even when it fails the server's "
-                        "quality rule on the reference set "
-                        f"(PSNR drop > {PSNR_DROP_DB} dB, a changed top-1, or max abs error past the tolerance)")
+    failing = p.add_mutually_exclusive_group()
+    failing.add_argument("--allow-failing-variants", action="store_true",
+                         help="write a variant (or a --precision other than fp32) even when it fails the server's "
+                              "quality rule on the reference set (PSNR drop > "
+                              f"{PSNR_DROP_DB} dB, a local artifact, a changed top-1, or an error past the tolerance)")
+    failing.add_argument("--drop-failing-variants", action="store_true",
+                         help="leave out a variant that fails the quality rule (the card says why) instead of "
+                              "refusing the export: how the shipped models and `ganserve demo` export")
+    p.add_argument("--int8-methods", type=_names, default=("qdq",), metavar="M[,M]",
+                   help="int8 quantizers to try (qdq: onnxruntime's static QDQ; nncf: NNCF post-training "
+                        "quantization); with several, the fastest that passes the quality rule is kept (default qdq)")
     p.add_argument("--half-io", action="store_true", help="fp16 only: take and return float16 (default: float32 I/O)")
     p.add_argument("--option", metavar="KEY=VALUE", action="append", default=[],
                    help="override a config value of the checkpoint's model before export, e.g. export_direction=ba")
@@ -89,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint, args.repo,
         name=args.name, version=args.version, precision=args.precision, opset=args.opset,
         overwrite=args.overwrite, keep_io_fp32=not args.half_io, variants=args.variants, providers=args.providers,
-        allow_failing_variants=args.allow_failing_variants, progress=not args.quiet,
+        allow_failing_variants=args.allow_failing_variants, drop_failing_variants=args.drop_failing_variants,
+        int8_methods=args.int8_methods, progress=not args.quiet,
         options=options or None,
     )
     card = ModelCard.load(out.parent / CARD_FILE)
@@ -97,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
     quality = f", {key} {card.metrics[key]:.4g}" if key in card.metrics else ""
     print(f"{out}  ({card.precision}, max abs error vs torch {card.parity['max_abs_error']:.3g}{quality})")
     for facts in card.parity.get("variants", {}).values():
-        print(f"  {facts['file']}: measured on {facts['provider'].removesuffix('ExecutionProvider')}, max abs error "
-              f"{facts['max_abs_error']:.3g}; {facts['quality']['figures']}")
+        method = f" ({facts['method']})" if "method" in facts else ""
+        print(f"  {facts['file']}{method}: measured on {facts['provider'].removesuffix('ExecutionProvider')}, max abs "
+              f"error {facts['max_abs_error']:.3g}; {facts['quality']['figures']}")
+    for variant, why in card.parity.get("variants_dropped", {}).items():
+        print(f"  {variant} not written: it {why}")
     return 0

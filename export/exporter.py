@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,15 +18,13 @@ from ganserve.core.contract import (
 from ganserve.core.errors import CheckpointError, GanserveError, described
 from ganserve.core.files import file_sha256
 from ganserve.core.precisions import EXPORT_PRECISIONS
-from ganserve.core.quality import (
-    CLASS_ROLES, PSNR_DROP_DB, REFERENCE_TOLERANCE, ReferenceCase, check_outputs, reference_cases,
-)
+from ganserve.core.quality import RULE_TEXT, ReferenceCase, check_outputs, reference_cases
 from ganserve.export.card import build_card, source_facts, training_facts
 from ganserve.export.defaults import DEFAULT_OPSET, FP32_TOLERANCE
 from ganserve.export.memory import measure_memory
 from ganserve.export.onnx_export import to_onnx
 from ganserve.export.parity import ParityCase, measure_parity, parity_cases
-from ganserve.export.variants import to_fp16, to_int8
+from ganserve.export.variants import INT8_METHODS, to_fp16, to_int8
 from ganserve.core.onnxruntime_facts import CPU, short
 from ganserve.export.predictors import ort_predictor, ort_session, torch_predictor
 from ganserve.export.providers import measure_on_first_runnable, resolve_providers
@@ -33,10 +32,8 @@ from ganserve.export.reference import npz_bytes, reference_arrays
 from ganserve.export.repository import check_target, write_model
 from ganserve.core.export_spec import ExportSpec, Predictor
 
-QUALITY_RULE = (f"server rule (ganserve.core.quality) on the reference set: image outputs with ground truth lose at most "
-                f"{PSNR_DROP_DB} dB PSNR vs fp32, {'/'.join(CLASS_ROLES)} change no top-1 answer, other outputs stay "
-                f"within a max abs error of {REFERENCE_TOLERANCE['int8']:g} (int8) / {REFERENCE_TOLERANCE['fp16']:g} "
-                f"(fp16) x the value range of the fp32 outputs")
+QUALITY_RULE = f"server rule (ganserve.core.quality) on the reference set: {RULE_TEXT}"
+FAILING = ("refuse", "write", "drop")  # what the export does with a variant that fails the quality rule
 
 
 def _say(progress: bool, message: str) -> None:
@@ -56,17 +53,52 @@ def _evaluate(spec: ExportSpec, predictor: Predictor) -> dict[str, float]:
         raise GanserveError(f"held-out evaluation failed: {described(exc)}") from exc
 
 
-def _variant(spec: ExportSpec, fp32: onnx.ModelProto, precision: str, keep_io_fp32: bool, progress: bool) -> onnx.ModelProto:
+def _variant(spec: ExportSpec, fp32: onnx.ModelProto, precision: str, keep_io_fp32: bool, progress: bool,
+             method: str = "qdq") -> onnx.ModelProto:
     """The fp32 graph converted to fp16 or int8 (the conversions the export stage knows)."""
     if precision == "fp16":
         return to_fp16(fp32, keep_io_fp32)
-    return to_int8(fp32, spec.calibration, progress)
+    return to_int8(fp32, spec.calibration, progress, method)
 
 
 _NOTES = {
-    "fp16": lambda keep_io: f"fp16 weights and compute; inputs/outputs {'float32' if keep_io else 'float16'}",
-    "int8": lambda keep_io: "int8: static QDQ, per-channel int8 weights, uint8 activations, MinMax calibration",
+    "fp16": lambda keep_io, method="": f"fp16 weights and compute; inputs/outputs {'float32' if keep_io else 'float16'}",
+    "int8": lambda keep_io, method="qdq": f"int8: {INT8_METHODS[method]}",
 }
+
+
+def _p50_ms(run: Predictor, cases: list[ReferenceCase], repeats: int = 5) -> float:
+    """Median wall time of one run on the reference set's largest case (after one warm-up), in ms."""
+    inputs = max(cases, key=lambda c: sum(v.size for v in c.inputs.values())).inputs
+    run(inputs)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(inputs)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2] * 1e3
+
+
+def _int8_variant(spec: ExportSpec, fp32: onnx.ModelProto, methods: tuple[str, ...], measure: Any,
+                  ref_cases: list[ReferenceCase], progress: bool) -> tuple[onnx.ModelProto, dict[str, Any], Predictor, str]:
+    """Quantize by each of ``methods``; keep the fastest that passes the quality rule (else the first method's), and
+    record every method's figures in the card."""
+    tried = []
+    for method in methods:
+        model = _variant(spec, fp32, "int8", True, progress, method)
+        facts, run = measure(model, f"int8 variant ({method})")
+        p50 = _p50_ms(run, ref_cases) if len(methods) > 1 else None
+        tried.append((method, model, facts, run, p50))
+    passing = [t for t in tried if t[2]["quality"]["passed"]]
+    method, model, facts, run, _ = min(passing, key=lambda t: t[4] or 0.0) if passing else tried[0]
+    facts["method"] = method
+    if len(methods) > 1:
+        facts["methods"] = [{"method": m, "provider": f["provider"], "passed": f["quality"]["passed"],
+                             "figures": f["quality"]["figures"], "p50_ms_largest_reference_case": round(t, 3)}
+                            for m, _, f, _, t in tried]
+        _say(progress, f"int8: kept {method} of " + ", ".join(
+            f"{m} ({'passes' if f['quality']['passed'] else 'fails'}, {t:.1f} ms)" for m, _, f, _, t in tried))
+    return model, facts, run, method
 
 
 def measure_precision(
@@ -122,6 +154,8 @@ def export_from_spec(
     variants: tuple[str, ...] = (),
     providers: Sequence[str] | None = None,
     allow_failing_variants: bool = False,
+    drop_failing_variants: bool = False,
+    int8_methods: tuple[str, ...] = ("qdq",),
     training: dict[str, Any] | None = None,
     source: dict[str, Any] | None = None,
     progress: bool = False,
@@ -130,7 +164,14 @@ def export_from_spec(
 
     Faster precisions are measured on the first of ``providers`` (default: CPU, then OpenVINO) that runs them; a
     variant, or a non-fp32 ``precision``, failing the server's quality rule on the reference set is refused unless
-    ``allow_failing_variants``."""
+    ``allow_failing_variants`` (written anyway) or ``drop_failing_variants`` (a failing variant is left out, and the
+    card says why). int8 is made by each of ``int8_methods`` and the fastest that passes is kept."""
+    if allow_failing_variants and drop_failing_variants:
+        raise GanserveError("a failing variant is either written (--allow-failing-variants) or dropped "
+                            "(--drop-failing-variants), not both")
+    unknown = [m for m in int8_methods if m not in INT8_METHODS]
+    if unknown or not int8_methods:
+        raise GanserveError(f"unknown int8 method(s) {unknown}; use {', '.join(INT8_METHODS)}")
     if precision not in EXPORT_PRECISIONS:
         raise GanserveError(f"unknown precision {precision!r}; use one of {', '.join(EXPORT_PRECISIONS)}")
     _check_variants(precision, variants)
@@ -166,19 +207,32 @@ def export_from_spec(
             raise GanserveError(f"{precision}: held-out {key} is {chosen_metrics[key]} (fp32: {fp32_metrics[key]:.4g})")
     extra_files: dict[str, onnx.ModelProto] = {}
     variant_facts: dict[str, dict[str, Any]] = {}
+    dropped: dict[str, str] = {}
+
+    def measure(vmodel: onnx.ModelProto, what: str) -> tuple[dict[str, Any], Predictor]:
+        return measure_precision(spec, vmodel, fp32, what.split()[0], what, reference, cases, ref_cases, tried, progress)
+
     for v in variants:
-        vmodel = _variant(spec, fp32, v, True, progress)
-        vfacts, vrun = measure_precision(spec, vmodel, fp32, v, f"{v} variant", reference, cases, ref_cases, tried,
-                                         progress)
+        method = ""
+        if v == "int8":
+            vmodel, vfacts, vrun, method = _int8_variant(spec, fp32, int8_methods, measure, ref_cases, progress)
+        else:
+            vmodel = _variant(spec, fp32, v, True, progress)
+            vfacts, vrun = measure(vmodel, f"{v} variant")
         quality = vfacts["quality"]
         if not quality["passed"]:
+            if drop_failing_variants:
+                dropped[v] = f"fails the quality rule on {short(vfacts['provider'])}: {quality['figures']}"
+                notes.append(f"variant {variant_file(v)} not written: it {dropped[v]}")
+                _say(progress, f"{v} variant dropped: it {dropped[v]}")
+                continue
             if not allow_failing_variants:
                 raise GanserveError(f"{v} variant fails the quality rule on {short(vfacts['provider'])}: "
                                     f"{quality['figures']}; pass --allow-failing-variants to write it anyway")
             notes.append(f"variant {variant_file(v)} fails the quality rule ({quality['figures']}); written on request")
         vfacts.pop("checked")
         variant_facts[v] = {"file": variant_file(v), **vfacts, "metrics": _evaluate(spec, vrun)}
-        notes.append(f"variant {variant_file(v)}: " + _NOTES[v](True))
+        notes.append(f"variant {variant_file(v)}: " + (_NOTES[v](True, method) if method else _NOTES[v](True)))
         extra_files[variant_file(v)] = vmodel
     metrics: dict[str, Any] = dict(chosen_metrics)
     if spec.evaluate is None:
@@ -203,10 +257,12 @@ def export_from_spec(
     }
     parity.update({k: chosen_parity[k] for k in ("quality", "inference_precision_hint", "provider_fp32_max_abs_error")
                    if k in chosen_parity})
-    if precision != "fp32" or variant_facts:
+    if precision != "fp32" or variant_facts or dropped:
         parity["quality_rule"] = QUALITY_RULE
     if variant_facts:
         parity["variants"] = {v: {k: x for k, x in f.items() if k != "metrics"} for v, f in variant_facts.items()}
+    if dropped:
+        parity["variants_dropped"] = dropped
     half_io = precision == "fp16" and not keep_io_fp32
     card = build_card(
         spec, name, version, precision, training or {}, metrics, parity, source or {}, notes,
@@ -242,6 +298,8 @@ def export_checkpoint(
     variants: tuple[str, ...] = (),
     providers: Sequence[str] | None = None,
     allow_failing_variants: bool = False,
+    drop_failing_variants: bool = False,
+    int8_methods: tuple[str, ...] = ("qdq",),
     progress: bool = False,
     options: dict[str, Any] | None = None,
 ) -> Path:
@@ -266,6 +324,7 @@ def export_checkpoint(
         spec, repo, name,
         version=version, precision=precision, opset=opset, overwrite=overwrite, keep_io_fp32=keep_io_fp32,
         variants=variants, providers=providers, allow_failing_variants=allow_failing_variants,
+        drop_failing_variants=drop_failing_variants, int8_methods=int8_methods,
         training=training_facts(payload, spec),
         source=source_facts(payload, file_sha256(checkpoint), config),
         progress=progress,

@@ -1,4 +1,5 @@
-"""Faster precisions of a checked fp32 graph: fp16 (onnx's own API) and static QDQ int8 (onnxruntime)."""
+"""Faster precisions of a checked fp32 graph: fp16 (onnx's own API) and static int8, by onnxruntime's QDQ quantizer or
+by NNCF's post-training quantization (docs/int8.md compares them per model)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from onnx import TensorProto, helper, numpy_helper
 from tqdm import tqdm
 
 from ganserve.core.errors import GanserveError, described, first_line
+
+# The int8 quantizers the export knows, and what each writes (the card's note).
+INT8_METHODS = {
+    "qdq": "static QDQ by onnxruntime.quantization, per-channel int8 weights, uint8 activations, MinMax calibration",
+    "nncf": "NNCF post-training quantization (ONNX backend, its default preset), calibrated on the same batches",
+}
 
 _FLOAT, _HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 _FP16_MAX = float(np.finfo(np.float16).max)
@@ -207,21 +214,36 @@ def _quantizer_log(progress: bool) -> Iterator[None]:
             print(f"export: int8 quantizer: {message}", file=sys.stderr, flush=True)
 
 
+def _input_types(model: onnx.ModelProto) -> dict[str, np.dtype]:
+    init_names = {i.name for i in model.graph.initializer}
+    return {i.name: helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+            for i in model.graph.input if i.name not in init_names}
+
+
 def to_int8(
     model: onnx.ModelProto,
     calibration: Callable[[], Iterable[dict[str, np.ndarray]]] | None,
     progress: bool = False,
+    method: str = "qdq",
 ) -> onnx.ModelProto:
-    """Static QDQ int8 (per-channel weights, uint8 activations) calibrated on the spec's calibration batches."""
+    """Static int8 of the checked fp32 graph, calibrated on the spec's calibration batches, by ``method``
+    (INT8_METHODS)."""
+    if method not in INT8_METHODS:
+        raise GanserveError(f"unknown int8 method {method!r}; use {', '.join(INT8_METHODS)}")
+    if calibration is None:
+        raise GanserveError("int8 needs calibration data, and this model's ExportSpec declares none")
+    if method == "nncf":
+        return _nncf_int8(model, calibration, progress)
+    return _qdq_int8(model, calibration, progress)
+
+
+def _qdq_int8(model: onnx.ModelProto, calibration: Callable[[], Iterable[dict[str, np.ndarray]]],
+              progress: bool) -> onnx.ModelProto:
+    """onnxruntime.quantization's static QDQ (per-channel int8 weights, uint8 activations, MinMax)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if calibration is None:
-        raise GanserveError("int8 needs calibration data, and this model's ExportSpec declares none")
-    init_names = {i.name for i in model.graph.initializer}
-    types = {i.name: helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
-             for i in model.graph.input if i.name not in init_names}
-    reader = _Calibration(calibration(), types, progress)
+    reader = _Calibration(calibration(), _input_types(model), progress)
     with tempfile.TemporaryDirectory(prefix="ganserve-int8-") as tmp, _quantizer_log(progress):
         src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
         onnx.save(model, src)
@@ -242,3 +264,24 @@ def to_int8(
             raise GanserveError("int8 calibration produced no batches")
         quantized = onnx.load(dst)
     return quantized
+
+
+def _nncf_int8(model: onnx.ModelProto, calibration: Callable[[], Iterable[dict[str, np.ndarray]]],
+               progress: bool) -> onnx.ModelProto:
+    """NNCF's post-training quantization of the ONNX graph, on every calibration batch."""
+    try:
+        import nncf
+    except ImportError as exc:
+        raise GanserveError("int8 method nncf needs NNCF, which `make setup` installs (the train extra)") from exc
+    types = _input_types(model)
+    batches = [{k: np.ascontiguousarray(v, dtype=types.get(k, np.float32)) for k, v in b.items() if k in types}
+               for b in tqdm(calibration(), desc="int8 calibration (nncf)", unit="batch", disable=not progress,
+                             leave=False)]
+    if not batches:
+        raise GanserveError("int8 calibration produced no batches")
+    nncf.set_log_level(logging.WARNING if progress else logging.ERROR)
+    with _quantizer_log(progress):
+        try:
+            return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches))
+        except Exception as exc:  # NNCF raises its own types for graphs it cannot handle
+            raise GanserveError(f"int8 quantization (nncf) failed: {described(exc)}") from exc

@@ -14,7 +14,7 @@ from pathlib import Path
 from ganserve.core.cli_args import count, duration
 from ganserve.core.contract import CARD_FILE, ModelCard, model_versions
 from ganserve.core.errors import GanserveError
-from ganserve.core.shipped import SHIPPED_ENV, read_entry, shipped_dir, shipped_entries
+from ganserve.core.shipped import SHIPPED_ENV, SHIPPED_VARIANTS, read_entry, shipped_dir, shipped_entries
 
 
 
@@ -116,8 +116,10 @@ def ensure_exported(ckpt: Path, repo: Path, name: str, options: dict | None = No
             return card
     from ganserve.export.exporter import export_checkpoint
 
-    say(f"exporting {ckpt} -> {repo}/{name} (ONNX, parity check, model card)")
-    export_checkpoint(ckpt, repo, name=name, options=options or None)
+    say(f"exporting {ckpt} -> {repo}/{name} (ONNX, parity check, {', '.join(SHIPPED_VARIANTS)} variants that pass the "
+        "quality rule, model card)")
+    export_checkpoint(ckpt, repo, name=name, options=options or None, variants=SHIPPED_VARIANTS,
+                      drop_failing_variants=True)
     return ModelCard.load(card_path)
 
 

@@ -19,7 +19,9 @@ import torch
 from ganserve.core.contract import check_model_name
 from ganserve.core.errors import CheckpointError, GanserveError
 from ganserve.core.machine import describe as describe_cpu
-from ganserve.core.shipped import SHIP_CHECKPOINT, SHIPPED_ENV, TRAINING_RECORD, read_entry, shipped_dir, shipped_entries
+from ganserve.core.shipped import (
+    SHIP_CHECKPOINT, SHIPPED_ENV, SHIPPED_VARIANTS, TRAINING_RECORD, read_entry, shipped_dir, shipped_entries,
+)
 from ganserve.export.exporter import export_checkpoint
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from ganserve.training.config import parse_set, user_data
@@ -52,6 +54,66 @@ def _training_summary(payload: dict[str, Any]) -> dict[str, Any]:
         "cpu": metrics.get("cpu") or f"{describe_cpu()} (the shipping machine; the checkpoint does not record its CPU)",
         "interrupted": bool(metrics.get("interrupted", False)),
     }
+
+
+def int8_methods() -> tuple[str, ...]:
+    """The int8 quantizers a shipped entry is exported with: both when NNCF is installed (the export keeps the
+    fastest that passes the quality rule), else onnxruntime's QDQ."""
+    try:
+        import nncf  # noqa: F401
+    except ImportError:
+        return ("qdq",)
+    return ("qdq", "nncf")
+
+
+def _export_entry(checkpoint: Path, stage: Path, name: str, options: dict[str, Any] | None, progress: bool) -> Path:
+    """Export an entry's checkpoint into ``stage`` as version 1 with the shipped variants that pass."""
+    return export_checkpoint(checkpoint, stage, name=name, version=1, progress=progress, options=options or None,
+                             variants=SHIPPED_VARIANTS, drop_failing_variants=True, int8_methods=int8_methods())
+
+
+def _check_sizes(models_dir: Path, name: str, entry: Path) -> None:
+    size = _folder_bytes(entry)
+    if size > ENTRY_LIMIT:
+        raise GanserveError(f"{name}: the entry is {size / 2**20:.1f} MB, over the 10 MB limit; train a more compact model")
+    others = sum(_folder_bytes(p) for p in models_dir.iterdir()  # judges etc. count too
+                 if p.name != name and not p.name.startswith("."))
+    if others + size > TOTAL_LIMIT:
+        raise GanserveError(f"models/ would hold {(others + size) / 2**20:.1f} MB, over the 60 MB limit")
+
+
+def _swap_in(models_dir: Path, name: str, entry: Path) -> Path:
+    """Replace models_dir/name with the staged ``entry`` (the old one is removed only after the rename)."""
+    final = models_dir / name
+    old = models_dir / f".old-{name}"
+    shutil.rmtree(old, ignore_errors=True)  # left by an interrupted earlier swap
+    if final.exists():
+        os.replace(final, old)
+    os.replace(entry, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def reexport(name: str, models_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """Export a shipped entry's checkpoint again with today's exporter (graph rewrites, shipped variants), keeping its
+    checkpoint, training record and log; the entry is swapped in whole, so nothing is half-written."""
+    models_dir = Path(models_dir) if models_dir is not None else shipped_dir()
+    entry = models_dir / name
+    record = read_entry(entry)
+    stage = Path(tempfile.mkdtemp(prefix=f".reexport-{name}-", dir=models_dir))
+    try:
+        staged = stage / name
+        _export_entry(entry / record["file"], stage, name, record.get("options"), progress)
+        for kept in entry.iterdir():  # what is about the checkpoint stays as it is
+            if kept.is_file() and not (staged / kept.name).exists():
+                shutil.copy2(kept, staged / kept.name)
+        _check_sizes(models_dir, name, staged)
+        final = _swap_in(models_dir, name, staged)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    if progress:
+        print(f"[ship] {final}: exported again ({_folder_bytes(final) / 2**20:.2f} MB)")
+    return final
 
 
 def ship(
@@ -108,7 +170,7 @@ def ship(
         save_checkpoint(stripped, {**payload, "optim": {}, "state": app.inference_state(payload["state"]),
                                    "removed": sorted(set(app.training_only) | set(payload.get("removed", ())))})
         say(f"[ship] exporting {name} beside it (ONNX, parity, model card)")
-        export_checkpoint(stripped, stage, name=name, version=1, progress=progress, options=options or None)
+        _export_entry(stripped, stage, name, options, progress)
         os.replace(stripped, entry / SHIP_CHECKPOINT)
         log = Path(checkpoint).with_name("metrics.jsonl")
         if log.is_file():
@@ -133,19 +195,8 @@ def ship(
             "target": target,
         }
         (entry / TRAINING_RECORD).write_text(json.dumps(card, indent=2) + "\n")
-        size = _folder_bytes(entry)
-        if size > ENTRY_LIMIT:
-            raise GanserveError(f"{name}: the entry is {size / 2**20:.1f} MB, over the 10 MB limit; train a more compact model")
-        others = sum(_folder_bytes(p) for p in models_dir.iterdir()  # judges etc. count too
-                     if p.name != name and not p.name.startswith("."))
-        if others + size > TOTAL_LIMIT:
-            raise GanserveError(f"models/ would hold {(others + size) / 2**20:.1f} MB, over the 60 MB limit")
-        old = models_dir / f".old-{name}"
-        shutil.rmtree(old, ignore_errors=True)  # left by an interrupted earlier swap
-        if final.exists():
-            os.replace(final, old)
-        os.replace(entry, final)
-        shutil.rmtree(old, ignore_errors=True)
+        _check_sizes(models_dir, name, entry)
+        _swap_in(models_dir, name, entry)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     say(f"[ship] {final}: {key} {held_out[key]:.4f} ({_folder_bytes(final) / 2**20:.2f} MB)")
@@ -201,12 +252,24 @@ def add_commands(subparsers: Any, name: str) -> None:
                    help="override a config value before evaluation and export (e.g. export_direction=ba); recorded")
     p.add_argument("--note", default="", help="conditions of the training worth recording (e.g. a shared CPU)")
     p.add_argument("--force", action="store_true", help="replace the entry even if it is not better")
+    p.add_argument("--reexport", metavar="NAME[,NAME]|all", default="",
+                   help="export shipped entries again with this exporter (rewrites, variants that pass), keeping "
+                        "their checkpoints and training records")
     p.set_defaults(func=_run_ship)
 
 
 def _run_ship(args: argparse.Namespace) -> int:
     if args.list:
         print(shipped_table(args.models_dir))
+        return 0
+    if args.reexport:
+        known = [e.name for e in shipped_entries(args.models_dir)]
+        names = known if args.reexport == "all" else [n.strip() for n in args.reexport.split(",") if n.strip()]
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise GanserveError(f"--reexport: no shipped entry {', '.join(unknown)} (shipped: {', '.join(known)})")
+        for name in names:
+            print(reexport(name, args.models_dir))
         return 0
     if not args.checkpoint or not args.name:
         raise GanserveError("give CHECKPOINT and --name (or --list)")

@@ -112,6 +112,51 @@ def test_variant_failing_the_rule_is_refused_and_nothing_written(miscalibrated_c
     assert (repo / tiny.MISCALIBRATED / "1" / "model.int8.onnx").is_file()
 
 
+def test_failing_variant_is_dropped_on_request_and_the_card_says_why(miscalibrated_ckpt: Path, tmp_path: Path,
+                                                                    capsys) -> None:
+    """--drop-failing-variants (how shipped models and the demo export): the fp32 model is written, the failing int8
+    is not, and the card and the command's output name the figures that failed."""
+    repo = tmp_path / "repo"
+    rc, out, err = run_cli(capsys, str(miscalibrated_ckpt), "--repo", str(repo), "--variants", "int8,fp16", "--quiet",
+                           "--drop-failing-variants")
+    assert rc == 0, err
+    vdir = repo / tiny.MISCALIBRATED / "1"
+    card = ModelCard.load(repo / tiny.MISCALIBRATED / CARD_FILE)
+    assert not (vdir / "model.int8.onnx").exists() and (vdir / "model.fp16.onnx").is_file()
+    assert set(card.parity["variants"]) == {"fp16"}
+    assert "fails the quality rule" in card.parity["variants_dropped"]["int8"]
+    assert "int8 not written: it fails the quality rule" in out
+    assert any(n.startswith("variant model.int8.onnx not written") for n in card.notes)
+
+    with pytest.raises(SystemExit) as refused:  # argparse's own refusal: exit 2, one usage line
+        run_cli(capsys, str(miscalibrated_ckpt), "--repo", str(tmp_path / "r2"), "--variants", "int8",
+                "--drop-failing-variants", "--allow-failing-variants")
+    assert refused.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_int8_by_both_methods_keeps_one_that_passes_and_records_both(sr_ckpt: Path, tmp_path: Path, capsys) -> None:
+    """qdq and NNCF are both measured on the reference set; the card records each one's verdict and time, and the
+    written variant is the fastest that passes (or qdq, when neither does)."""
+    pytest.importorskip("nncf")
+    repo = tmp_path / "repo"
+    rc, out, err = run_cli(capsys, str(sr_ckpt), "--repo", str(repo), "--variants", "int8", "--quiet",
+                           "--int8-methods", "qdq,nncf", "--allow-failing-variants")
+    assert rc == 0, err
+    facts = ModelCard.load(repo / "srresnet" / CARD_FILE).parity["variants"]["int8"]
+    tried = {m["method"]: m for m in facts["methods"]}
+    assert set(tried) == {"qdq", "nncf"}
+    assert all(m["p50_ms_largest_reference_case"] > 0 and m["figures"] for m in tried.values())
+    passing = [m for m in tried.values() if m["passed"]]
+    kept = min(passing, key=lambda m: m["p50_ms_largest_reference_case"])["method"] if passing else "qdq"
+    assert facts["method"] == kept and f"({kept})" in out
+    quantized = onnx.load(repo / "srresnet" / "1" / "model.int8.onnx")
+    assert any(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
+
+    rc, out, err = run_cli(capsys, str(sr_ckpt), "--repo", str(tmp_path / "r2"), "--variants", "int8",
+                           "--int8-methods", "qdq,magic")
+    _one_line_refusal(rc, out, err, "unknown int8 method(s) ['magic']")
+
+
 def test_precision_failing_the_rule_is_refused_like_a_variant(miscalibrated_ckpt: Path, tmp_path: Path,
                                                              capsys) -> None:
     """--precision int8 (the model.onnx itself, not a variant) passes the same gate: refused, nothing written."""

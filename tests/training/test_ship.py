@@ -63,6 +63,27 @@ def test_export_and_serve_start_from_a_shipped_entry(trained: tuple[Path, Path],
     assert card.metrics["psnr_y"] == pytest.approx(read_entry(entry)["held_out"]["psnr_y"], abs=1e-3)
 
 
+def test_reexport_rewrites_the_model_and_keeps_the_checkpoint_and_record(trained: tuple[Path, Path], capsys) -> None:
+    """`ganserve ship --reexport`: today's exporter over a shipped entry, with the shipped variants that pass the
+    quality rule; the checkpoint, training record and log are the same bytes, and nothing is left half-written."""
+    ckpt, root = trained
+    models = root / "models"
+    entry = models / "tiny-sr"
+    if not entry.exists():
+        ship(ckpt, "tiny-sr", models_dir=models, progress=False)
+    kept = {n: (entry / n).read_bytes() for n in ("checkpoint.pt", TRAINING_RECORD, "metrics.jsonl")}
+    (entry / "1" / "model.onnx").write_bytes(b"stale")  # what an older exporter left
+    assert main(["ship", "--reexport", "tiny-sr", "--models-dir", str(models)]) == 0
+    assert {n: (entry / n).read_bytes() for n in kept} == kept
+    assert (entry / "1" / "model.onnx").read_bytes() != b"stale"
+    card = ModelCard.load(entry / "model_card.json")
+    assert set(card.parity.get("variants", {})) | set(card.parity.get("variants_dropped", {})) == {"int8"}
+    assert (entry / "1" / "model.int8.onnx").is_file() == ("int8" in card.parity.get("variants", {}))
+    assert sorted(p.name for p in models.iterdir()) == ["tiny-sr"]
+    assert main(["ship", "--reexport", "nothing-here", "--models-dir", str(models)]) == 2
+    assert "no shipped entry nothing-here" in capsys.readouterr().err
+
+
 def test_ship_refuses_user_data_and_bad_input(trained: tuple[Path, Path], tmp_path: Path, capsys) -> None:
     ckpt, root = trained
     user = train("srresnet", {**TINY, "data_dir": str(_photos(tmp_path))}, steps=1, out_dir=tmp_path / "u", progress=False)
