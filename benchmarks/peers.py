@@ -154,32 +154,46 @@ class HttpPeer:
         raise RuntimeError(f"{self.label} not ready after {timeout:.0f}s; see {self.log_path}")
 
     def post_sync(self, array: np.ndarray, conn: http.client.HTTPConnection | None = None) -> np.ndarray:
-        body, headers = self.encode(array)
-        own = conn is None
-        conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        """Post one tensor and decode the answer (a new connection unless one is given)."""
+        if conn is not None:
+            return self._post(conn, *self.encode(array))
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
         try:
-            conn.request("POST", self.route, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
+            return self._post(conn, *self.encode(array))
         finally:
-            if own:
+            conn.close()
+
+    def _post(self, conn: http.client.HTTPConnection, body: bytes, headers: dict[str, str]) -> np.ndarray:
+        for attempt in (1, 2):
+            try:
+                conn.request("POST", self.route, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # a keep-alive connection the server closed while it sat idle (uvicorn closes them after 5 s):
+                # reconnect once, as a pooled HTTP client does
                 conn.close()
+                if attempt == 2:
+                    raise
         if resp.status != 200:
             raise RuntimeError(f"{self.label} answered {resp.status}: {data[:200]!r}")
         return self.decode(data)
 
     def sender(self, array: np.ndarray, concurrency: int) -> Any:
-        """An async `send()` for the closed-loop driver: one keep-alive connection and thread per in-flight request."""
+        """An async `send()` for the closed-loop driver: one keep-alive connection and thread per in-flight request;
+        the body is encoded once (as the OIP path builds its request once) and every answer decoded."""
         self.pool = ThreadPoolExecutor(max_workers=concurrency)
         conns: asyncio.Queue = asyncio.Queue()
         for _ in range(concurrency):
-            conns.put_nowait(http.client.HTTPConnection("127.0.0.1", self.port, timeout=120))
+            conns.put_nowait(http.client.HTTPConnection("127.0.0.1", self.port, timeout=600))
+        body, headers = self.encode(array)
         loop = asyncio.get_running_loop()
 
         async def send() -> None:
             conn = await conns.get()
             try:
-                await loop.run_in_executor(self.pool, self.post_sync, array, conn)
+                await loop.run_in_executor(self.pool, self._post, conn, body, headers)
             except BaseException:
                 conn.close()  # a broken connection reconnects on its next request
                 raise
