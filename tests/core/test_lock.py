@@ -65,7 +65,8 @@ def test_every_lock_named_by_the_script_exists_and_every_lock_file_is_named() ->
     on_disk = {str(p.relative_to(LOCKS)) for p in LOCKS.rglob("*.txt")}
     assert named == on_disk
     assert {"x86_64/openvino.txt", "x86_64/cpu.txt", "x86_64/gpu.txt", "aarch64/cpu.txt", "kserve-sdk.txt",
-            "peers/torchserve-x86_64.txt", "bootstrap.txt"} <= named
+            "peers/torchserve-x86_64.txt", "peers/litserve-x86_64.txt", "peers/litserve-aarch64.txt",
+            "bootstrap.txt"} <= named
 
 
 @pytest.mark.parametrize("lock", lock_script.LOCK_FILES, ids=lambda lock: lock.path)
@@ -95,7 +96,8 @@ def test_lock_holds_no_direct_dependency_pyproject_dropped(lock) -> None:
 
 
 def test_the_x86_64_locks_hash_the_cpu_build_of_torch() -> None:
-    for path in ("x86_64/openvino.txt", "x86_64/cpu.txt", "x86_64/gpu.txt", "peers/torchserve-x86_64.txt"):
+    for path in ("x86_64/openvino.txt", "x86_64/cpu.txt", "x86_64/gpu.txt", "peers/torchserve-x86_64.txt",
+                 "peers/litserve-x86_64.txt"):
         locked = pins(LOCKS / path)
         assert locked["torch"][0] == "2.13.0+cpu", path
         assert not [n for n in locked if n.startswith("nvidia-")], path
