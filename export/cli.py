@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     quality = f", {key} {card.metrics[key]:.4g}" if key in card.metrics else ""
     print(f"{out}  ({card.precision}, max abs error vs torch {card.parity['max_abs_error']:.3g}{quality})")
     for facts in card.parity.get("variants", {}).values():
-        method = f" ({facts['method']})" if "method" in facts else ""
+        method = f" ({facts['method']} of {', '.join(m['method'] for m in facts['methods'])})" if "methods" in facts else ""
         print(f"  {facts['file']}{method}: measured on {facts['provider'].removesuffix('ExecutionProvider')}, max abs "
               f"error {facts['max_abs_error']:.3g}; {facts['quality']['figures']}")
     for variant, why in card.parity.get("variants_dropped", {}).items():

@@ -86,7 +86,7 @@ def _int8_variant(spec: ExportSpec, fp32: onnx.ModelProto, methods: tuple[str, .
     tried = []
     for method in methods:
         model = _variant(spec, fp32, "int8", True, progress, method)
-        facts, run = measure(model, f"int8 variant ({method})")
+        facts, run = measure(model, f"int8 variant ({method})" if len(methods) > 1 else "int8 variant")
         p50 = _p50_ms(run, ref_cases) if len(methods) > 1 else None
         tried.append((method, model, facts, run, p50))
     passing = [t for t in tried if t[2]["quality"]["passed"]]
