@@ -14,7 +14,7 @@ from ganserve.training import registry
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from ganserve.training.data.paired import builtin_train_pairs, grey_map, held_out_pairs
 from ganserve.training.applications import translation_eval as te
-from ganserve.training.networks.translation import ResnetGenerator, Translator, to_grey
+from ganserve.training.networks.translation import ResnetGenerator, Translator, to_grey, with_luma
 from ganserve.training.trainer import autocast_dtype, train
 
 P2P_COLOUR = {"task": "colour", "depth": 5, "ngf": 4, "max_mult": 2, "ndf": 4, "d_max_mult": 2, "crop": 32,
@@ -101,6 +101,42 @@ def test_the_colouriser_sees_luma_only_so_a_colour_photo_and_its_grey_version_gi
     assert "grey -> colour" in load_checkpoint(path)["metrics"]["held_out"]
     edges = registry.build("pix2pix", {**P2P_COLOUR, "task": "edges"})
     assert not Translator(edges.generator, edges.grey_input).grey_input
+
+
+def test_with_luma_keeps_the_given_light_exactly_and_the_colour_where_the_gamut_allows() -> None:
+    rng = torch.Generator().manual_seed(0)
+    rgb = torch.rand(2, 3, 16, 16, generator=rng)
+    grey = to_grey(torch.rand(2, 3, 16, 16, generator=rng))
+    out = with_luma(rgb, grey)
+    assert float((to_grey(out) - grey).abs().max()) < 1e-6  # the light is the given one
+    assert float(out.min()) >= -1e-6 and float(out.max()) <= 1 + 1e-6  # inside the RGB cube, no clipping needed
+    offset = lambda x: x - to_grey(x)  # noqa: E731  (the colour: Cb and Cr, up to a per-pixel scale)
+    same = (offset(out) - offset(rgb)).abs().amax(dim=1) < 1e-5
+    # where rgb's colour fits on the new light it is kept as it is; elsewhere it is scaled down, never turned
+    assert bool(same.any()) and bool(((offset(out) * offset(rgb)).sum(dim=1) >= -1e-6).all())
+    mid, soft = torch.full_like(grey, 0.5), 0.3 + 0.4 * rgb  # soft's colour offsets are under 0.4: they fit mid-grey
+    assert torch.allclose(with_luma(soft, mid), mid + offset(soft), atol=1e-6)
+    assert float(with_luma(rgb, torch.ones_like(grey)).sub(1).abs().max()) < 1e-6  # white leaves no room: white
+
+
+def test_keep_luma_colouriser_trains_exports_and_keeps_the_light_through_onnx(tmp_path) -> None:
+    """keep_luma in training, the exported ONNX graph and the held-out figures: the served output's 8-bit luma is
+    the input's within rounding (half a grey level)."""
+    import onnxruntime as ort
+
+    from ganserve.export.exporter import export_checkpoint
+
+    path = train("pix2pix", {**P2P_COLOUR, "keep_luma": True}, steps=2, out_dir=tmp_path / "run", progress=False)
+    figures = build_from_checkpoint(path).evaluate()
+    assert figures["luma_levels_max"] <= 0.5 + 1e-6 and figures["luma_psnr"] > 50
+    version = export_checkpoint(path, tmp_path / "repo", name="colour")
+    session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
+    photo = np.random.default_rng(3).integers(0, 256, (32, 64, 3), dtype=np.uint8)
+    (out,) = session.run(None, {session.get_inputs()[0].name: te.to_batch(photo)})
+    served = np.round(te.to_hwc(out) * 255)
+    assert np.abs(te.luma(served) - te.luma(photo.astype(np.float64))).max() <= 0.5 + 1e-6
+    with pytest.raises(GanserveError, match="keep_luma applies to the built-in colour task only"):
+        registry.build("pix2pix", {**P2P_COLOUR, "task": "edges", "keep_luma": True})
 
 
 def test_autocast_auto_follows_the_cpu_and_bad_values_are_refused() -> None:

@@ -35,7 +35,7 @@ from ganserve.core.export_spec import ExportSpec
 from ganserve.training.applications import translation_eval as te
 from ganserve.training.networks import build_network, describe_network
 from ganserve.training.networks.specs import network_field
-from ganserve.training.networks.translation import Translator, to_grey
+from ganserve.training.networks.translation import Translator, to_grey, with_luma
 from ganserve.training.objectives import get_objective
 from ganserve.training.registry import register_model
 
@@ -63,6 +63,9 @@ class Pix2PixConfig(CommonConfig):
     # built-in data: colour (grey -> colour) | edges (edges -> photo); stored configs from before the colour task
     # have no key and meant edges, hence that default (the shipped recipe, configs/pix2pix_cpu.yaml, sets colour)
     task: str = "edges"
+    # colour task: the output is the generator's chroma on the input's own Rec. 601 luma, in training, export and
+    # serving alike (Translator's keep_luma); stored configs without the key trained without it, hence False
+    keep_luma: bool = False
     batch_size: int = 1
     lr: float = 2e-4
     d_lr: float = 2e-4
@@ -86,6 +89,9 @@ class Pix2PixApp(Application):
             raise GanserveError("l1_weight and gan_weight are both 0: nothing to train")
         swap_direction([], c.direction)  # validates the name
         check_task(c.task)
+        if c.keep_luma and (c.task != "colour" or c.data_dir):
+            raise GanserveError("keep_luma applies to the built-in colour task only (its input is the photo's own "
+                                "luma); a folder of pairs or the edges task has no luma to keep")
         self.objective = get_objective(c.adversarial)
         self.generator = build_network(c.generator, "generator", in_channels=3, out_channels=3)
         if c.crop < self.multiple or c.crop % self.multiple:
@@ -150,6 +156,8 @@ class Pix2PixApp(Application):
         if self.grey_input:
             a = to_grey(a)
         fake = self.generator(a)
+        if self.config.keep_luma:  # as Translator serves it: the colour on the input's own light, in [0, 1]
+            fake = with_luma(((fake + 1.0) * 0.5).clamp(0.0, 1.0), (a + 1.0) * 0.5) * 2.0 - 1.0
         out: dict[str, float] = {}
         if self.config.gan_weight > 0:
             loss_d = self.d_loss(a, b, fake)
@@ -166,7 +174,7 @@ class Pix2PixApp(Application):
         was_training = self.training
         self.eval()
         try:
-            return Translator(self.generator, self.grey_input)(torch.from_numpy(x).to(self.device)).cpu().numpy()
+            return Translator(self.generator, self.grey_input, self.config.keep_luma)(torch.from_numpy(x).to(self.device)).cpu().numpy()
         finally:
             self.train(was_training)
 
@@ -186,7 +194,8 @@ class Pix2PixApp(Application):
             row["grid"] = te.grid_strength(pred, truth)
             row.update({f"identity_{k}": v for k, v in te.image_figures(te.to_hwc(x), truth).items()})
             if self.config.task == "colour":
-                row.update(colourfulness=te.colourfulness(pred), truth_colourfulness=te.colourfulness(truth))
+                row.update(colourfulness=te.colourfulness(pred), truth_colourfulness=te.colourfulness(truth),
+                           **te.luma_figures(pred, te.to_hwc(x), truth))
             rows.append(row)
         out = te.mean_figures(rows)
         out["eval_images"] = float(len(rows))
@@ -217,7 +226,7 @@ class Pix2PixApp(Application):
     def export_spec(self) -> ExportSpec:
         c = self.config
         m = self.multiple
-        module = Translator(copy.deepcopy(self.generator).cpu().eval(), self.grey_input).eval()
+        module = Translator(copy.deepcopy(self.generator).cpu().eval(), self.grey_input, self.config.keep_luma).eval()
         flower = self._held_out_images(0)[:1]  # 427x640: room for m x 2m crops up to unet_256's m = 256
         # at least 32 pixels: a ResNet generator (multiple 4) halves twice and reflection-pads by 1 after that
         side = m * -(-32 // m)
@@ -256,6 +265,8 @@ class Pix2PixApp(Application):
     def _card_extra(self) -> dict[str, Any]:
         return self.card_facts(
             "RGB in [0, 1] in and out (output clamped)" + ("; the input's Rec. 601 luma is what the generator sees"
-                                                           if self.grey_input else ""),
+                                                           if self.grey_input else "")
+            + ("; the output keeps the input's luma (the generator supplies chroma only)" if self.config.keep_luma
+               else ""),
             {"source": f"builtin {TASK_DESCRIPTIONS[self.config.task]}", "train": list(BUILTIN_TRAIN)},
             held_out=held_out_description(self.config.task), loss=self.run_metrics().get("loss"))

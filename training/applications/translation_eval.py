@@ -50,6 +50,19 @@ def image_figures(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     }
 
 
+def luma(image: np.ndarray) -> np.ndarray:
+    """Full-range Rec. 601 luma of HxWx3 RGB (any scale): what a colouriser's grey input holds."""
+    return np.asarray(image, dtype=np.float64) @ np.asarray(LUMA_WEIGHTS)
+
+
+def luma_figures(pred: np.ndarray, given: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """How a colouriser kept the light (HxWx3 in [0, 1]): PSNR of its luma against the truth's, and the largest
+    difference in 8-bit grey levels between the luma of its 8-bit output and that of the input it was given."""
+    levels = lambda x: np.round(np.clip(x, 0.0, 1.0) * 255.0)  # noqa: E731  (what the client receives)
+    return {"luma_psnr": psnr_rgb(luma(pred), luma(truth), data_range=1.0),
+            "luma_levels_max": float(np.max(np.abs(luma(levels(pred)) - luma(levels(given)))))}
+
+
 def mean_figures(rows: list[dict[str, float]]) -> dict[str, float]:
     """Per-key mean over images."""
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}

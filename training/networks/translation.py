@@ -227,20 +227,39 @@ def to_grey(image: torch.Tensor) -> torch.Tensor:
     return luma.expand(-1, 3, -1, -1)
 
 
+def with_luma(rgb: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
+    """``rgb``'s colour on ``grey``'s light, both NCHW in [0, 1] (``grey``: three equal channels, as to_grey gives).
+
+    The colour offset d = rgb - Y(rgb) has zero luma (the Rec. 601 weights sum to 1), so grey + s * d has exactly
+    ``grey``'s luma for any per-pixel s. s = 1 keeps ``rgb``'s Cb and Cr; where that would leave the RGB cube, s is
+    the largest value that stays inside it, so the colour desaturates instead of the light being clipped."""
+    d = rgb - to_grey(rgb)
+    y = grey[:, :1]
+    room = torch.where(d > 0, (1.0 - y) / d.clamp(min=1e-6), torch.where(d < 0, y / (-d).clamp(min=1e-6),
+                                                                           torch.ones_like(d)))
+    scale = room.amin(dim=1, keepdim=True).clamp(max=1.0)
+    return grey + scale * d
+
+
 class Translator(nn.Module):
     """What gets exported: RGB [0, 1] NCHW -> RGB [0, 1] NCHW through a [-1, 1] generator (eval mode, clamped).
 
     ``grey_input``: the generator sees the input's luma only (a colouriser: any photo, colour or grey, is
-    reduced to its grey version first, as in training)."""
+    reduced to its grey version first, as in training). ``keep_luma``: the output is the generator's colour on the
+    input's own luma (with_luma), so a colouriser cannot repaint the photo's light; only float rounding and the
+    client's 8-bit rounding move it."""
 
-    def __init__(self, generator: nn.Module, grey_input: bool = False) -> None:
+    def __init__(self, generator: nn.Module, grey_input: bool = False, keep_luma: bool = False) -> None:
         super().__init__()
-        self.generator, self.grey_input = generator, grey_input
+        self.generator, self.grey_input, self.keep_luma = generator, grey_input, keep_luma
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.grey_input:
             image = to_grey(image)
-        return ((self.generator(image * 2.0 - 1.0) + 1.0) * 0.5).clamp(0.0, 1.0)
+        out = ((self.generator(image * 2.0 - 1.0) + 1.0) * 0.5).clamp(0.0, 1.0)
+        if self.keep_luma:
+            out = with_luma(out, image if self.grey_input else to_grey(image))
+        return out
 
 
 # -- pytorch-CycleGAN's weight layouts of these networks (ganserve import) --------------------------
