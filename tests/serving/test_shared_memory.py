@@ -38,20 +38,22 @@ def region():
     shm.destroy_shared_memory_region(handle)
 
 
-@pytest.fixture()
-def grpc_client(server):
-    client = tc.InferenceServerClient(f"127.0.0.1:{server.port}")
+def _client(module, port: int):
+    """A tritonclient of `module` on the session's server; every region it left is unregistered afterwards."""
+    client = module.InferenceServerClient(f"127.0.0.1:{port}")
     yield client
     client.unregister_system_shared_memory()
     client.close()
+
+
+@pytest.fixture()
+def grpc_client(server):
+    yield from _client(tc, server.port)
 
 
 @pytest.fixture()
 def http_client(server):
-    client = th.InferenceServerClient(f"127.0.0.1:{server.http_port}")
-    yield client
-    client.unregister_system_shared_memory()
-    client.close()
+    yield from _client(th, server.http_port)
 
 
 def _plain(client, module) -> np.ndarray:
