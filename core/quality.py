@@ -1,7 +1,7 @@
 """The quality rule a faster precision or provider must keep on the reference set (numpy only, torch-free).
 
 Export gates its variants with it and the server checks its load-time candidates with it, so a variant the export
-writes is one the server would accept on the same provider. Each output is judged by its role (docs/quality-rule.md):
+writes is one the server would accept on the same provider. Each output is judged by its role (docs/int8.md):
 
 - **image** (the picture a client receives): loses at most PSNR_DROP_DB against the reference set's ground truth
   (or stays within the max-abs tolerance of the fp32 outputs when the set has no ground truth), and, against the
@@ -28,7 +28,7 @@ from ganserve.core.image_metrics import psnr, ssim_rgb
 PSNR_DROP_DB = 0.1
 # Artifact bounds of an image output against fp32, per unit of value range. An injected patch off by 0.3 of the
 # range must fail (tests/core/test_quality.py); torch's bf16 autocast stays under 0.02 / 0.007 / SSIM 0.9999 on
-# every shipped image model's reference set, 10x inside them (docs/quality-rule.md has the measured table).
+# every shipped image model's reference set, 10x inside them (docs/int8.md has the measured table).
 ARTIFACT_MAX = 0.2
 ARTIFACT_P999 = 0.06
 SSIM_MIN = 0.98

@@ -10,7 +10,7 @@ import torch
 
 CALIBRATION_SEED = 1234
 # 64 draws, not 8: with 8 crops of 32 x 32 the shipped SR model's int8 clipped highlights it never saw (largest error
-# against fp32 0.216 of the range on its reference set); 64 crops of the same size bring it to 0.096 (docs/quality-rule.md)
+# against fp32 0.216 of the range on its reference set); 64 crops of the same size bring it to 0.096 (docs/int8.md)
 CALIBRATION_BATCHES = 64
 
 Feed = dict[str, np.ndarray]
