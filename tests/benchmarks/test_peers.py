@@ -113,3 +113,31 @@ def test_the_litserve_peer_serves_batches_of_a_tiny_network(tiny_ts: Path, tmp_p
     finally:
         peer.stop()
     assert peer.proc.poll() is not None
+
+
+def test_torchserve_with_its_batching_answers_a_burst_correctly(tiny_ts: Path, tmp_path: Path) -> None:
+    if not peer_torchserve.has_java():
+        pytest.skip("no java on PATH (TorchServe's frontend)")
+    try:
+        peers.ensure_venv("torchserve", log=lambda m: None)
+    except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
+        pytest.skip(f"the TorchServe venv cannot be made here (offline?): {exc}")
+    x = np.random.default_rng(3).random((1, 3, 16, 16), dtype=np.float32)
+    expected = peer_forward.forward_batch(peer_forward.load_model(str(tiny_ts)), [x], False)[0]
+    peer = peer_torchserve.TorchServePeer(tiny_ts, tmp_path / "ts", bf16=False, batch_size=8, max_batch_delay_ms=5,
+                                          log=lambda m: None)
+    assert "batch_size 8, max_batch_delay 5 ms" in peer.setting()
+    peer.start(timeout=90)
+    try:
+        np.testing.assert_allclose(peer.post_sync(x), expected, rtol=1e-5, atol=1e-5)
+
+        async def burst() -> tuple[int, int]:
+            send = peer.sender(x, 16)
+            lat, errors, _ = await closed_loop(send, 16, requests=48, warmup=0)
+            return len(lat), errors
+
+        assert asyncio.run(burst()) == (48, 0)
+    finally:
+        peer.stop()
+    assert '"batchSize": 8' in (tmp_path / "ts" / "config.properties").read_text()
+    assert peer.proc.poll() is not None and "Traceback" not in peer.log_path.read_text(errors="replace")

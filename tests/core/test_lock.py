@@ -171,11 +171,12 @@ def test_the_generated_code_check_fails_when_a_proto_changes(tmp_path: Path) -> 
     assert build.stale_files(build.generate(protos)) == ["ganserve/v1/images_pb2.py"]
 
 
-def test_the_torchserve_peer_installs_from_its_lock() -> None:
-    from ganserve.benchmarks import peer_torchserve
+@pytest.mark.parametrize("peer, needs", [("torchserve", {"torchserve", "torch-model-archiver", "pyyaml"}),
+                                         ("litserve", {"litserve", "numpy"})])
+def test_each_peer_installs_from_its_lock(peer: str, needs: set[str]) -> None:
+    from ganserve.benchmarks import peers
 
-    for machine, name in (("x86_64", "torchserve-x86_64.txt"), ("AMD64", "torchserve-x86_64.txt"),
-                          ("aarch64", "torchserve-aarch64.txt")):
-        lock = peer_torchserve.peer_lock(machine)
-        assert lock.name == name and lock.exists()
-        assert {"torchserve", "torch-model-archiver", "pyyaml"} <= set(pins(lock))
+    for machine, arch in (("x86_64", "x86_64"), ("AMD64", "x86_64"), ("aarch64", "aarch64")):
+        lock = peers.peer_lock(peer, machine)
+        assert lock.name == f"{peer}-{arch}.txt" and lock.exists()
+        assert needs <= set(pins(lock))
