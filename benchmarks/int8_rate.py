@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print("int8_rate: needs the OpenVINO flavour (make setup ORT=openvino)", file=sys.stderr)
         return 2
     cpu = describe()
-    print(f"CPU: {cpu}\nflags: {' '.join(cpu_info().get('flags', []))}", flush=True)
+    print(f"CPU: {cpu}\nISA: {' '.join(cpu_info()['isa'])}", flush=True)
     top = ceiling(args.size, args.repeats)
     print(f"conv stack {args.size}²: fp32 {top['fp32_gops']:.0f} GOP/s, int8 {top['int8_gops']:.0f} GOP/s", flush=True)
     names = [n for n in args.models.split(",") if n] or sorted(p.name for p in args.repo.iterdir() if p.is_dir())

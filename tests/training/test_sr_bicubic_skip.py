@@ -7,7 +7,9 @@ import torch
 
 from ganserve.core.errors import GanserveError
 from ganserve.training.data.images import upscale_bicubic
-from ganserve.training.networks.sr import SRResNet
+import torch.nn.functional as F
+
+from ganserve.training.networks.sr import BicubicUpsample, PhaseTail, SRResNet
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
 from ganserve.training.registry import build
 from ganserve.training.trainer import train
@@ -19,6 +21,67 @@ def test_zero_residual_is_exactly_bicubic() -> None:
         net.tail.weight.zero_()
         x = torch.rand(2, 3, 12, 10)
         assert torch.allclose(net(x).clamp(0, 1), upscale_bicubic(x, 4), atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_bicubic_as_a_convolution_is_torchs_bicubic(scale: int) -> None:
+    """The rewrite the exported graph runs (edge pad, depthwise 5x5, pixel shuffle) is F.interpolate's bicubic,
+    border pixels and one-pixel images included, up to float rounding; the kernel is not in the state dict."""
+    up = BicubicUpsample(scale)
+    torch.manual_seed(scale)
+    for shape in [(1, 3, 1, 1), (2, 3, 2, 5), (1, 3, 17, 9), (1, 3, 40, 33)]:
+        x = torch.rand(*shape) * 2 - 0.5  # values past [0, 1] too: bicubic overshoots, the rewrite must as well
+        want = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+        assert float((up(x) - want).abs().max()) < 2e-6, shape
+    net = SRResNet(scale=scale, blocks=1, channels=8, batch_norm=False, bicubic_skip=True)
+    assert not [k for k in net.state_dict() if "bicubic" in k]
+
+
+def test_exported_skip_is_pad_conv_depth_to_space_not_a_cubic_resize(tmp_path) -> None:
+    import onnx
+
+    net = SRResNet(scale=4, blocks=1, channels=8, batch_norm=False, bicubic_skip=True).eval()
+    torch.onnx.export(net, (torch.rand(1, 3, 16, 16),), tmp_path / "sr.onnx", opset_version=17, dynamo=False,
+                      input_names=["lr"], dynamic_axes={"lr": {2: "h", 3: "w"}})
+    ops = {n.op_type for n in onnx.load(tmp_path / "sr.onnx").graph.node}
+    assert "Resize" not in ops and {"Pad", "DepthToSpace"} <= ops
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_export_form_computes_the_same_function_on_any_size(scale: int) -> None:
+    """for_export's PhaseTail (the 9 x 9 tail on the pre-shuffle map) against the trained form, borders and a
+    one-pixel input included; the trained network itself is left as it was."""
+    torch.manual_seed(scale)
+    net = SRResNet(scale=scale, blocks=1, channels=8, batch_norm=False, bicubic_skip=True).eval()
+    with torch.no_grad():
+        for prelu in [m for m in net.modules() if isinstance(m, torch.nn.PReLU)]:
+            prelu.weight.uniform_(-0.5, 0.5)  # distinct slopes per channel, so a wrong repeat would show
+        net.tail.weight.normal_()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fast = net.for_export()
+    assert isinstance(fast.tail, PhaseTail) and not any(isinstance(m, torch.nn.PixelShuffle) for m in fast.upsample[-1:])
+    for shape in [(1, 3, 1, 1), (2, 3, 7, 12), (1, 3, 20, 20)]:
+        x = torch.rand(*shape)
+        with torch.no_grad():
+            assert float((fast(x) - net(x)).abs().max()) < 1e-4 * float(net(x).abs().max()), shape
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert SRResNet(4, 1, 8, False, upsample="subpixel").for_export().tail.__class__ is torch.nn.PixelShuffle
+
+
+@pytest.mark.parametrize("r,k", [(2, 3), (3, 5), (4, 9)])
+def test_phase_tail_is_the_shuffled_convolution_for_other_factors_and_kernels(r: int, k: int) -> None:
+    torch.manual_seed(r * k)
+    prelu, conv = torch.nn.PReLU(4), torch.nn.Conv2d(4, 3, k, padding=k // 2)
+    with torch.no_grad():
+        prelu.weight.uniform_(-0.5, 0.5)
+    y = torch.rand(1, 4 * r * r, 6, 5) - 0.5
+    with torch.no_grad():
+        want = conv(prelu(F.pixel_shuffle(y, r)))
+        got = PhaseTail(prelu, conv, r)(y)
+    assert got.shape == want.shape and float((got - want).abs().max()) < 1e-5
+    for bad in (torch.nn.Conv2d(4, 3, 3, stride=2, padding=1), torch.nn.Conv2d(4, 3, 4, padding=1)):
+        with pytest.raises(GanserveError, match="plain stride-1, size-keeping"):
+            PhaseTail(torch.nn.PReLU(4), bad, 2)
 
 
 def test_skip_starts_near_bicubic_and_plain_does_not() -> None:

@@ -166,7 +166,9 @@ class SRApplication(Application):
 
     def export_spec(self) -> ExportSpec:
         c = self.config
-        module = SRInference(copy.deepcopy(self.generator).cpu().eval()).eval()
+        generator = copy.deepcopy(self.generator).cpu().eval()
+        # the same function in the form the runtimes run well (SRResNet: its tail on the pre-shuffle map)
+        module = SRInference(generator.for_export() if hasattr(generator, "for_export") else generator).eval()
         small, larger = held_out_lr_crops(c.scale, [(1, 32, 32), (2, 48, 40)])
 
         def evaluate(predictor: Any) -> dict[str, float]:
