@@ -88,13 +88,19 @@ def test_the_report_sets_ganserve_against_each_peer_with_the_targets() -> None:
     assert report.peer_table([]) == []
 
 
-def test_the_litserve_peer_serves_batches_of_a_tiny_network(tiny_ts: Path, tmp_path: Path) -> None:
+def _venv_and_input(peer: str, tiny_ts: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The peer's venv (made from its lock if missing; the test skips where that cannot be done, e.g. offline), a
+    16x16 input and what the shared forward answers for it in this process."""
     try:
-        peers.ensure_venv("litserve", log=lambda m: None)
+        peers.ensure_venv(peer, log=lambda m: None)
     except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
-        pytest.skip(f"the LitServe venv cannot be made here (offline?): {exc}")
+        pytest.skip(f"the {peer} venv cannot be made here (offline?): {exc}")
     x = np.random.default_rng(2).random((1, 3, 16, 16), dtype=np.float32)
-    expected = peer_forward.forward_batch(peer_forward.load_model(str(tiny_ts)), [x], False)[0]
+    return x, peer_forward.forward_batch(peer_forward.load_model(str(tiny_ts)), [x], False)[0]
+
+
+def test_the_litserve_peer_serves_batches_of_a_tiny_network(tiny_ts: Path, tmp_path: Path) -> None:
+    x, expected = _venv_and_input("litserve", tiny_ts)
     peer = peer_litserve.LitServePeer(tiny_ts, tmp_path / "ls", bf16=False, probe_shape=(1, 3, 8, 8),
                                       log=lambda m: None)
     assert "max_batch_size 8" in peer.setting() and "batch_timeout 5 ms" in peer.setting()
@@ -118,12 +124,7 @@ def test_the_litserve_peer_serves_batches_of_a_tiny_network(tiny_ts: Path, tmp_p
 def test_torchserve_with_its_batching_answers_a_burst_correctly(tiny_ts: Path, tmp_path: Path) -> None:
     if not peer_torchserve.has_java():
         pytest.skip("no java on PATH (TorchServe's frontend)")
-    try:
-        peers.ensure_venv("torchserve", log=lambda m: None)
-    except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
-        pytest.skip(f"the TorchServe venv cannot be made here (offline?): {exc}")
-    x = np.random.default_rng(3).random((1, 3, 16, 16), dtype=np.float32)
-    expected = peer_forward.forward_batch(peer_forward.load_model(str(tiny_ts)), [x], False)[0]
+    x, expected = _venv_and_input("torchserve", tiny_ts)
     peer = peer_torchserve.TorchServePeer(tiny_ts, tmp_path / "ts", bf16=False, batch_size=8, max_batch_delay_ms=5,
                                           log=lambda m: None)
     assert "batch_size 8, max_batch_delay 5 ms" in peer.setting()
