@@ -11,6 +11,7 @@ import torch
 from ganserve.core.contract import TensorSpec
 from ganserve.core.errors import GanserveError, described, first_line
 from ganserve.export.defaults import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from ganserve.export.module_rewrites import transposed_as_shuffle
 from ganserve.export.rewrites import prelu_slopes
 from ganserve.core.export_spec import ExportSpec
 
@@ -62,11 +63,13 @@ def to_onnx(spec: ExportSpec, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     set_eval(spec.module)
     buf = io.BytesIO()
     axes = {**dynamic_axes(spec.inputs), **dynamic_axes(spec.outputs, prefix="out_")}
+    # exact: export/module_rewrites.py; parity against spec.module itself (as trained) checks it on every export
+    module, _ = transposed_as_shuffle(spec.module)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                spec.module,
+                module,
                 tuple(spec.example_inputs),
                 buf,
                 dynamo=False,

@@ -31,6 +31,7 @@ UPSAMPLER = "test-tiny-upsampler"
 CLASSIFIER = "test-tiny-classifier"
 BROKEN = "test-broken-size-branch"  # registered, but excluded from round trips: its export must fail
 MISCALIBRATED = "test-broken-int8-calibration"  # exports fp32 fine; its int8 variant must be refused
+CUBIC = "test-cubic-resize-skip"  # its int8 graph holds a cubic Resize, which one provider cannot run
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -129,6 +130,24 @@ class MiscalibratedUpsampler(TinyUpsampler):
         hrs = [chelsea[:, :, 100:148, 100:148], chelsea[:, :, 0:80, 0:64]]
         return dataclasses.replace(super().export_spec(), parity_inputs=[{"lr": _down2(hr)} for hr in hrs],
                                    reference_targets=[{"sr": hr} for hr in hrs], architecture="miscalibrated-x2")
+
+
+class _CubicSkip(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (self.net(lr) + F.interpolate(lr, scale_factor=2, mode="bicubic", align_corners=False))
+
+
+@register_model(CUBIC, UpsamplerConfig)
+class CubicSkipUpsampler(TinyUpsampler):
+    """The tiny upsampler averaged with a bicubic skip traced as a cubic Resize: onnxruntime-openvino 1.24's CPU
+    provider cannot run that Resize on the int8 (QDQ) graph's uint8 tensors, so only OpenVINO runs its int8."""
+
+    def export_spec(self) -> ExportSpec:
+        return dataclasses.replace(super().export_spec(), module=_CubicSkip(self.net).eval(), architecture="cubic-skip-x2")
 
 
 @dataclass

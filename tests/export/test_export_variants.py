@@ -206,17 +206,20 @@ def test_scrambled_int8_weights_fail_the_export_gate() -> None:
     assert drops["good"] <= PSNR_DROP_DB < 1.0 < drops["scrambled"]
 
 
-def test_no_provider_can_run_it_is_one_line_and_writes_nothing(sr_ckpt: Path, tmp_path: Path) -> None:
+def test_no_provider_can_run_it_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     """The real process, its real stderr: restricted to a provider that cannot run the int8 graph here."""
-    if OPENVINO in ort.get_available_providers():  # the openvino flavour's CPU provider fails on the int8 Resize
+    ckpt = tiny.save_tiny_checkpoint(tmp_path / "cubic.pt", tiny.CUBIC)
+    if OPENVINO in ort.get_available_providers():  # the openvino flavour's CPU provider fails on the int8 cubic Resize
         only, parts = "cpu", ("CPU: ", "Resize", "let --providers include openvino")
     else:  # plain onnxruntime runs it on CPU; OpenVINO is simply not in this build
         only, parts = "openvino", ("OpenVINO: not in this onnxruntime build", "let --providers include cpu",
                                    "install the openvino flavour: make setup ORT=openvino")
     repo = tmp_path / "repo"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    here = Path(__file__).resolve().parent  # the tiny applications register when export_tiny_apps is imported
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), str(here.parents[1])])}
+    run = "import sys, export_tiny_apps; from ganserve.pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.run(
-        [sys.executable, "-m", "ganserve.pipeline.cli", "export", str(sr_ckpt), "--repo", str(repo), "--variants", "int8",
+        [sys.executable, "-c", run, "export", str(ckpt), "--repo", str(repo), "--variants", "int8",
          "--providers", only, "--quiet"],
         capture_output=True, text=True, env=env, timeout=300,
     )
