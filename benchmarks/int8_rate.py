@@ -3,11 +3,13 @@
     python -m ganserve.benchmarks.int8_rate [--repo models] [--models srresnet,pix2pix,...] [--size 256]
         [--repeats 5] [--out benchmarks/results/int8]
 
-The ceiling: ten 3x3 convolutions, 64 channels, ReLU, at the same input size, quantized by the export's own QDQ
+The ceiling: ten 3x3 convolutions with ReLU at 48, 64 and 128 channels (the best of the three), at the same input size, quantized by the export's own QDQ
 quantizer and run on OpenVINO (its fp32 inference hint, as the server asks): the int8 rate OpenVINO reaches on this
 CPU when nothing but convolutions stand in its way. Then each model's fp32 model.onnx and int8 model.int8.onnx from
 the repository at the same size, batch 1: p50 ms, GOP/s (multiply-add = 2 ops, counted from the graph) and the share
-of the ceiling. Prints the CPU first; writes report.json and report.md to --out.
+of the ceiling (best run against best run). Operations are counted from the exported graph, so a rewrite that adds
+structurally zero taps (SRResNet's phase tail, about 4 % of its operations) counts them. Prints the CPU first;
+writes report.json and report.md to --out.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ganserve.core.onnxruntime_facts import CPU, OPENVINO, openvino_options, typ
 from ganserve.core.shipped import shipped_dir
 
 STACK_DEPTH, STACK_CHANNELS = 10, 64
+CEILING_CHANNELS = (48, 64, 128)  # the stack at each width; the ceiling is the best rate of any of them
 
 
 def conv_stack(channels: int = STACK_CHANNELS, depth: int = STACK_DEPTH, seed: int = 0) -> onnx.ModelProto:
@@ -56,7 +59,9 @@ def _session(model: bytes, provider: str) -> ort.InferenceSession:
     return ort.InferenceSession(model, sess_options=opts, providers=providers)
 
 
-def p50_ms(session: ort.InferenceSession, feeds: dict[str, np.ndarray], repeats: int) -> float:
+def timed_ms(session: ort.InferenceSession, feeds: dict[str, np.ndarray], repeats: int) -> tuple[float, float]:
+    """(p50, best) of `repeats` runs after two warm-ups, in ms. Rates use the best run of each side: a peak against
+    a peak, the least moved by other work on a shared machine."""
     for _ in range(2):
         session.run(None, feeds)
     times = []
@@ -64,24 +69,31 @@ def p50_ms(session: ort.InferenceSession, feeds: dict[str, np.ndarray], repeats:
         start = time.perf_counter()
         session.run(None, feeds)
         times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
+    return float(np.median(times)) * 1e3, float(np.min(times)) * 1e3
 
 
-def ceiling(size: int, repeats: int) -> dict[str, float]:
-    """The conv stack's fp32 and int8 rates on OpenVINO at size x size."""
+def stack_rates(channels: int, size: int, repeats: int) -> dict[str, float]:
+    """One conv stack's fp32 and int8 rates on OpenVINO at size x size (best run)."""
     from ganserve.export.variants import to_int8
 
-    fp32 = conv_stack()
+    fp32 = conv_stack(channels)
     rng = np.random.default_rng(1)
-    calibration = lambda: ({"x": rng.random((1, STACK_CHANNELS, 32, 32), dtype=np.float32)} for _ in range(8))  # noqa: E731
+    calibration = lambda: ({"x": rng.random((1, channels, 32, 32), dtype=np.float32)} for _ in range(8))  # noqa: E731
     int8 = to_int8(fp32, calibration)
-    feeds = {"x": np.random.default_rng(2).random((1, STACK_CHANNELS, size, size), dtype=np.float32)}
-    ops = 2 * STACK_DEPTH * STACK_CHANNELS * STACK_CHANNELS * 9 * size * size
-    out = {"ops": ops}
+    feeds = {"x": np.random.default_rng(2).random((1, channels, size, size), dtype=np.float32)}
+    ops = 2 * STACK_DEPTH * channels * channels * 9 * size * size
+    out = {"channels": channels, "ops": ops}
     for name, model in (("fp32", fp32), ("int8", int8)):
-        ms = p50_ms(_session(model.SerializeToString(), OPENVINO), feeds, repeats)
-        out[f"{name}_ms"], out[f"{name}_gops"] = ms, ops / ms / 1e6
+        p50, best = timed_ms(_session(model.SerializeToString(), OPENVINO), feeds, repeats)
+        out[f"{name}_ms"], out[f"{name}_best_ms"], out[f"{name}_gops"] = p50, best, ops / best / 1e6
     return out
+
+
+def ceiling(size: int, repeats: int) -> dict[str, object]:
+    """The best fp32 and int8 rates of the conv stack over CEILING_CHANNELS widths, and every width's figures."""
+    stacks = [stack_rates(c, size, repeats) for c in CEILING_CHANNELS]
+    return {"fp32_gops": max(s["fp32_gops"] for s in stacks), "int8_gops": max(s["int8_gops"] for s in stacks),
+            "stacks": stacks}
 
 
 def model_rates(folder: Path, size: int, repeats: int) -> dict[str, object] | None:
@@ -98,8 +110,8 @@ def model_rates(folder: Path, size: int, repeats: int) -> dict[str, object] | No
         ops = count_flops(path, {k: list(v.shape) for k, v in feeds.items()})
     row: dict[str, object] = {"model": folder.name, "ops": ops}
     for name, file in (("fp32", MODEL_FILE), ("int8", variant_file("int8"))):
-        ms = p50_ms(_session((version / file).read_bytes(), OPENVINO), feeds, repeats)
-        row[f"{name}_ms"], row[f"{name}_gops"] = ms, ops / ms / 1e6
+        p50, best = timed_ms(_session((version / file).read_bytes(), OPENVINO), feeds, repeats)
+        row[f"{name}_ms"], row[f"{name}_best_ms"], row[f"{name}_gops"] = p50, best, ops / best / 1e6
     return row
 
 
@@ -117,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     cpu = describe()
     print(f"CPU: {cpu}\nISA: {' '.join(cpu_info()['isa'])}", flush=True)
     top = ceiling(args.size, args.repeats)
-    print(f"conv stack {args.size}²: fp32 {top['fp32_gops']:.0f} GOP/s, int8 {top['int8_gops']:.0f} GOP/s", flush=True)
+    for st in top["stacks"]:
+        print(f"conv stack {st['channels']} channels {args.size}²: fp32 {st['fp32_gops']:.0f} GOP/s, int8 "
+              f"{st['int8_gops']:.0f} GOP/s", flush=True)
     names = [n for n in args.models.split(",") if n] or sorted(p.name for p in args.repo.iterdir() if p.is_dir())
     rows = []
     for name in names:
@@ -132,9 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     report = {"cpu": cpu, "size": args.size, "repeats": args.repeats, "ceiling": top, "models": rows}
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"# int8 against the conv-stack ceiling, {args.size}², batch 1, OpenVINO", "", f"CPU: {cpu}", "",
-             f"Ceiling ({STACK_DEPTH} x 3x3 conv, {STACK_CHANNELS} channels, ReLU): fp32 {top['fp32_gops']:.0f} GOP/s "
-             f"({top['fp32_ms']:.1f} ms), int8 {top['int8_gops']:.0f} GOP/s ({top['int8_ms']:.1f} ms)", "",
-             "| model | GOP per run | fp32 p50 | int8 p50 | int8 / fp32 speed | int8 GOP/s | share of the int8 ceiling |",
+             f"Ceiling: {STACK_DEPTH} x (3x3 conv + ReLU) at widths {', '.join(map(str, CEILING_CHANNELS))}, the best "
+             f"of each: fp32 {top['fp32_gops']:.0f} GOP/s, int8 {top['int8_gops']:.0f} GOP/s ("
+             + ", ".join(f"{st['channels']} ch: {st['int8_gops']:.0f}" for st in top["stacks"]) + " int8)",
+             "", "| model | GOP per run | fp32 p50 | int8 p50 | int8 / fp32 speed (p50) | int8 GOP/s (best) | share of the int8 "
+             "ceiling |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['ops'] / 1e9:.1f} | {r['fp32_ms']:.1f} ms | {r['int8_ms']:.1f} ms | "
