@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +15,15 @@ import tritonclient.grpc as tc
 import tritonclient.http as th
 from tritonclient.utils import InferenceServerException
 
-from ganserve.benchmarks.shared_memory import triton_shm
 from ganserve.serving import status
 from ganserve.serving.server import ServerThread
 from ganserve.serving.shared_memory import SHM_DIR, SharedMemory, Slot, enabled_for
 from local_server import server_config
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(SHM_DIR), reason="needs POSIX shared memory in /dev/shm")
-shm = triton_shm()
+with warnings.catch_warnings():  # tritonclient's own utilities, as a client imports them (setuptools < 81: locks/tools.in)
+    warnings.simplefilter("ignore", UserWarning)  # its import of pkg_resources warns that the module is deprecated
+    import tritonclient.utils.shared_memory as shm
 IMAGE = np.random.default_rng(7).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
 IN_BYTES, OUT_BYTES = IMAGE.nbytes, IMAGE.nbytes * 4  # sr2 doubles height and width
 
