@@ -24,7 +24,7 @@ from ganserve.export.defaults import DEFAULT_OPSET, FP32_TOLERANCE
 from ganserve.export.memory import measure_memory
 from ganserve.export.onnx_export import to_onnx
 from ganserve.export.parity import ParityCase, measure_parity, parity_cases
-from ganserve.export.variants import INT8_METHODS, to_fp16, to_int8
+from ganserve.export.variants import INT8_METHODS, NO_CALIBRATION, to_fp16, to_int8
 from ganserve.core.onnxruntime_facts import CPU, short
 from ganserve.export.predictors import ort_predictor, ort_session, torch_predictor
 from ganserve.export.providers import measure_on_first_runnable, resolve_providers
@@ -214,6 +214,11 @@ def export_from_spec(
 
     for v in variants:
         method = ""
+        if v == "int8" and spec.calibration is None and drop_failing_variants:
+            dropped[v] = NO_CALIBRATION.removeprefix("int8 ")
+            notes.append(f"variant {variant_file(v)} not written: it {dropped[v]}")
+            _say(progress, f"{v} variant dropped: it {dropped[v]}")
+            continue
         if v == "int8":
             vmodel, vfacts, vrun, method = _int8_variant(spec, fp32, int8_methods, measure, ref_cases, progress)
         else:

@@ -23,6 +23,8 @@ INT8_METHODS = {
     "nncf": "NNCF post-training quantization (ONNX backend, its default preset), calibrated on the same batches",
 }
 
+NO_CALIBRATION = "int8 needs calibration data, and this model's ExportSpec declares none"
+
 _FLOAT, _HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 _FP16_MAX = float(np.finfo(np.float16).max)
 
@@ -231,7 +233,7 @@ def to_int8(
     if method not in INT8_METHODS:
         raise GanserveError(f"unknown int8 method {method!r}; use {', '.join(INT8_METHODS)}")
     if calibration is None:
-        raise GanserveError("int8 needs calibration data, and this model's ExportSpec declares none")
+        raise GanserveError(NO_CALIBRATION)
     if method == "nncf":
         return _nncf_int8(model, calibration, progress)
     return _qdq_int8(model, calibration, progress)

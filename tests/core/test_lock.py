@@ -7,6 +7,7 @@ import importlib.util
 import re
 import shutil
 import sys
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -123,7 +124,10 @@ def test_the_aarch64_lock_leaves_out_torch_and_only_the_cuda_packages() -> None:
 
 def test_this_venv_holds_exactly_the_locked_versions() -> None:
     """make setup installed from the lock of this machine's architecture and flavour (all of it, at those versions)."""
-    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    # the venv's own site-packages only: setuptools puts its _vendor folder (vendored packaging, wheel, ... with
+    # their dist-info) on sys.path once anything imports it, e.g. pkg_resources via tritonclient's shared memory
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=site)}
     flavours = {"onnxruntime": "cpu", "onnxruntime-openvino": "openvino", "onnxruntime-gpu": "gpu"}
     flavour = next(f for dist, f in flavours.items() if dist in installed)
     locked = pins(LOCKS / lock_script.machine_arch() / f"{flavour}.txt")

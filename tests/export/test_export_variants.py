@@ -134,6 +134,25 @@ def test_failing_variant_is_dropped_on_request_and_the_card_says_why(miscalibrat
     assert refused.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
+def test_a_model_without_calibration_drops_int8_on_request_and_refuses_it_otherwise(tmp_path: Path) -> None:
+    """How the shipped entries and the demo export a model that declares no calibration data: fp32 is written and
+    the card says why int8 is not; asked for int8 plainly, the export refuses with the same reason."""
+    import dataclasses
+
+    from ganserve.core.errors import GanserveError
+    from ganserve.export.exporter import export_from_spec
+    from ganserve.training.registry import build
+
+    spec = dataclasses.replace(build(tiny.UPSAMPLER, {}).export_spec(), calibration=None)
+    version = export_from_spec(spec, tmp_path / "repo", "nocal", variants=("int8",), drop_failing_variants=True)
+    card = ModelCard.load(version.parent / CARD_FILE)
+    assert not (version / "model.int8.onnx").exists() and "variants" not in card.parity
+    assert card.parity["variants_dropped"] == {"int8": "needs calibration data, and this model's ExportSpec declares none"}
+    with pytest.raises(GanserveError, match="int8 needs calibration data"):
+        export_from_spec(spec, tmp_path / "repo2", "nocal", variants=("int8",))
+    assert not (tmp_path / "repo2" / "nocal").exists()
+
+
 def test_int8_by_both_methods_keeps_one_that_passes_and_records_both(sr_ckpt: Path, tmp_path: Path, capsys) -> None:
     """qdq and NNCF are both measured on the reference set; the card records each one's verdict and time, and the
     written variant is the fastest that passes (or qdq, when neither does)."""

@@ -154,11 +154,12 @@ def test_applications_never_import_each_other() -> None:
 
 
 def test_calibration_feeds_are_drawn_once_from_seed_1234_in_order() -> None:
-    from ganserve.training.calibration import CALIBRATION_SEED, seeded_feeds
+    from ganserve.training.calibration import CALIBRATION_BATCHES, CALIBRATION_SEED, seeded_feeds
 
     feeds = list(seeded_feeds(lambda gen: {"x": torch.rand(2, generator=gen).numpy()}))
-    expected = torch.rand(16, generator=torch.Generator().manual_seed(CALIBRATION_SEED)).numpy().reshape(8, 2)
+    expected = torch.rand(2 * CALIBRATION_BATCHES, generator=torch.Generator().manual_seed(CALIBRATION_SEED)).numpy()
+    expected = expected.reshape(CALIBRATION_BATCHES, 2)
     assert CALIBRATION_SEED == 1234 and [f["x"].tolist() for f in feeds] == expected.tolist()
     first, again = (list(registry.build("srresnet", {"generator": "test-tiny-sr"}).export_spec().calibration())
                     for _ in range(2))
-    assert len(first) == 8 and all((a["lr"] == b["lr"]).all() for a, b in zip(first, again))
+    assert len(first) == CALIBRATION_BATCHES and all((a["lr"] == b["lr"]).all() for a, b in zip(first, again))

@@ -17,6 +17,7 @@ from PIL import Image
 
 from ganserve.pipeline.cli import main
 from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint
+from ganserve.training.calibration import CALIBRATION_BATCHES
 from ganserve.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,7 +162,7 @@ def test_export_spec_is_complete(tmp_path, tiny) -> None:
     res = spec.evaluate(predictor)
     assert res["psnr_y"] == pytest.approx(app.evaluate()["psnr_y"], abs=1e-4)
     batches = list(spec.calibration())
-    assert len(batches) == 8 and batches[0]["lr"].shape == (1, 3, 32, 32)
+    assert len(batches) == CALIBRATION_BATCHES and batches[0]["lr"].shape == (1, 3, 32, 32)
     assert spec.card_extra["steps"] == 1 and spec.card_extra["training_data"]["source"] == "builtin"
 
 
