@@ -18,7 +18,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +26,11 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from ganserve.benchmarks.flops import count_flops
+from ganserve.benchmarks.loadgen import timed_loop
+from ganserve.benchmarks.onnx_files import provider_session
 from ganserve.core.contract import MODEL_FILE, variant_file
 from ganserve.core.machine import cpu_info, describe
-from ganserve.core.onnxruntime_facts import CPU, OPENVINO, openvino_options, typical_feeds
+from ganserve.core.onnxruntime_facts import OPENVINO, typical_feeds
 from ganserve.core.shipped import shipped_dir
 
 STACK_DEPTH, STACK_CHANNELS = 10, 64
@@ -52,23 +53,15 @@ def conv_stack(channels: int = STACK_CHANNELS, depth: int = STACK_DEPTH, seed: i
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)  # what ORT 1.24 reads
 
 
-def _session(model: bytes, provider: str) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    providers = [(OPENVINO, openvino_options("fp32")), CPU] if provider == OPENVINO else [CPU]
-    return ort.InferenceSession(model, sess_options=opts, providers=providers)
+def _session(model: bytes) -> ort.InferenceSession:
+    """OpenVINO with the fp32 hint, as the server asks (CPU behind it)."""
+    return provider_session(model, OPENVINO, "fp32")
 
 
 def timed_ms(session: ort.InferenceSession, feeds: dict[str, np.ndarray], repeats: int) -> tuple[float, float]:
     """(p50, best) of `repeats` runs after two warm-ups, in ms. Rates use the best run of each side: a peak against
     a peak, the least moved by other work on a shared machine."""
-    for _ in range(2):
-        session.run(None, feeds)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
+    times, _ = timed_loop(lambda: session.run(None, feeds), requests=repeats)
     return float(np.median(times)) * 1e3, float(np.min(times)) * 1e3
 
 
@@ -84,7 +77,7 @@ def stack_rates(channels: int, size: int, repeats: int) -> dict[str, float]:
     ops = 2 * STACK_DEPTH * channels * channels * 9 * size * size
     out = {"channels": channels, "ops": ops}
     for name, model in (("fp32", fp32), ("int8", int8)):
-        p50, best = timed_ms(_session(model.SerializeToString(), OPENVINO), feeds, repeats)
+        p50, best = timed_ms(_session(model.SerializeToString()), feeds, repeats)
         out[f"{name}_ms"], out[f"{name}_best_ms"], out[f"{name}_gops"] = p50, best, ops / best / 1e6
     return out
 
@@ -102,7 +95,7 @@ def model_rates(folder: Path, size: int, repeats: int) -> dict[str, object] | No
                   default=None)
     if version is None or not (version / variant_file("int8")).is_file():
         return None
-    session = _session((version / MODEL_FILE).read_bytes(), OPENVINO)
+    session = _session((version / MODEL_FILE).read_bytes())
     feeds = typical_feeds(session.get_inputs(), size)
     with tempfile.TemporaryDirectory() as tmp:  # count_flops reads a path
         path = Path(tmp, "m.onnx")
@@ -110,7 +103,7 @@ def model_rates(folder: Path, size: int, repeats: int) -> dict[str, object] | No
         ops = count_flops(path, {k: list(v.shape) for k, v in feeds.items()})
     row: dict[str, object] = {"model": folder.name, "ops": ops}
     for name, file in (("fp32", MODEL_FILE), ("int8", variant_file("int8"))):
-        p50, best = timed_ms(_session((version / file).read_bytes(), OPENVINO), feeds, repeats)
+        p50, best = timed_ms(_session((version / file).read_bytes()), feeds, repeats)
         row[f"{name}_ms"], row[f"{name}_best_ms"], row[f"{name}_gops"] = p50, best, ops / best / 1e6
     return row
 

@@ -27,10 +27,12 @@ from ganserve.core.errors import described
 from ganserve.core.onnxruntime_facts import CPU, OPENVINO, PROVIDER_NAMES, openvino_options, typical_feeds
 
 
-def _session(path: Path, provider: str, precision: str) -> ort.InferenceSession:
+def provider_session(model: Path | bytes, provider: str, precision: str) -> ort.InferenceSession:
+    """A session on `provider` with the server's options for `precision` (OpenVINO's hint), the CPU one behind it."""
     options = openvino_options(precision) if provider == OPENVINO else {}
     fallback = [] if provider == CPU else [CPU]  # ops the provider lacks run on the CPU one, as in serving
-    return ort.InferenceSession(str(path), providers=[(provider, options), *fallback])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model),
+                                providers=[(provider, options), *fallback])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _time(path: Path, provider: str, args: argparse.Namespace, row: dict, reference: dict) -> None:
     """Fill `row` with the file's p50 and its max difference to the first file, per size."""
-    session = _session(path, provider, args.precision)
+    session = provider_session(path, provider, args.precision)
     for side in args.sizes:
         feeds = typical_feeds(session.get_inputs(), side, seed=side)
         for _ in range(2):

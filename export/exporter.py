@@ -212,12 +212,15 @@ def export_from_spec(
     def measure(vmodel: onnx.ModelProto, what: str) -> tuple[dict[str, Any], Predictor]:
         return measure_precision(spec, vmodel, fp32, what.split()[0], what, reference, cases, ref_cases, tried, progress)
 
+    def drop(v: str, why: str) -> None:
+        dropped[v] = why
+        notes.append(f"variant {variant_file(v)} not written: it {why}")
+        _say(progress, f"{v} variant dropped: it {why}")
+
     for v in variants:
         method = ""
         if v == "int8" and spec.calibration is None and drop_failing_variants:
-            dropped[v] = NO_CALIBRATION.removeprefix("int8 ")
-            notes.append(f"variant {variant_file(v)} not written: it {dropped[v]}")
-            _say(progress, f"{v} variant dropped: it {dropped[v]}")
+            drop(v, NO_CALIBRATION.removeprefix("int8 "))
             continue
         if v == "int8":
             vmodel, vfacts, vrun, method = _int8_variant(spec, fp32, int8_methods, measure, ref_cases, progress)
@@ -227,9 +230,7 @@ def export_from_spec(
         quality = vfacts["quality"]
         if not quality["passed"]:
             if drop_failing_variants:
-                dropped[v] = f"fails the quality rule on {short(vfacts['provider'])}: {quality['figures']}"
-                notes.append(f"variant {variant_file(v)} not written: it {dropped[v]}")
-                _say(progress, f"{v} variant dropped: it {dropped[v]}")
+                drop(v, f"fails the quality rule on {short(vfacts['provider'])}: {quality['figures']}")
                 continue
             if not allow_failing_variants:
                 raise GanserveError(f"{v} variant fails the quality rule on {short(vfacts['provider'])}: "
