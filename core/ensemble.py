@@ -28,6 +28,7 @@ NAMES = ("identity", "rot90", "rot180", "rot270", "flip", "flip-rot90", "flip-ro
 ALLOWED = (0, 1, PASSES)  # request values: 0 or 1 = one pass, 8 = the eight transforms
 
 ArrayPredictor = Callable[[np.ndarray], "np.ndarray | Awaitable[np.ndarray]"]
+Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 
 def _check(x: np.ndarray, k: int) -> None:
@@ -65,33 +66,46 @@ def check_passes(passes: int) -> int:
     return PASSES if passes == PASSES else 1
 
 
-async def self_ensemble(x: np.ndarray, predict: ArrayPredictor, scale: int = 1, passes: int = PASSES) -> np.ndarray:
+async def self_ensemble(x: np.ndarray, predict: ArrayPredictor, scale: int = 1, passes: int = PASSES,
+                        offload: Offload | None = None) -> np.ndarray:
     """The float32 average of ``predict`` over the first ``passes`` transforms of ``x`` (N, C, H, W), each output
     cropped to its transformed input's size times ``scale`` (dropping what the caller padded at the bottom/right)
     before it is turned back, so padding never lands on the wrong side. ``predict`` may be sync or async; the inputs
-    are run one after another, so only one pass's output and the float accumulator are held at a time."""
+    are run one after another, so only one pass's output and the float accumulator are held at a time. ``offload``
+    (e.g. asyncio.to_thread) runs the whole-array steps (copying a turned input, adding a turned-back output) so
+    that an event loop is not blocked by them; None runs them in place."""
     if x.ndim != 4:
         raise ValueError(f"self-ensemble needs an NCHW array, got shape {x.shape}")
     if not 1 <= passes <= PASSES:
         raise ValueError(f"passes must be 1..{PASSES}, got {passes}")
+
+    async def step(work: Callable[[], Any]) -> Any:
+        return await offload(work) if offload is not None else work()
+
     total: np.ndarray | None = None
     for k in range(passes):
-        moved = np.ascontiguousarray(transform(x, k))
+        moved = await step(lambda: np.ascontiguousarray(transform(x, k)))
         result = predict(moved)
         if inspect.isawaitable(result):
             result = await result
         y = np.asarray(result)
         h, w = moved.shape[2] * scale, moved.shape[3] * scale
+        del moved
         if y.ndim != 4 or y.shape[2] < h or y.shape[3] < w:
             raise ValueError(f"pass {k} ({NAMES[k]}): output {y.shape} is smaller than (N, C, {h}, {w})")
-        back = inverse(y[:, :, :h, :w], k)
-        if total is None:
-            total = np.zeros(back.shape, np.float32)
-        elif back.shape != total.shape:
-            raise ValueError(f"pass {k} ({NAMES[k]}): output {back.shape} turned back differs from {total.shape}")
-        total += back
+        total = await step(lambda: _added(total, inverse(y[:, :, :h, :w], k), k))
+        del y, result
     assert total is not None  # passes >= 1
-    total /= np.float32(passes)
+    return await step(lambda: np.divide(total, np.float32(passes), out=total))
+
+
+def _added(total: np.ndarray | None, back: np.ndarray, k: int) -> np.ndarray:
+    """``total`` + ``back`` in place (a float32 copy of ``back`` when there is no total yet)."""
+    if total is None:
+        return back.astype(np.float32, copy=True)
+    if back.shape != total.shape:
+        raise ValueError(f"pass {k} ({NAMES[k]}): output {back.shape} turned back differs from {total.shape}")
+    total += back
     return total
 
 

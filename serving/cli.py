@@ -184,6 +184,9 @@ def _image_args(v: argparse.ArgumentParser) -> None:
     v.add_argument("--tile-size", type=count(0, "(0 = no tiling)"), default=None,
                    help="tile size in input pixels (0 = no tiling; default: the card's or the server's)")
     v.add_argument("--tile-overlap", type=count(0), default=None, help="tile overlap in input pixels")
+    v.add_argument("--ensemble", type=int, choices=(0, 1, 8), default=None,
+                   help="8: self-ensemble, the average of the 8 flips and rotations of IN (8 passes, slower; "
+                        "tile-safe models only); 0 or 1: one pass (the default)")
 
 
 def _add_client(subparsers: argparse._SubParsersAction) -> None:
@@ -278,7 +281,7 @@ def _run_client(args: argparse.Namespace) -> int:
                 return 0
             fmt = args.format or ("JPEG" if args.output.suffix.lower() in (".jpg", ".jpeg") else "PNG")
             options = ImageOptions(output_format=fmt, jpeg_quality=args.quality, tile_size=args.tile_size,
-                                   tile_overlap=args.tile_overlap)
+                                   tile_overlap=args.tile_overlap, ensemble=args.ensemble)
             if args.verb == "transform":
                 mask = _read(args.mask) if args.mask is not None else None
                 reply = client.transform(args.model, data, conditions, mask, options)

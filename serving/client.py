@@ -21,6 +21,7 @@ class ImageOptions:
     jpeg_quality: int = 0
     tile_size: int | None = None
     tile_overlap: int | None = None
+    ensemble: int | None = None  # 8 = average the 8 flips and rotations (tile-safe image models); 0 or 1 = one pass
 
     def to_proto(self) -> pb.ImageOptions:
         fmt = self.output_format.upper()
@@ -32,6 +33,8 @@ class ImageOptions:
             options.tile_size = self.tile_size
         if self.tile_overlap is not None:
             options.tile_overlap = self.tile_overlap
+        if self.ensemble is not None:
+            options.ensemble = self.ensemble
         return options
 
 

@@ -9,9 +9,10 @@ One endpoint per kind of answer, chosen by the model card's roles exactly as the
     GET  /v1/models/{model}/example[?input=mask]       a built-in example input (from the reference set), as PNG
 
 Options and conditions are query parameters (or text fields of a multipart form): ``format`` (png|jpeg),
-``quality``, ``tile_size``, ``tile_overlap``, ``top_k``, ``seed``, ``timeout_ms``; every other name is a condition
-of the model (``?age=60%2B``), ``condition.NAME=CHOICE`` too. Image replies carry their stage times in the standard
-``Server-Timing`` header and the model, version and network runs in ``X-Ganserve-*`` headers.
+``quality``, ``tile_size``, ``tile_overlap``, ``ensemble`` (8 = average the 8 flips and rotations of the image; 0 or
+1 = one pass), ``top_k``, ``seed``, ``timeout_ms``; every other name is a condition of the model (``?age=60%2B``),
+``condition.NAME=CHOICE`` too. Image replies carry their stage times in the standard ``Server-Timing`` header and
+the model, version and network runs in ``X-Ganserve-*`` headers.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from ganserve.serving.proto.ganserve.v1 import images_pb2 as pb
 from ganserve.serving.rest import proto_dict
 
 # The options each endpoint takes; every other parameter of transform and generate is a condition.
-OPTIONS = {"transform": ("format", "quality", "tile_size", "tile_overlap", "timeout_ms"),
+OPTIONS = {"transform": ("format", "quality", "tile_size", "tile_overlap", "ensemble", "timeout_ms"),
            "classify": ("top_k", "timeout_ms"),
-           "generate": ("seed", "condition", "format", "quality", "timeout_ms")}
+           "generate": ("seed", "condition", "format", "quality", "ensemble", "timeout_ms")}
 PAGE_FILES = {"index.html": "text/html", "page.js": "text/javascript", "page.css": "text/css"}
 
 
@@ -53,7 +54,8 @@ def _int(params: Mapping[str, str], name: str, low: int | None = None) -> int | 
 
 
 def image_options(params: Mapping[str, str]) -> pb.ImageOptions:
-    """format / quality / tile_size / tile_overlap as the gRPC API's ImageOptions."""
+    """format / quality / tile_size / tile_overlap / ensemble as the gRPC API's ImageOptions (the image API checks
+    the ensemble value, so both protocols refuse a bad one with the same message)."""
     options = pb.ImageOptions()
     fmt = params.get("format", "png").strip().lower()
     if fmt not in ("png", "jpeg", "jpg"):
@@ -68,6 +70,9 @@ def image_options(params: Mapping[str, str]) -> pb.ImageOptions:
         value = _int(params, name, 0)
         if value is not None:
             setattr(options, name, value)
+    ensemble = _int(params, "ensemble")
+    if ensemble is not None:
+        options.ensemble = ensemble
     return options
 
 

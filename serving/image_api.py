@@ -19,13 +19,14 @@ import numpy as np
 
 from ganserve.core.card_roles import NEEDS, roles_text, rpc_by_outputs, rpc_for, unfillable, unfilled
 from ganserve.core.contract import ModelCard, TensorSpec
+from ganserve.core.ensemble import PASSES, check_passes, self_ensemble
 from ganserve.serving import status
 from ganserve.serving.admission import mib
 from ganserve.serving.call_gate import CallGate
 from ganserve.serving.conditioning import (condition_choices, condition_tensor, latent_tensor, resolve_conditions,
                                            single_condition)
-from ganserve.serving.imaging import (bucketed_shape, decode_image, encode_pixels, from_layout, pad_to_bucket,
-                                      pad_to_multiple, to_layout, to_pixels, to_tensor)
+from ganserve.serving.imaging import (bucketed_shape, decode_image, encode_pixels, fixed_size, from_layout,
+                                      pad_to_bucket, pad_to_multiple, to_layout, to_pixels, to_tensor)
 from ganserve.serving.model_manager import ModelManager, ServedModel, ServedVersion
 from ganserve.serving.proto.ganserve.v1 import images_pb2 as pb
 from ganserve.serving.proto.ganserve.v1 import images_pb2_grpc as pb_grpc
@@ -50,6 +51,34 @@ def check_filled(card: ModelCard, filled: Iterable[str]) -> None:
     if extra:
         raise status.invalid(f"model {card.name!r} needs inputs {roles_text(extra)} that the image API cannot fill; "
                              "use ModelInfer")
+
+
+def ensemble_passes(card: ModelCard, options: pb.ImageOptions, refused: str = "") -> int:
+    """The network passes per image a request's ``ensemble`` option asks for: 1 (unset, 0 or 1) or 8 (the eight
+    flips and rotations, averaged). INVALID_ARGUMENT for any other value; FAILED_PRECONDITION for 8 when ``refused``
+    (why the RPC cannot ensemble) is given or the model is not tile-safe, whose output for a turned image is not
+    the turned output (statistics over the whole image, such as instance norm), or has a fixed non-square input."""
+    if not options.HasField("ensemble"):
+        return 1
+    try:
+        passes = check_passes(options.ensemble)
+    except ValueError as exc:
+        raise status.invalid(str(exc)) from None
+    if passes == 1:
+        return 1
+    why = refused
+    if not why and not card.tile_safe:
+        why = (f"model {card.name!r} is not tile-safe (its card says tile_safe: false: it takes statistics over the "
+               "whole image, such as instance norm), so averaging its outputs for flipped and rotated copies is not "
+               "a self-ensemble")
+    image = card.input_by_role("image")
+    size = fixed_size(image) if image is not None else None
+    if not why and size is not None and size[0] != size[1]:
+        why = f"model {card.name!r} takes a fixed {size[1]}x{size[0]} input, which a quarter turn does not fit"
+    if why:
+        raise status.precondition(f"ensemble={PASSES} refused: {why}; self-ensemble applies to tile-safe "
+                                  "image-to-image models (Transform and its aliases); send ensemble 0")
+    return passes
 
 
 @dataclass
@@ -240,6 +269,7 @@ class ImagesServicer(pb_grpc.ImagesServicer):
         t0 = time.perf_counter()
         async with self._model(call.model, call.version) as (model, served, card):
             plan = transform_plan(card, call, rpc)
+            passes = ensemble_passes(card, call.options)
             x = await self._decode(call.image, plan.image)
             channels = x.shape[1]
             if plan.mask is not None:
@@ -247,7 +277,7 @@ class ImagesServicer(pb_grpc.ImagesServicer):
             t_decoded = time.perf_counter()
             height, width = x.shape[2], x.shape[3]
             tile, overlap = self._tiling(card, call.options)
-            cost, tile, overlap = self._memory_plan(card, served, x.shape, plan.output, tile, overlap)
+            cost, tile, overlap = self._memory_plan(card, served, x.shape, plan.output, tile, overlap, passes)
             run = _Run(served, deadline)
 
             async def infer(part: np.ndarray) -> np.ndarray:
@@ -260,18 +290,28 @@ class ImagesServicer(pb_grpc.ImagesServicer):
 
             async with self.gate.memory(cost, deadline, f"this {width}x{height} image on {model.name!r}"):
                 return await self._run_transform(x, infer, card, tile, overlap, plan, served, model.name, run,
-                                                 call.options, t0, t_decoded)
+                                                 call.options, t0, t_decoded, passes)
 
     async def _run_transform(self, x: np.ndarray, infer, card: ModelCard, tile: int, overlap: int,
                              plan: TransformPlan, served: ServedVersion, name: str, run: "_Run",
-                             options: pb.ImageOptions, t0: float, t_decoded: float) -> pb.ImageResponse:
-        """Tile (or not) through the batcher, blend, crop and encode one admitted image request."""
+                             options: pb.ImageOptions, t0: float, t_decoded: float,
+                             passes: int = 1) -> pb.ImageResponse:
+        """Tile (or not) through the batcher, blend, crop and encode one admitted image request; with ``passes``
+        8, once per flip and rotation of the image, the outputs turned back and averaged in float."""
         height, width = x.shape[2], x.shape[3]
         multiple = max(1, card.spatial_multiple)
         start = time.perf_counter_ns()
+
+        async def one_pass(turned: np.ndarray) -> np.ndarray:
+            # each turned image is padded on its own (a quarter turn swaps H and W), and its whole output is held
+            # in float: self_ensemble crops the padding off before turning the output back
+            return await run_tiled(self._padded(turned, card, tile), infer, card.scale, tile, overlap, multiple)
+
         try:
-            padded = self._padded(x, card, tile)
-            if fits_one_tile(padded.shape[2], padded.shape[3], tile):
+            padded = None if passes > 1 else self._padded(x, card, tile)
+            if padded is None:  # the sum of the turned-back outputs is added up in a worker thread, off the loop
+                y = await self_ensemble(x, one_pass, card.scale, passes, offload=asyncio.to_thread)
+            elif fits_one_tile(padded.shape[2], padded.shape[3], tile):
                 y = await run_tiled(padded, infer, card.scale, tile, overlap, multiple)
             else:  # blended band by band straight to 8-bit rows, so only one band of the output is in float
                 y = await run_tiled_rows(padded, infer, card.scale, tile, overlap, multiple,
@@ -294,10 +334,14 @@ class ImagesServicer(pb_grpc.ImagesServicer):
         return pad_to_bucket(x, multiple, on_grid(tile, 0, multiple)[0] if tile > 0 else 0)
 
     def _memory_plan(self, card: ModelCard, served: ServedVersion, shape: tuple[int, ...], output: TensorSpec,
-                     tile: int, overlap: int) -> tuple[int, int, int]:
+                     tile: int, overlap: int, passes: int = 1) -> tuple[int, int, int]:
         """(memory cost, tile, overlap) of one image request, before it runs: past --max-output-pixels it is
         refused; a tile-safe model is tiled whenever the untiled plan would not fit the budget, whatever the
-        client asked; a plan that can never fit is refused naming the budget and the largest input that fits."""
+        client asked; a plan that can never fit is refused naming the budget and the largest input that fits.
+
+        A self-ensemble (``passes`` > 1) runs one pass at a time but holds, besides the input, its turned and its
+        padded copy, the float sum of the outputs and one pass's whole float output (its passes are not blended
+        band by band into 8 bits: a quarter turn makes the bands columns), and at the end the sum's 8-bit copy."""
         channels_in, height, width = shape[1], shape[2], shape[3]
         scale, multiple = max(1, card.scale), max(1, card.spatial_multiple)
         channels_out = output.shape[0] if output.shape and output.shape[0] > 0 else 3
@@ -313,15 +357,22 @@ class ImagesServicer(pb_grpc.ImagesServicer):
         if self.settings.buckets and card.tile_safe:  # the shape the network will see (its bucket)
             padded_h, padded_w = bucketed_shape(height, width, multiple, on_grid(tile, 0, multiple)[0] if tile > 0 else 0)
 
+        ensemble = int(passes > 1)  # 1 for a self-ensemble: two more copies of the input, the outputs' float sum
+
         def untiled(side_h: int, side_w: int) -> int:  # input, float output, 8-bit result, one run's working memory
-            return (4 * channels_in * side_h * side_w + 5 * channels_out * side_h * side_w * scale * scale
+            return ((4 + 8 * ensemble) * channels_in * side_h * side_w
+                    + (5 + 4 * ensemble) * channels_out * side_h * side_w * scale * scale
                     + served.cost.working(side_h * side_w))
 
-        def tiled(t: int, o: int) -> int:
+        def tiled(t: int, o: int, side_h: int = padded_h, side_w: int = padded_w) -> int:
             rows = max(1, served.batcher.config.max_batch_size)
             tile_px = t * t
-            return (4 * channels_in * padded_h * padded_w + channels_out * out_pixels
-                    + banded_window_bytes(padded_h, padded_w, channels_out, scale, t, o, multiple)
+            if ensemble:  # one pass's whole float output, the float sum and the result's 8 bits
+                outputs = 9 * channels_out * side_h * side_w * scale * scale
+            else:
+                outputs = (channels_out * out_pixels
+                           + banded_window_bytes(side_h, side_w, channels_out, scale, t, o, multiple))
+            return ((4 + 8 * ensemble) * channels_in * side_h * side_w + outputs
                     + 16 * 4 * (channels_in + channels_out * scale * scale) * tile_px
                     + served.cost.working(tile_px, rows))
 
@@ -340,6 +391,14 @@ class ImagesServicer(pb_grpc.ImagesServicer):
             overlap = self.settings.tile_overlap if self.settings.tile_size else ImageSettings.tile_overlap
             tile, overlap = card_tiling(card).get("size", tile), card_tiling(card).get("overlap", overlap)
         cost = tiled(tile, overlap)
+        if cost > limit and ensemble:
+            side = served.cost.largest_side(limit, lambda s: tiled(tile, overlap, s, s) - served.cost.working(s * s))
+            raise self.gate.refuse_memory("over_budget", f"with ensemble {passes} a {width}x{height} image on "
+                                          f"{card.name!r} needs about {mib(cost)} of memory (the whole "
+                                          f"{width * scale}x{height * scale} result is held in float twice: one "
+                                          "pass's and the running sum), more than the server's budget of "
+                                          f"{mib(limit)} (--max-memory-mib); largest input with ensemble: about "
+                                          f"{side}x{side}; without ensemble this image is blended band by band")
         if cost > limit:
             raise self.gate.refuse_memory("over_budget", f"a {width}x{height} image on {card.name!r} needs about "
                                           f"{mib(cost)} of memory even in tiles of {tile} pixels (its "
@@ -425,6 +484,8 @@ class ImagesServicer(pb_grpc.ImagesServicer):
         t0 = time.perf_counter()
         async with self._model(request.model, request.model_version) as (model, served, card):
             check_rpc(card, "Generate")
+            ensemble_passes(card, request.options, f"model {card.name!r} is served by Generate, which has no input "
+                                                   "image to flip or rotate")
             latent, out_spec = card.input_by_role("latent"), card.output_by_role("image")
             assert latent is not None and out_spec is not None  # check_rpc saw both
             chosen = self._generate_conditions(card, request)
