@@ -111,6 +111,9 @@ class ModelCard:
     notes: list[str] = field(default_factory=list)
     # working memory of one run per "Provider/precision", measured at export (ganserve.core.memory_cost)
     memory: dict[str, Any] = field(default_factory=dict)
+    # self-ensemble (8 flips and rotations) measured at export: held-out gain and latency cost, or why it does not
+    # apply ({"applies": false, "why": ...}); {} in cards exported before it was measured
+    ensemble: dict[str, Any] = field(default_factory=dict)
     schema_version: int = CARD_SCHEMA_VERSION
 
     def __post_init__(self) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,17 +18,18 @@ from ganserve.core.errors import CheckpointError, GanserveError, described
 from ganserve.core.files import file_sha256
 from ganserve.core.precisions import EXPORT_PRECISIONS
 from ganserve.core.quality import RULE_TEXT, ReferenceCase, check_outputs, reference_cases
-from ganserve.export.card import build_card, source_facts, training_facts
+from ganserve.export.card import build_card, finite, source_facts, training_facts
 from ganserve.export.defaults import DEFAULT_OPSET, FP32_TOLERANCE
 from ganserve.export.memory import measure_memory
 from ganserve.export.onnx_export import to_onnx
 from ganserve.export.parity import ParityCase, measure_parity, parity_cases
 from ganserve.export.variants import INT8_METHODS, NO_CALIBRATION, to_fp16, to_int8
 from ganserve.core.onnxruntime_facts import CPU, short
-from ganserve.export.predictors import ort_predictor, ort_session, torch_predictor
+from ganserve.export.predictors import ort_predictor, ort_session, p50_ms, torch_predictor
 from ganserve.export.providers import measure_on_first_runnable, resolve_providers
 from ganserve.export.reference import npz_bytes, reference_arrays
 from ganserve.export.repository import check_target, write_model
+from ganserve.export.self_ensemble import measure_ensemble
 from ganserve.core.export_spec import ExportSpec, Predictor
 
 QUALITY_RULE = f"server rule (ganserve.core.quality) on the reference set: {RULE_TEXT}"
@@ -69,14 +69,7 @@ _NOTES = {
 
 def _p50_ms(run: Predictor, cases: list[ReferenceCase], repeats: int = 5) -> float:
     """Median wall time of one run on the reference set's largest case (after one warm-up), in ms."""
-    inputs = max(cases, key=lambda c: sum(v.size for v in c.inputs.values())).inputs
-    run(inputs)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(inputs)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2] * 1e3
+    return p50_ms(run, max(cases, key=lambda c: sum(v.size for v in c.inputs.values())).inputs, repeats)
 
 
 def _int8_variant(spec: ExportSpec, fp32: onnx.ModelProto, methods: tuple[str, ...], measure: Any,
@@ -274,6 +267,11 @@ def export_from_spec(
         spec, name, version, precision, training or {}, metrics, parity, source or {}, notes,
         inputs=_card_tensors(spec.inputs, half_io), outputs=_card_tensors(spec.outputs, half_io),
     )
+    card.ensemble = finite(measure_ensemble(spec, card, fp32_run, fp32_metrics, _evaluate))
+    e = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in card.ensemble.items()}
+    _say(progress, f"self-ensemble x{e['passes']} (fp32): held-out {e['metric']} {e['plain']} -> {e['ensemble']} "
+                   f"(gain {e['gain']}) for {e['cost_ratio']}x the time ({e['latency_ms_plain']} -> "
+                   f"{e['latency_ms_ensemble']} ms)" if e["applies"] else f"self-ensemble not measured: {e['why']}")
     card.memory = measure_memory(spec, {precision: model, **{v: extra_files[variant_file(v)] for v in variant_facts}})
     if card.memory:
         _say(progress, "memory per run: " + "; ".join(f"{k}: {v['base_bytes'] / 2**20:.0f} MiB + {v['bytes_per_pixel']:.0f} "

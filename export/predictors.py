@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -67,3 +69,15 @@ def torch_predictor(spec: ExportSpec) -> Predictor:
         return {n: o.detach().cpu().numpy() for n, o in zip(out_names, outs)}
 
     return predict
+
+
+def p50_ms(run: Predictor, inputs: dict[str, np.ndarray], repeats: int = 5, warm_up: bool = True) -> float:
+    """Median wall time of ``run`` on ``inputs`` over ``repeats`` runs (after one warm-up run), in ms."""
+    if warm_up:
+        run(inputs)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(inputs)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2] * 1e3
