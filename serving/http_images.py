@@ -198,6 +198,7 @@ class ImagesHttp:
             card = served.card if served is not None else None
             if card is not None:
                 entry["card"] = {"metrics": card.metrics, "parameters": card.parameters, "notes": card.notes,
+                                 "ensemble": card.ensemble,
                                  "training": {k: card.training[k] for k in ("data", "steps", "minutes", "budget")
                                               if k in card.training}}
             if served is not None and served.versions:

@@ -11,9 +11,9 @@
   const RPCS = ["Transform", "Classify", "Generate"];
   // query parameter names the endpoints read as options; a condition with one of these names goes as condition.NAME
   const OPTION_NAMES = {
-    Transform: ["format", "quality", "tile_size", "tile_overlap", "timeout_ms"],
+    Transform: ["format", "quality", "tile_size", "tile_overlap", "ensemble", "timeout_ms"],
     Classify: ["top_k", "timeout_ms"],
-    Generate: ["seed", "condition", "format", "quality", "timeout_ms"],
+    Generate: ["seed", "condition", "format", "quality", "ensemble", "timeout_ms"],
   };
   // a metric named PREFIX_<name> is the baseline of <name> (bicubic_psnr_y for psnr_y, chance_accuracy ...)
   const BASELINE_PREFIXES = ["bicubic", "bilinear", "nearest", "rainy", "input", "chance", "baseline", "identity",
@@ -379,6 +379,18 @@
     return el("div", { class: "field" }, el("label", { for: control.id, text: label }), control, extra || null);
   }
 
+  // self-ensemble: only a tile-safe model's output for a flipped or rotated image is that image's output turned, so
+  // only those get the control; the card's measured gain and cost, where the export measured them, as its tooltip
+  function ensembleField(m) {
+    const e = (m.card || {}).ensemble || {};
+    const measured = e.applies && typeof e.gain === "number"
+      ? `measured at export: ${e.metric} ${e.gain >= 0 ? "+" : ""}${e.gain.toFixed(3)}, ${e.cost_ratio}× the time`
+      : "averages the 8 flips and rotations of the image";
+    const box = el("input", { id: "ensemble", type: "checkbox", title: measured });
+    return field("self-ensemble ×8", box, el("span", { class: "muted small", text: "8 passes, slower",
+      title: measured }));
+  }
+
   function renderForm(m) {
     const form = el("form", { id: "run-form", class: "run-form", onsubmit: (e) => { e.preventDefault(); run(); } });
     const rows = el("div", { class: "fields" });
@@ -420,6 +432,7 @@
           placeholder: "card default", class: "short", title: "0 runs the whole image at once" })),
           field("tile overlap", el("input", { id: "tile-overlap", type: "number", min: "0", step: "1",
             placeholder: "default", class: "short" })));
+        if (m.tile_safe) rows.append(ensembleField(m));
       }
     } else {
       rows.append(field("top k", el("input", { id: "top-k", type: "number", min: "1", step: "1", value: "5", class: "short" })));
@@ -527,6 +540,7 @@
     if (value("format") === "jpeg" && value("quality")) params.set("quality", value("quality"));
     if (value("tile-size")) params.set("tile_size", value("tile-size"));
     if (value("tile-overlap")) params.set("tile_overlap", value("tile-overlap"));
+    if ($("ensemble") && $("ensemble").checked) params.set("ensemble", "8");
     for (const select of document.querySelectorAll("select.condition")) {
       const name = select.dataset.condition;
       params.set(OPTION_NAMES[m.rpc].includes(name) ? "condition." + name : name, select.value);

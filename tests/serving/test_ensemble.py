@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,6 +35,7 @@ from serving_models import classifier_model
 from test_admission import PROVIDERS, STATED
 from test_imaging import png_bytes
 
+ROOT = Path(__file__).resolve().parents[2]
 MULTIPLE, SCALE = 4, 2
 # 21 x 30: neither side a multiple of 4, so every pass pads, and a quarter turn pads the other sides
 RGB = np.random.default_rng(3).integers(0, 256, (21, 30, 3), dtype=np.uint8)
@@ -206,3 +209,15 @@ def test_an_ensemble_that_cannot_fit_the_budget_names_the_largest_input_that_doe
     assert 100 < side and side * side < 1400 * 1000, message
     code, headers, body = _http(server, "/v1/models/conv/transform", big)  # one pass, blended band by band: fits
     assert code == 200 and (headers["X-Ganserve-Width"], headers["X-Ganserve-Height"]) == ("2800", "2000"), body
+
+
+def test_the_cli_client_passes_ensemble(repo: Path, server, tmp_path: Path) -> None:
+    src, dst = tmp_path / "in.png", tmp_path / "out.png"
+    src.write_bytes(png_bytes(RGB))
+    cmd = [sys.executable, "-m", "ganserve.pipeline.cli", "client", "--server", f"127.0.0.1:{server.port}", "sr",
+           str(src), str(dst), "--model", "conv", "--tile-size", "0", "--ensemble", "8"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "(8 run(s))" in done.stdout and _close(_decode(dst.read_bytes()), expected_pixels(repo, RGB))
+    bad = subprocess.run(cmd[:-1] + ["3"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr

@@ -279,3 +279,20 @@ def test_token_prompt(browser, token_server, tmp_path: Path) -> None:
     browser.find_element("id", "token-forget").click()
     _wait(browser, lambda d: d.find_element("id", "token-form").is_displayed(), "the prompt after forgetting")
     assert browser.execute_script("return sessionStorage.getItem('ganserve.token')") is None
+
+
+def test_self_ensemble_control_for_tile_safe_models_only(browser, server) -> None:
+    _open(browser, server, "aging")  # not tile-safe: no control
+    assert not browser.find_elements("id", "ensemble")
+    _open(browser, server, "sr2")
+    browser.find_element("id", "example").click()
+    _wait(browser, lambda d: d.find_element("id", "input-preview").is_displayed(), "the example's preview")
+    example = _shown(browser, "input-preview")
+    browser.find_element("id", "ensemble").click()
+    last = _run(browser)
+    channel, images = _images(server)
+    with channel:
+        expected = images.Transform(images_pb2.TransformRequest(
+            model="sr2", image=example, options=images_pb2.ImageOptions(ensemble=8)), timeout=10)
+    assert last["ok"] and base64.b64decode(last["base64"]) == expected.image
+    assert expected.tiles == 8 and last["runs"] == 8
