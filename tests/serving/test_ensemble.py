@@ -9,8 +9,6 @@ import io
 import json
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -33,6 +31,7 @@ from role_models import gen_model
 from serving_models import CARDS as SERVING_CARDS
 from serving_models import classifier_model
 from test_admission import PROVIDERS, STATED
+from test_http import _http
 from test_imaging import png_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,15 +149,6 @@ def test_grpc_transform_and_an_alias_answer_the_average_of_the_eight_passes(repo
     for off in (0, 1):  # 0 and 1 are one pass, as if unset
         same = client.transform("conv", png_bytes(RGB), options=ImageOptions(tile_size=0, ensemble=off))
         assert same.tiles == 1 and same.image == plain.image
-
-
-def _http(server, path: str, body: bytes | None = None) -> tuple[int, dict, bytes]:
-    request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}{path}", data=body)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as reply:
-            return reply.status, dict(reply.headers), reply.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
 
 
 def test_http_transform_takes_ensemble_as_a_query_option(repo: Path, server) -> None:
