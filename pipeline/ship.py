@@ -27,7 +27,7 @@ from ganserve.training.checkpoint import build_from_checkpoint, load_checkpoint,
 from ganserve.training.config import parse_set, user_data
 
 ENTRY_LIMIT = 10 * 2**20
-TOTAL_LIMIT = 60 * 2**20
+TOTAL_LIMIT = 90 * 2**20
 # Held-out figures that are not quality (compared by nothing, reproduced by nothing).
 VOLATILE_KEYS = ("elapsed_seconds", "eval_seconds")
 
@@ -35,6 +35,33 @@ VOLATILE_KEYS = ("elapsed_seconds", "eval_seconds")
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)) and k not in VOLATILE_KEYS}
+
+
+# fp16 storage of a shipped checkpoint's weights is kept when the headline held-out figure moves by no more than
+# this (absolute, in the figure's unit: dB for PSNR), else the entry stores fp32.
+FP16_TOLERANCE = 0.01
+
+
+def _stored_weights(app: Any, payload: dict[str, Any], key: str, held_out: dict[str, float],
+                    say: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The inference state the entry stores and what the record says of it: fp16 (half the bytes) when the held-out
+    figures of the fp16-rounded weights hold (within FP16_TOLERANCE on the headline), else fp32. The weights load
+    back into float32 networks, so export, serving and `ganserve train --resume` see float32 either way."""
+    state = app.inference_state(payload["state"])
+    half = {k: v.half() if v.dtype == torch.float32 else v for k, v in state.items()}
+    app.load_state_dict({**app.state_dict(), **{k: v.float() if v.dtype == torch.float16 else v
+                                                 for k, v in half.items()}}, strict=True)
+    torch.manual_seed(0)
+    rounded = _numbers(app.evaluate())
+    shift = abs(rounded[key] - held_out[key])
+    if shift <= FP16_TOLERANCE:
+        say(f"[ship] weights stored in fp16: held-out {key} {held_out[key]:.4f} -> {rounded[key]:.4f}")
+        return half, {"storage": "fp16", "fp32_held_out": held_out, "held_out_fp16": rounded,
+                      "rule": f"fp16 when the headline moves by <= {FP16_TOLERANCE}"}
+    app.load_state_dict({**app.state_dict(), **state}, strict=True)
+    say(f"[ship] weights stored in fp32: fp16 moves held-out {key} by {shift:.4f} (> {FP16_TOLERANCE})")
+    return state, {"storage": "fp32", "fp16_held_out": {key: rounded[key]},
+                   "rule": f"fp16 when the headline moves by <= {FP16_TOLERANCE}"}
 
 
 def _folder_bytes(path: Path) -> int:
@@ -79,7 +106,7 @@ def _check_sizes(models_dir: Path, name: str, entry: Path) -> None:
     others = sum(_folder_bytes(p) for p in models_dir.iterdir()  # judges etc. count too
                  if p.name != name and not p.name.startswith("."))
     if others + size > TOTAL_LIMIT:
-        raise GanserveError(f"models/ would hold {(others + size) / 2**20:.1f} MB, over the 60 MB limit")
+        raise GanserveError(f"models/ would hold {(others + size) / 2**20:.1f} MB, over the {TOTAL_LIMIT // 2**20} MB limit")
 
 
 def _swap_in(models_dir: Path, name: str, entry: Path) -> Path:
@@ -131,7 +158,7 @@ def ship(
     """Evaluate ``checkpoint`` on held-out data and write it as the entry ``models_dir/name`` (atomically).
 
     ``options`` override config values before evaluation and export (e.g. which CycleGAN direction); they are
-    recorded in the card so the entry reproduces. Refuses an entry over 10 MB, a models folder over 60 MB, a model
+    recorded in the card so the entry reproduces. Refuses an entry over 10 MB, a models folder over 90 MB, a model
     trained on user data, and (unless ``force``) one whose headline held-out metric does not beat the entry it
     would replace.
     """
@@ -152,6 +179,10 @@ def ship(
     key = spec.quality_key
     if key not in held_out:
         raise GanserveError(f"{payload['model']}: evaluate() lacks the headline metric {key!r}")
+    state, weights = _stored_weights(app, payload, key, held_out, say)
+    if weights["storage"] == "fp16":  # the figures the entry records are those of the weights it stores
+        held_out = weights.pop("held_out_fp16")
+    eval_set = app.evaluate_eval_set()
     final = models_dir / name
     if final.exists() and not force:
         old = read_entry(final)
@@ -167,7 +198,7 @@ def ship(
         stripped = stage / SHIP_CHECKPOINT
         # optimizer state and training-only networks (discriminators) stay with the run: the entry serves and
         # re-evaluates from the rest; `ganserve train --from` retrains from the recorded config, not these weights
-        save_checkpoint(stripped, {**payload, "optim": {}, "state": app.inference_state(payload["state"]),
+        save_checkpoint(stripped, {**payload, "optim": {}, "state": state,
                                    "removed": sorted(set(app.training_only) | set(payload.get("removed", ())))})
         say(f"[ship] exporting {name} beside it (ONNX, parity, model card)")
         _export_entry(stripped, stage, name, options, progress)
@@ -190,6 +221,8 @@ def ship(
             "training": {**_training_summary(payload), **({"conditions": note} if note else {})},
             "quality_key": key,
             "held_out": held_out,
+            **({"eval_set": _numbers(eval_set)} if eval_set else {}),
+            "weights": weights,
             "held_out_data": {k: v for k, v in payload.get("metrics", {}).items()
                               if isinstance(v, str) and k not in ("cpu",)},
             "target": target,

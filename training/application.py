@@ -131,6 +131,11 @@ class Application(nn.Module):
         """Held-out quality figures (higher is better for the headline one)."""
         raise NotImplementedError
 
+    def evaluate_eval_set(self) -> dict[str, float] | None:
+        """The same figures on the evaluation set beside the headline photos (images.BUILTIN_EVAL_SET), where the
+        application has one; None otherwise."""
+        return None
+
     def sample_grid(self) -> np.ndarray:
         """A HxWx3 uint8 picture of current outputs on fixed inputs, for the samples/ folder."""
         raise NotImplementedError

@@ -66,6 +66,9 @@ class Pix2PixConfig(CommonConfig):
     # colour task: the output is the generator's chroma on the input's own Rec. 601 luma, in training, export and
     # serving alike (Translator's keep_luma); stored configs without the key trained without it, hence False
     keep_luma: bool = False
+    # with keep_luma: Gaussian low-pass (sigma in pixels) of the predicted colour offset at inference (export and
+    # serving; Translator's chroma_sigma); 0 = none. Chosen on training photos (docs/translation.md)
+    chroma_sigma: float = 0.0
     batch_size: int = 1
     lr: float = 2e-4
     d_lr: float = 2e-4
@@ -89,6 +92,8 @@ class Pix2PixApp(Application):
             raise GanserveError("l1_weight and gan_weight are both 0: nothing to train")
         swap_direction([], c.direction)  # validates the name
         check_task(c.task)
+        if c.chroma_sigma < 0 or (c.chroma_sigma > 0 and not c.keep_luma):
+            raise GanserveError(f"chroma_sigma must be >= 0 and needs keep_luma (got {c.chroma_sigma})")
         if c.keep_luma and (c.task != "colour" or c.data_dir):
             raise GanserveError("keep_luma applies to the built-in colour task only (its input is the photo's own "
                                 "luma); a folder of pairs or the edges task has no luma to keep")
@@ -174,20 +179,22 @@ class Pix2PixApp(Application):
         was_training = self.training
         self.eval()
         try:
-            return Translator(self.generator, self.grey_input, self.config.keep_luma)(torch.from_numpy(x).to(self.device)).cpu().numpy()
+            return Translator(self.generator, self.grey_input, self.config.keep_luma, self.config.chroma_sigma)(torch.from_numpy(x).to(self.device)).cpu().numpy()
         finally:
             self.train(was_training)
 
-    def held_out(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Held-out (input, photo) uint8 pairs of the built-in task, centre-cropped to the spatial multiple."""
+    def held_out(self, which: str = "headline") -> list[tuple[np.ndarray, np.ndarray]]:
+        """Held-out (input, photo) uint8 pairs of the built-in task, centre-cropped to the spatial multiple: the
+        headline photos or the evaluation set's colour photos (images.EVAL_SETS)."""
         m = self.multiple
-        return [(te.center_crop_multiple(a, m), te.center_crop_multiple(b, m)) for a, b in held_out_pairs(self.config.task)]
+        return [(te.center_crop_multiple(a, m), te.center_crop_multiple(b, m))
+                for a, b in held_out_pairs(self.config.task, which)]
 
-    def evaluate_predictor(self, predict: te.ArrayPredictor) -> dict[str, float]:
+    def evaluate_predictor(self, predict: te.ArrayPredictor, which: str = "headline") -> dict[str, float]:
         """Held-out figures of ``predict`` against the true photo, next to the identity mapping (the input as
         output); the colour task adds colourfulness (Hasler-Suesstrunk) of the output, the input and the truth."""
         rows = []
-        for a, b in self.held_out():
+        for a, b in self.held_out(which):
             x, truth = te.to_batch(a), te.to_hwc(te.to_batch(b))
             pred = te.to_hwc(predict(x))
             row = te.image_figures(pred, truth)
@@ -203,6 +210,9 @@ class Pix2PixApp(Application):
 
     def evaluate(self) -> dict[str, float]:
         return self.evaluate_predictor(self._predict)
+
+    def evaluate_eval_set(self) -> dict[str, float] | None:
+        return self.evaluate_predictor(self._predict, "eval")
 
     def _held_out_images(self, which: int) -> list[np.ndarray]:
         return [pair[which] for pair in held_out_pairs(self.config.task)]
@@ -226,7 +236,8 @@ class Pix2PixApp(Application):
     def export_spec(self) -> ExportSpec:
         c = self.config
         m = self.multiple
-        module = Translator(copy.deepcopy(self.generator).cpu().eval(), self.grey_input, self.config.keep_luma).eval()
+        module = Translator(copy.deepcopy(self.generator).cpu().eval(), self.grey_input, self.config.keep_luma,
+                            self.config.chroma_sigma).eval()
         flower = self._held_out_images(0)[:1]  # 427x640: room for m x 2m crops up to unet_256's m = 256
         # at least 32 pixels: a ResNet generator (multiple 4) halves twice and reflection-pads by 1 after that
         side = m * -(-32 // m)

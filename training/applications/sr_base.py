@@ -150,6 +150,9 @@ class SRApplication(Application):
     def evaluate(self) -> dict[str, float]:
         return evaluate_sr(self._predict, self.config.scale)
 
+    def evaluate_eval_set(self) -> dict[str, float] | None:
+        return evaluate_sr(self._predict, self.config.scale, "eval")
+
     def sample_grid(self) -> np.ndarray:
         s = self.config.scale
         (lr,) = held_out_lr_crops(s, [(4, 32, 32)])

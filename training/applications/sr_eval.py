@@ -10,17 +10,19 @@ import numpy as np
 import torch
 
 from ganserve.core.image_metrics import psnr_y, sharpness_ratio, ssim_y
-from ganserve.training.data.images import BUILTIN_HELD_OUT, downscale, held_out_images, to_tensor, upscale_bicubic
+from ganserve.training.data.images import BUILTIN_HELD_OUT, downscale, mod_crop, named_photos, to_tensor, upscale_bicubic
 
 # Maps a 1x3xhxw float32 LR array in [0, 1] to a 1x3x(sh)x(sw) SR array.
 ArrayPredictor = Callable[[np.ndarray], np.ndarray]
 
 
 @functools.lru_cache(maxsize=4)
-def held_out_pairs(scale: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """(HR HxWx3 float in [0,1], LR 1x3xhxw float32) per held-out photo, LR by antialiased bicubic downscaling."""
+def held_out_pairs(scale: int, which: str = "headline") -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """(HR HxWx3 float in [0,1], LR 1x3xhxw float32) per photo of ``which`` set (the headline held-out pair or the
+    evaluation set: images.EVAL_SETS), LR by antialiased bicubic downscaling."""
     pairs = []
-    for img in held_out_images(scale):
+    for _, photo in named_photos(which):
+        img = mod_crop(photo, scale)
         hr = to_tensor(img)
         lr = downscale(hr, scale)
         pairs.append((hr[0].permute(1, 2, 0).numpy().astype(np.float64), lr.numpy().astype(np.float32)))
@@ -31,11 +33,12 @@ def _hwc(x: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(x, dtype=np.float64)[0].transpose(1, 2, 0), 0.0, 1.0)
 
 
-def evaluate_sr(predict: ArrayPredictor, scale: int) -> dict[str, float]:
-    """PSNR/SSIM on Y (border = scale) and sharpness of ``predict`` vs bicubic, averaged over held-out photos."""
+def evaluate_sr(predict: ArrayPredictor, scale: int, which: str = "headline") -> dict[str, float]:
+    """PSNR/SSIM on Y (border = scale) and sharpness of ``predict`` vs bicubic, averaged over ``which`` set's photos;
+    the evaluation set adds the spread of the PSNR-Y gain over images (psnr_gain_y_sd, _min, _max)."""
     start = time.perf_counter()
     rows = []
-    for hr, lr in held_out_pairs(scale):
+    for hr, lr in held_out_pairs(scale, which):
         sr = _hwc(predict(lr))
         if sr.shape != hr.shape:
             raise ValueError(f"predictor returned {sr.shape[:2]} for LR {lr.shape[2:]}, want {hr.shape[:2]}")
@@ -53,6 +56,10 @@ def evaluate_sr(predict: ArrayPredictor, scale: int) -> dict[str, float]:
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     out["psnr_gain_y"] = out["psnr_y"] - out["bicubic_psnr_y"]
     out["ssim_gain_y"] = out["ssim_y"] - out["bicubic_ssim_y"]
+    if which != "headline":
+        gains = np.array([r["psnr_y"] - r["bicubic_psnr_y"] for r in rows])
+        out.update(psnr_gain_y_sd=float(gains.std(ddof=1)) if len(gains) > 1 else 0.0,
+                   psnr_gain_y_min=float(gains.min()), psnr_gain_y_max=float(gains.max()))
     out["eval_images"] = float(len(rows))
     out["eval_seconds"] = time.perf_counter() - start
     return out

@@ -34,8 +34,36 @@ BUILTIN_TRAIN: tuple[str, ...] = (
     "sklearn:china",
     "skimage:coffee[300:600]",
 )
-# Held-out photos: evaluation only, never cropped for training.
+# Held-out photos: evaluation only, never cropped for training. They are the headline: every figure since the first
+# model was measured on them, so they stay comparable.
 BUILTIN_HELD_OUT: tuple[str, ...] = ("sklearn:flower", "skimage:coffee[0:300]")
+# The evaluation set beside the headline (issue 41): sample photos that load offline and that no training source
+# uses (training/data lists them all; tests/training/test_eval_set.py checks that none is a training photo). Crop
+# rule: an entry is ``package:name[r0:r1,c0:c1]`` (rows, then columns, of the original) or the whole photo; the
+# colour photos are cut into crops of about a quarter of a megapixel or less so one scene does not weigh more than
+# the others in a mean over images. The grey photos count where the figure is on luma (super-resolution's PSNR-Y);
+# a colour task uses the colour entries only (``eval_set(colour_only=True)``: 8 crops).
+BUILTIN_EVAL_SET: tuple[str, ...] = (
+    # colour: Matplotlib's sample portrait (512x600) in two halves, the left view of scikit-image's stereo pair
+    # (741x500) in six
+    "matplotlib:grace_hopper[0:300,0:512]",
+    "matplotlib:grace_hopper[300:600,0:512]",
+    "skimage:motorcycle_left[0:250,0:247]",
+    "skimage:motorcycle_left[0:250,247:494]",
+    "skimage:motorcycle_left[0:250,494:741]",
+    "skimage:motorcycle_left[250:500,0:247]",
+    "skimage:motorcycle_left[250:500,247:494]",
+    "skimage:motorcycle_left[250:500,494:741]",
+    # grey: scikit-image's grey photos
+    "skimage:camera",
+    "skimage:brick",
+    "skimage:grass",
+    "skimage:gravel",
+    "skimage:moon",
+    "skimage:clock",
+    "skimage:coins",
+    "skimage:cell",
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -59,11 +87,21 @@ def _to_rgb_uint8(img: np.ndarray) -> np.ndarray:
 def load_builtin(entry: str) -> np.ndarray:
     """One ``package:name[c0:c1]`` entry of the built-in lists as HxWx3 uint8 (cached, read-only)."""
     package, _, rest = entry.partition(":")
-    name, _, cols = rest.partition("[")
-    if package == "skimage":
+    name, _, box = rest.partition("[")
+    if package == "skimage" and name == "motorcycle_left":
+        import skimage.data
+
+        img = skimage.data.stereo_motorcycle()[0]
+    elif package == "skimage":
         import skimage.data
 
         img = getattr(skimage.data, name)()
+    elif package == "matplotlib":
+        from matplotlib import cbook
+        from PIL import Image
+
+        with Image.open(cbook.get_sample_data(f"{name}.jpg")) as im:
+            img = np.asarray(im.convert("RGB"))
     elif package == "sklearn":
         from sklearn.datasets import load_sample_images
 
@@ -73,9 +111,10 @@ def load_builtin(entry: str) -> np.ndarray:
     else:
         raise GanserveError(f"unknown built-in image source {entry!r}")
     img = _to_rgb_uint8(img)
-    if cols:
-        c0, c1 = (int(v) for v in cols.rstrip("]").split(":"))
-        img = img[:, c0:c1]
+    if box:  # "[c0:c1]" (columns) or "[r0:r1,c0:c1]"
+        ranges = [tuple(int(v) for v in part.split(":")) for part in box.rstrip("]").split(",")]
+        rows, cols = ranges if len(ranges) == 2 else ((0, img.shape[0]), ranges[0])
+        img = img[rows[0]:rows[1], cols[0]:cols[1]]
     img = np.ascontiguousarray(img)
     img.flags.writeable = False
     return img
@@ -206,6 +245,30 @@ class SRSource:
 def held_out_images(scale: int) -> list[np.ndarray]:
     """The held-out photos as HxWx3 uint8, cropped to multiples of ``scale``."""
     return [mod_crop(load_builtin(e), scale) for e in BUILTIN_HELD_OUT]
+
+
+def is_grey(img: np.ndarray) -> bool:
+    """Whether an HxWx3 picture's three channels are equal (a grey photo)."""
+    return bool((img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all())
+
+
+def eval_set(colour_only: bool = False) -> list[tuple[str, np.ndarray]]:
+    """The evaluation set (``BUILTIN_EVAL_SET``) as (entry, HxWx3 uint8); ``colour_only`` drops the grey photos."""
+    items = [(e, load_builtin(e)) for e in BUILTIN_EVAL_SET]
+    return [(e, img) for e, img in items if not (colour_only and is_grey(img))]
+
+
+# Which photos a figure is measured on: the headline pair, or the evaluation set.
+EVAL_SETS = ("headline", "eval")
+
+
+def named_photos(which: str, colour_only: bool = False) -> list[tuple[str, np.ndarray]]:
+    """(entry, HxWx3 uint8) of ``which`` set (EVAL_SETS)."""
+    if which == "headline":
+        return [(e, load_builtin(e)) for e in BUILTIN_HELD_OUT]
+    if which == "eval":
+        return eval_set(colour_only)
+    raise GanserveError(f"photo set must be one of {', '.join(EVAL_SETS)}, got {which!r}")
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:

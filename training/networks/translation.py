@@ -11,11 +11,14 @@ Generators map [-1, 1] to [-1, 1] (tanh); the applications convert from and to [
 
 from __future__ import annotations
 
+import math
+
 import re
 from typing import Any
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from ganserve.core.errors import GanserveError
 from ganserve.core.image_metrics import LUMA_WEIGHTS
@@ -241,24 +244,43 @@ def with_luma(rgb: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
     return grey + scale * d
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of an NCHW tensor per channel (radius 3 sigma, edges replicated); exports as two
+    depthwise convolutions."""
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(t * t) / (2.0 * sigma * sigma))
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
 class Translator(nn.Module):
     """What gets exported: RGB [0, 1] NCHW -> RGB [0, 1] NCHW through a [-1, 1] generator (eval mode, clamped).
 
     ``grey_input``: the generator sees the input's luma only (a colouriser: any photo, colour or grey, is
     reduced to its grey version first, as in training). ``keep_luma``: the output is the generator's colour on the
     input's own luma (with_luma), so a colouriser cannot repaint the photo's light; only float rounding and the
-    client's 8-bit rounding move it."""
+    client's 8-bit rounding move it. ``chroma_sigma`` (with keep_luma): the colour offset is low-passed by a Gaussian
+    of that many pixels first, as chroma subsampling does, so pixel-level colour noise does not draw false
+    structure on the photo."""
 
-    def __init__(self, generator: nn.Module, grey_input: bool = False, keep_luma: bool = False) -> None:
+    def __init__(self, generator: nn.Module, grey_input: bool = False, keep_luma: bool = False,
+                 chroma_sigma: float = 0.0) -> None:
         super().__init__()
         self.generator, self.grey_input, self.keep_luma = generator, grey_input, keep_luma
+        self.chroma_sigma = chroma_sigma
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.grey_input:
             image = to_grey(image)
         out = ((self.generator(image * 2.0 - 1.0) + 1.0) * 0.5).clamp(0.0, 1.0)
         if self.keep_luma:
-            out = with_luma(out, image if self.grey_input else to_grey(image))
+            grey = image if self.grey_input else to_grey(image)
+            if self.chroma_sigma > 0:  # the offset has zero luma, and so has its blur: grey + blur keeps grey's Y
+                out = grey + gaussian_blur(out - to_grey(out), self.chroma_sigma)
+            out = with_luma(out, grey)
         return out
 
 
