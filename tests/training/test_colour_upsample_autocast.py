@@ -119,14 +119,16 @@ def test_with_luma_keeps_the_given_light_exactly_and_the_colour_where_the_gamut_
     assert float(with_luma(rgb, torch.ones_like(grey)).sub(1).abs().max()) < 1e-6  # white leaves no room: white
 
 
-def test_keep_luma_colouriser_trains_exports_and_keeps_the_light_through_onnx(tmp_path) -> None:
+@pytest.mark.parametrize("chroma_sigma", [0.0, 2.0])
+def test_keep_luma_colouriser_trains_exports_and_keeps_the_light_through_onnx(tmp_path, chroma_sigma) -> None:
     """keep_luma in training, the exported ONNX graph and the held-out figures: the served output's 8-bit luma is
-    the input's within rounding (half a grey level)."""
+    the input's within rounding (half a grey level), with or without the colour low-pass (chroma_sigma)."""
     import onnxruntime as ort
 
     from ganserve.export.exporter import export_checkpoint
 
-    path = train("pix2pix", {**P2P_COLOUR, "keep_luma": True}, steps=2, out_dir=tmp_path / "run", progress=False)
+    path = train("pix2pix", {**P2P_COLOUR, "keep_luma": True, "chroma_sigma": chroma_sigma}, steps=2,
+                 out_dir=tmp_path / "run", progress=False)
     figures = build_from_checkpoint(path).evaluate()
     assert figures["luma_levels_max"] <= 0.5 + 1e-6 and figures["luma_psnr"] > 50
     version = export_checkpoint(path, tmp_path / "repo", name="colour")
@@ -137,6 +139,14 @@ def test_keep_luma_colouriser_trains_exports_and_keeps_the_light_through_onnx(tm
     assert np.abs(te.luma(served) - te.luma(photo.astype(np.float64))).max() <= 0.5 + 1e-6
     with pytest.raises(GanserveError, match="keep_luma applies to the built-in colour task only"):
         registry.build("pix2pix", {**P2P_COLOUR, "task": "edges", "keep_luma": True})
+    with pytest.raises(GanserveError, match="chroma_sigma must be >= 0 and needs keep_luma"):
+        registry.build("pix2pix", {**P2P_COLOUR, "chroma_sigma": 2.0})
+    if chroma_sigma:  # the low-pass changes the colour, never the light: the offset it blurs has zero luma
+        app = build_from_checkpoint(path)
+        x = torch.from_numpy(te.to_batch(photo))
+        sharp, soft = (Translator(app.generator.eval(), True, True, s)(x) for s in (0.0, chroma_sigma))
+        assert float((sharp - soft).abs().max()) > 1e-3
+        assert float((to_grey(sharp) - to_grey(soft)).abs().max()) < 1e-5
 
 
 def test_autocast_auto_follows_the_cpu_and_bad_values_are_refused() -> None:

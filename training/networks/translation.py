@@ -244,16 +244,24 @@ def with_luma(rgb: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
     return grey + scale * d
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of an NCHW tensor per channel (radius 3 sigma, edges replicated); exports as two
-    depthwise convolutions."""
-    radius = max(1, int(math.ceil(3.0 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(t * t) / (2.0 * sigma * sigma))
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+class GaussianBlur(nn.Module):
+    """Separable Gaussian blur per channel of an NCHW tensor (radius 3 sigma, edges replicated): two depthwise
+    convolutions with fixed kernels (buffers outside the state dict), so it exports to ONNX as such."""
+
+    def __init__(self, sigma: float, channels: int = 3) -> None:
+        super().__init__()
+        self.radius = max(1, int(math.ceil(3.0 * sigma)))
+        t = torch.arange(-self.radius, self.radius + 1, dtype=torch.float32)
+        k = torch.exp(-(t * t) / (2.0 * sigma * sigma))
+        k = (k / k.sum()).repeat(channels, 1, 1, 1)  # (C, 1, 1, taps)
+        self.register_buffer("row", k, persistent=False)
+        self.register_buffer("col", k.transpose(2, 3).contiguous(), persistent=False)
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.radius
+        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), self.row, groups=self.channels)
+        return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), self.col, groups=self.channels)
 
 
 class Translator(nn.Module):
@@ -271,6 +279,7 @@ class Translator(nn.Module):
         super().__init__()
         self.generator, self.grey_input, self.keep_luma = generator, grey_input, keep_luma
         self.chroma_sigma = chroma_sigma
+        self.blur = GaussianBlur(chroma_sigma) if keep_luma and chroma_sigma > 0 else None
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.grey_input:
@@ -278,8 +287,8 @@ class Translator(nn.Module):
         out = ((self.generator(image * 2.0 - 1.0) + 1.0) * 0.5).clamp(0.0, 1.0)
         if self.keep_luma:
             grey = image if self.grey_input else to_grey(image)
-            if self.chroma_sigma > 0:  # the offset has zero luma, and so has its blur: grey + blur keeps grey's Y
-                out = grey + gaussian_blur(out - to_grey(out), self.chroma_sigma)
+            if self.blur is not None:  # the offset has zero luma, and so has its blur: grey + blur keeps grey's Y
+                out = grey + self.blur(out - to_grey(out))
             out = with_luma(out, grey)
         return out
 
