@@ -35,7 +35,8 @@ def add_commands(subparsers: Any, name: str) -> None:
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], help="override one config value")
     p.add_argument("--steps", type=count(0), help="number of training steps (total, counting resumed ones)")
     p.add_argument("--budget-minutes", type=duration(positive=True),
-                   help="stop after this much wall time (this invocation)")
+                   help="stop after this much training wall time in all (counting resumed runs, as --steps does; "
+                        "the record keeps the cumulative budget); a resume with a larger budget continues the run")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/<model>)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--seed", type=integer(0), help="config seed")
