@@ -12,7 +12,8 @@ as a client would: 8-bit PNG in, 8-bit PNG out.
 - colourisers (--colour): the photo's Rec. 601 luma in (centre-cropped to the model's multiple, as training's
   evaluation does); RGB PSNR / SSIM of the reply against the photo next to the grey input's, the largest difference
   between the reply's 8-bit luma and the input's in grey levels, colourfulness of the reply and of the photo.
-Writes results.json and results.md (per image, and mean / sd / min / max per set); prints the tables with the CPU.
+Each model gets one untimed warm-up request first. Writes results.json and results.md (per image, and mean / sd /
+min / max per set); prints the tables with the CPU.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from ganserve.training.applications.translation_eval import center_crop_multiple
 from ganserve.training.data.images import EVAL_SETS, mod_crop, named_photos
 from ganserve.training.data.paired import grey_map
 
-SR_KEYS = ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y", "psnr_gain_y")
-ENSEMBLE_KEYS = ("ensemble_psnr_y", "ensemble_gain_y", "ms", "ensemble_ms")
-COLOUR_KEYS = ("psnr", "ssim", "grey_psnr", "grey_ssim", "luma_levels_max", "colourfulness", "truth_colourfulness")
+SR_KEYS = ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y", "psnr_gain_y", "ensemble_psnr_y",
+           "ensemble_gain_y", "ms", "ensemble_ms")
+COLOUR_KEYS = ("psnr", "ssim", "grey_psnr", "grey_ssim", "luma_levels_max", "colourfulness", "truth_colourfulness",
+               "ms")
 
 
 def _decode(data: bytes) -> np.ndarray:
@@ -98,6 +100,17 @@ def colour_rows(client, card: ModelCard, which: str) -> list[dict[str, Any]]:
     return rows
 
 
+def warm_up(client, card: ModelCard, ensemble: bool) -> None:
+    """One untimed request (and one with ensemble: 8) on a small picture, so the timed ones find the model loaded."""
+    from ganserve.serving.client import ImageOptions
+
+    side = 2 * max(1, card.spatial_multiple, 32)
+    image = np.full((side, side, 3), 128, np.uint8)
+    client.transform(card.name, png_bytes(image))
+    if ensemble:
+        client.transform(card.name, png_bytes(image), options=ImageOptions(ensemble=8))
+
+
 def spread(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """mean / sd / min / max over images of each key present."""
     out = {}
@@ -120,8 +133,7 @@ def markdown(result: dict[str, Any]) -> str:
              "`eval`: the evaluation set (training/data/images.py BUILTIN_EVAL_SET; colour tasks use its colour "
              "crops only).", ""]
     for model, sets in result["models"].items():
-        keys = [k for k in dict.fromkeys(SR_KEYS + ENSEMBLE_KEYS + COLOUR_KEYS + ("ms",))
-                if any(k in s["summary"] for s in sets.values())]
+        keys = [k for k in dict.fromkeys(SR_KEYS + COLOUR_KEYS) if any(k in s["summary"] for s in sets.values())]
         lines += [f"## {model} ({sets[next(iter(sets))]['kind']})", "", "| figure | " + " | ".join(
             f"{w} (n={sets[w]['images']})" for w in sets) + " |", "|---|" + "---|" * len(sets)]
         for k in keys:
@@ -165,11 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         with ImagesClient(f"127.0.0.1:{port}", timeout=600) as client:
             for name in args.sr + args.colour:
                 kind = "super-resolution" if name in args.sr else "colouriser"
+                warm_up(client, cards[name], args.ensemble and kind == "super-resolution")
                 result["models"][name] = {}
                 for which in args.sets:
                     rows = (sr_rows(client, cards[name], which, args.ensemble) if kind == "super-resolution"
                             else colour_rows(client, cards[name], which))
-                    keys = SR_KEYS + ENSEMBLE_KEYS if kind == "super-resolution" else COLOUR_KEYS + ("ms",)
+                    keys = SR_KEYS if kind == "super-resolution" else COLOUR_KEYS
                     result["models"][name][which] = {"kind": kind, "images": len(rows), "rows": rows,
                                                      "summary": spread(rows, keys)}
                     print(f"{name} {which}: " + ", ".join(f"{k} {v['mean']:.3f}" for k, v in
