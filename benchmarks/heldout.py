@@ -133,7 +133,8 @@ def markdown(result: dict[str, Any]) -> str:
              "`eval`: the evaluation set (training/data/images.py BUILTIN_EVAL_SET; colour tasks use its colour "
              "crops only).", ""]
     for model, sets in result["models"].items():
-        keys = [k for k in dict.fromkeys(SR_KEYS + COLOUR_KEYS) if any(k in s["summary"] for s in sets.values())]
+        order = SR_KEYS if sets[next(iter(sets))]["kind"] == "super-resolution" else COLOUR_KEYS
+        keys = [k for k in order if any(k in s["summary"] for s in sets.values())]
         lines += [f"## {model} ({sets[next(iter(sets))]['kind']})", "", "| figure | " + " | ".join(
             f"{w} (n={sets[w]['images']})" for w in sets) + " |", "|---|" + "---|" * len(sets)]
         for k in keys:
