@@ -288,21 +288,44 @@ def add_commands(subparsers: Any, name: str) -> None:
     p.add_argument("--reexport", metavar="NAME[,NAME]|all", default="",
                    help="export shipped entries again with this exporter (rewrites, variants that pass), keeping "
                         "their checkpoints and training records")
+    p.add_argument("--reship", metavar="NAME[,NAME]|all", default="",
+                   help="ship entries' own checkpoints again with today's ship (fp16 weights where the held-out "
+                        "figures hold, the evaluation set's figures, this exporter), keeping their recorded command, "
+                        "target, conditions and options")
     p.set_defaults(func=_run_ship)
+
+
+def reship(name: str, models_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """Ship a shipped entry's own checkpoint again (``force``: the same weights, so no better figure is needed), with
+    its recorded command, target, conditions and options: what today's ship adds (fp16 storage where the held-out
+    figures hold, evaluation-set figures, the current exporter) without retraining."""
+    models_dir = Path(models_dir) if models_dir is not None else shipped_dir()
+    entry = models_dir / name
+    record = read_entry(entry)
+    with tempfile.TemporaryDirectory(prefix=f".reship-{name}-", dir=models_dir) as tmp:
+        for kept in (record["file"], "metrics.jsonl"):
+            if (entry / kept).is_file():
+                shutil.copy2(entry / kept, Path(tmp) / kept)
+        return ship(Path(tmp) / record["file"], name, command=record.get("command", ""),
+                    target=record.get("target", ""), note=record.get("training", {}).get("conditions", ""),
+                    options=record.get("options") or None, models_dir=models_dir, force=True, progress=progress)
 
 
 def _run_ship(args: argparse.Namespace) -> int:
     if args.list:
         print(shipped_table(args.models_dir))
         return 0
-    if args.reexport:
+    for flag, redo in (("reexport", reexport), ("reship", reship)):
+        asked = getattr(args, flag)
+        if not asked:
+            continue
         known = [e.name for e in shipped_entries(args.models_dir)]
-        names = known if args.reexport == "all" else [n.strip() for n in args.reexport.split(",") if n.strip()]
+        names = known if asked == "all" else [n.strip() for n in asked.split(",") if n.strip()]
         unknown = sorted(set(names) - set(known))
         if unknown:
-            raise GanserveError(f"--reexport: no shipped entry {', '.join(unknown)} (shipped: {', '.join(known)})")
+            raise GanserveError(f"--{flag}: no shipped entry {', '.join(unknown)} (shipped: {', '.join(known)})")
         for name in names:
-            print(reexport(name, args.models_dir))
+            print(redo(name, args.models_dir))
         return 0
     if not args.checkpoint or not args.name:
         raise GanserveError("give CHECKPOINT and --name (or --list)")

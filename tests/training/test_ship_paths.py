@@ -117,3 +117,27 @@ def test_train_from_reproduces_the_entrys_card(trained: Path, tmp_path: Path) ->
     figures = again["metrics"]["eval"]
     assert {k: figures[k] for k in ("psnr_y", "ssim_y", "bicubic_psnr_y")} == pytest.approx(
         {k: card[k] for k in ("psnr_y", "ssim_y", "bicubic_psnr_y")}, abs=1e-6)
+
+
+def test_reship_keeps_the_record_and_stores_fp16_where_the_figures_hold(trained: Path, tmp_path: Path) -> None:
+    """`ganserve ship --reship NAME` ships an entry's own checkpoint again with its recorded command, target and
+    conditions: an entry shipped with fp32 weights (as before fp16 storage) comes back with fp16 weights, the same
+    held-out figures within the fp16 rule, and evaluation-set figures; an unknown name is refused."""
+    models = tmp_path / "models"
+    entry = ship(trained, "sr", command="the command", target="the target", note="the conditions", models_dir=models,
+                 progress=False)
+    payload = load_checkpoint(entry / "checkpoint.pt")  # as entries shipped before fp16 storage hold them: float32
+    save_checkpoint(entry / "checkpoint.pt", {**payload, "state": {k: v.float() if v.is_floating_point() else v
+                                                                    for k, v in payload["state"].items()}})
+    before = read_entry(entry)
+    assert main(["ship", "--reship", "sr", "--models-dir", str(models)]) == 0
+    after = read_entry(entry)
+    assert (after["command"], after["target"], after["training"]["conditions"]) == (
+        "the command", "the target", "the conditions")
+    assert after["weights"]["storage"] == "fp16"
+    assert all(v.dtype == torch.float16 for v in load_checkpoint(entry / "checkpoint.pt")["state"].values()
+               if v.is_floating_point())
+    assert after["held_out"]["psnr_y"] == pytest.approx(before["held_out"]["psnr_y"], abs=0.01)
+    assert after["eval_set"]["eval_images"] == 16 and "psnr_gain_y_min" in after["eval_set"]
+    assert _listing(models) == ["sr"]
+    assert main(["ship", "--reship", "nothing", "--models-dir", str(models)]) == 2
