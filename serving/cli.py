@@ -184,9 +184,21 @@ def _image_args(v: argparse.ArgumentParser) -> None:
     v.add_argument("--tile-size", type=count(0, "(0 = no tiling)"), default=None,
                    help="tile size in input pixels (0 = no tiling; default: the card's or the server's)")
     v.add_argument("--tile-overlap", type=count(0), default=None, help="tile overlap in input pixels")
-    v.add_argument("--ensemble", type=int, choices=(0, 1, 8), default=None,
+    v.add_argument("--ensemble", type=_ensemble_passes, default=None,
                    help="8: self-ensemble, the average of the 8 flips and rotations of IN (8 passes, slower; "
                         "tile-safe models only); 0 or 1: one pass (the default)")
+
+
+def _ensemble_passes(text: str) -> int:
+    """--ensemble: 0 or 1 (one pass) or 8 (the eight flips and rotations); any other value is a usage error."""
+    from ganserve.core.ensemble import check_passes
+
+    value = integer(0, 8)(text)
+    try:
+        check_passes(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def _add_client(subparsers: argparse._SubParsersAction) -> None:

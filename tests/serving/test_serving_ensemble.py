@@ -210,4 +210,4 @@ def test_the_cli_client_passes_ensemble(repo: Path, server, tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert "(8 run(s))" in done.stdout and _close(_decode(dst.read_bytes()), expected_pixels(repo, RGB))
     bad = subprocess.run(cmd[:-1] + ["3"], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert bad.returncode != 0 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "ensemble must be 0 or 1 (off) or 8" in bad.stderr and "Traceback" not in bad.stderr
