@@ -179,9 +179,14 @@ class Pix2PixApp(Application):
         was_training = self.training
         self.eval()
         try:
-            return Translator(self.generator, self.grey_input, self.config.keep_luma, self.config.chroma_sigma)(torch.from_numpy(x).to(self.device)).cpu().numpy()
+            return self.translator(self.generator).to(self.device)(torch.from_numpy(x).to(self.device)).cpu().numpy()
         finally:
             self.train(was_training)
+
+    def translator(self, generator: torch.nn.Module) -> Translator:
+        """What serves ``generator`` (evaluation and export alike): RGB [0, 1] in and out, with this config's grey
+        input, kept luma and colour low-pass."""
+        return Translator(generator, self.grey_input, self.config.keep_luma, self.config.chroma_sigma)
 
     def held_out(self, which: str = "headline") -> list[tuple[np.ndarray, np.ndarray]]:
         """Held-out (input, photo) uint8 pairs of the built-in task, centre-cropped to the spatial multiple: the
@@ -236,8 +241,7 @@ class Pix2PixApp(Application):
     def export_spec(self) -> ExportSpec:
         c = self.config
         m = self.multiple
-        module = Translator(copy.deepcopy(self.generator).cpu().eval(), self.grey_input, self.config.keep_luma,
-                            self.config.chroma_sigma).eval()
+        module = self.translator(copy.deepcopy(self.generator).cpu().eval()).eval()
         flower = self._held_out_images(0)[:1]  # 427x640: room for m x 2m crops up to unet_256's m = 256
         # at least 32 pixels: a ResNet generator (multiple 4) halves twice and reflection-pads by 1 after that
         side = m * -(-32 // m)

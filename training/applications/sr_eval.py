@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ganserve.core.image_metrics import psnr_y, sharpness_ratio, ssim_y
-from ganserve.training.data.images import BUILTIN_HELD_OUT, downscale, mod_crop, named_photos, to_tensor, upscale_bicubic
+from ganserve.training.data.images import BUILTIN_HELD_OUT, downscale, held_out_images, to_tensor, upscale_bicubic
 
 # Maps a 1x3xhxw float32 LR array in [0, 1] to a 1x3x(sh)x(sw) SR array.
 ArrayPredictor = Callable[[np.ndarray], np.ndarray]
@@ -21,8 +21,7 @@ def held_out_pairs(scale: int, which: str = "headline") -> tuple[tuple[np.ndarra
     """(HR HxWx3 float in [0,1], LR 1x3xhxw float32) per photo of ``which`` set (the headline held-out pair or the
     evaluation set: images.EVAL_SETS), LR by antialiased bicubic downscaling."""
     pairs = []
-    for _, photo in named_photos(which):
-        img = mod_crop(photo, scale)
+    for img in held_out_images(scale, which):
         hr = to_tensor(img)
         lr = downscale(hr, scale)
         pairs.append((hr[0].permute(1, 2, 0).numpy().astype(np.float64), lr.numpy().astype(np.float32)))

@@ -85,7 +85,8 @@ def _to_rgb_uint8(img: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def load_builtin(entry: str) -> np.ndarray:
-    """One ``package:name[c0:c1]`` entry of the built-in lists as HxWx3 uint8 (cached, read-only)."""
+    """One ``package:name[c0:c1]`` or ``package:name[r0:r1,c0:c1]`` entry of the built-in lists as HxWx3 uint8
+    (cached, read-only)."""
     package, _, rest = entry.partition(":")
     name, _, box = rest.partition("[")
     if package == "skimage" and name == "motorcycle_left":
@@ -242,9 +243,10 @@ class SRSource:
         return downscale(hr, self.scale), hr
 
 
-def held_out_images(scale: int) -> list[np.ndarray]:
-    """The held-out photos as HxWx3 uint8, cropped to multiples of ``scale``."""
-    return [mod_crop(load_builtin(e), scale) for e in BUILTIN_HELD_OUT]
+def held_out_images(scale: int, which: str = "headline") -> list[np.ndarray]:
+    """The photos of ``which`` set (EVAL_SETS: the headline held-out pair or the evaluation set) as HxWx3 uint8,
+    cropped to multiples of ``scale``."""
+    return [mod_crop(photo, scale) for _, photo in named_photos(which)]
 
 
 def is_grey(img: np.ndarray) -> bool:

@@ -17,7 +17,7 @@ import torch
 
 from ganserve.core.errors import GanserveError
 from ganserve.core.image_metrics import LUMA_WEIGHTS
-from ganserve.training.data.images import BUILTIN_HELD_OUT, BUILTIN_TRAIN, IMAGE_SUFFIXES, load_builtin, named_photos
+from ganserve.training.data.images import BUILTIN_TRAIN, IMAGE_SUFFIXES, load_builtin, named_photos
 
 Pair = tuple[np.ndarray, np.ndarray]  # (A, B) as HxWx3 uint8 of the same size
 CANNY_SIGMA = 2.0
@@ -67,8 +67,6 @@ def builtin_train_pairs(task: str = "edges") -> list[Pair]:
 def held_out_pairs(task: str = "edges", which: str = "headline") -> list[Pair]:
     """The built-in task's pairs of the held-out photos (evaluation only): the headline pair, or the colour photos
     of the evaluation set (images.EVAL_SETS)."""
-    if which == "headline":
-        return [builtin_pair(e, task) for e in BUILTIN_HELD_OUT]
     return [builtin_pair(e, task) for e, _ in named_photos(which, colour_only=True)]
 
 

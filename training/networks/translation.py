@@ -278,7 +278,6 @@ class Translator(nn.Module):
                  chroma_sigma: float = 0.0) -> None:
         super().__init__()
         self.generator, self.grey_input, self.keep_luma = generator, grey_input, keep_luma
-        self.chroma_sigma = chroma_sigma
         self.blur = GaussianBlur(chroma_sigma) if keep_luma and chroma_sigma > 0 else None
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
